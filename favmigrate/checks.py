@@ -1,0 +1,243 @@
+"""Pure comparison of the spec with a catalog snapshot: (spec, snapshot) -> findings. No database here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from favmigrate.catalog import DataStats, IndexInfo, Snapshot
+from favmigrate.results import CheckResult, CheckStatus
+from favmigrate.spec import ColumnSpec, IndexSpec, MigrationSpec
+
+PASS, FAIL, WARN, SKIP = CheckStatus.PASS, CheckStatus.FAIL, CheckStatus.WARN, CheckStatus.SKIP
+
+_CAST = re.compile(r"::\s*(\"[^\"]+\"|[a-z_][a-z0-9_]*)(\s*\.\s*(\"[^\"]+\"|[a-z_][a-z0-9_]*))?"
+                   r"(\s+(varying|with(out)?\s+time\s+zone|precision))*(\[\])?", re.IGNORECASE)
+
+
+def _strip_outer_parens(text: str) -> str:
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for position, char in enumerate(text):
+            depth += (char == "(") - (char == ")")
+            if depth == 0 and position < len(text) - 1:
+                return text  # the first "(" closes before the end: not one wrapping pair
+        text = text[1:-1].strip()
+    return text
+
+
+def _split_top_level_and(text: str) -> list[str]:
+    parts, depth, start, quoted = [], 0, 0, False
+    lowered = text.lower()
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char in "()":
+            depth += 1 if char == "(" else -1
+        elif not quoted and depth == 0 and lowered.startswith(" and ", position):
+            parts.append(text[start:position])
+            start = position + 5
+            position += 4
+        position += 1
+    parts.append(text[start:])
+    return parts
+
+
+def normalize_predicate(predicate: str | None) -> frozenset[str]:
+    """A predicate as a set of conjuncts, without casts, redundant parentheses, case or spacing.
+
+    `(status = 'pending'::session_request_status)` and `status = 'pending'` compare equal, so the check
+    holds whether `status` is text or an enum; conjunct order does not matter.
+    """
+    if not predicate:
+        return frozenset()
+    text = _CAST.sub("", predicate)
+    text = re.sub(r"\s+", " ", text).strip()
+    conjuncts = set()
+    for part in _split_top_level_and(_strip_outer_parens(text)):
+        conjunct = _strip_outer_parens(part.strip())
+        conjunct = re.sub(r"\s*([()=<>,])\s*", r"\1", conjunct)
+        conjunct = re.sub(r"'[^']*'|[^']+", lambda m: m.group(0) if m.group(0).startswith("'") else m.group(0).lower(),
+                          conjunct)
+        conjuncts.add(conjunct.replace('"', ""))
+    return frozenset(conjuncts)
+
+
+def _normalize_default(default: str | None) -> str | None:
+    if default is None:
+        return None
+    return _strip_outer_parens(_CAST.sub("", default).strip()).strip("'")
+
+
+def index_matches(spec: IndexSpec, found: IndexInfo) -> bool:
+    """Same columns in the same order, same partial predicate, a plain btree index."""
+    return (
+        tuple(c.strip('"') for c in found.columns) == spec.columns
+        and normalize_predicate(found.predicate) == normalize_predicate(spec.predicate)
+        and found.method == "btree"
+        and not found.unique
+    )
+
+
+def describe_index(columns: tuple[str, ...], predicate: str | None, method: str = "btree", unique: bool = False) -> str:
+    kind = f"{'unique ' if unique else ''}{method}"
+    where = f" WHERE {predicate}" if predicate else ""
+    return f"{kind} ({', '.join(columns)}){where}"
+
+
+def _column_checks(column: ColumnSpec, snapshot: Snapshot) -> Iterator[CheckResult]:
+    prefix = f"column:{column.name}"
+    found = snapshot.columns.get(column.name)
+    if found is None:
+        yield CheckResult(f"{prefix}:exists", FAIL, "present", "missing", f"column {column.name} does not exist")
+        for aspect in ("type", "nullable", "default", "comment"):
+            yield CheckResult(f"{prefix}:{aspect}", SKIP, message=f"column {column.name} is missing")
+        return
+    yield CheckResult(f"{prefix}:exists", PASS, "present", "present")
+    yield CheckResult(
+        f"{prefix}:type", PASS if found.data_type == column.type else FAIL, column.type, found.data_type,
+        "" if found.data_type == column.type else f"column {column.name} has type {found.data_type}",
+    )
+    expected_null = "NULL" if column.nullable else "NOT NULL"
+    actual_null = "NULL" if found.nullable else "NOT NULL"
+    yield CheckResult(
+        f"{prefix}:nullable", PASS if expected_null == actual_null else FAIL, expected_null, actual_null,
+        "" if expected_null == actual_null else f"column {column.name} is {actual_null}",
+    )
+    actual_default = _normalize_default(found.default)
+    default_ok = actual_default == column.default
+    yield CheckResult(
+        f"{prefix}:default", PASS if default_ok else FAIL, column.default or "(none)", found.default or "(none)",
+        "" if default_ok else f"column {column.name} default differs",
+    )
+    comment_ok = found.comment == column.comment
+    yield CheckResult(
+        f"{prefix}:comment", PASS if comment_ok else FAIL, column.comment, found.comment or "(none)",
+        "" if comment_ok else f"column {column.name} comment {'is missing' if not found.comment else 'differs'}",
+    )
+
+
+def _foreign_key_checks(spec: MigrationSpec, snapshot: Snapshot, schema: str) -> Iterator[CheckResult]:
+    fk = spec.foreign_key
+    prefix = f"constraint:{fk.name}"
+    found = snapshot.constraints.get(fk.name)
+    expected = (f"FOREIGN KEY ({', '.join(fk.columns)}) REFERENCES {fk.referenced_table}"
+                f"({', '.join(fk.referenced_columns)}) ON DELETE {fk.on_delete}")
+    if found is None:
+        yield CheckResult(f"{prefix}:exists", FAIL, "present", "missing", f"constraint {fk.name} does not exist")
+        for aspect in ("definition", "validated"):
+            yield CheckResult(f"{prefix}:{aspect}", SKIP, message=f"constraint {fk.name} is missing")
+        return
+    yield CheckResult(f"{prefix}:exists", PASS, "present", "present")
+    referenced = (found.referenced_table or "").replace('"', "")
+    same_table = referenced in (fk.referenced_table, f"{schema}.{fk.referenced_table}")
+    definition_ok = (
+        found.type == "f" and found.columns == fk.columns and same_table
+        and found.referenced_columns == fk.referenced_columns and found.on_delete == fk.on_delete
+    )
+    yield CheckResult(
+        f"{prefix}:definition", PASS if definition_ok else FAIL, expected, found.definition,
+        "" if definition_ok else f"constraint {fk.name} has another definition",
+    )
+    yield CheckResult(
+        f"{prefix}:validated", PASS if found.validated else FAIL, "validated", "validated" if found.validated
+        else "NOT VALID", "" if found.validated else f"constraint {fk.name} is NOT VALID: existing rows unchecked",
+        hint="" if found.validated else "run `favmigrate apply` to VALIDATE it",
+    )
+
+
+def _index_checks(index: IndexSpec, snapshot: Snapshot) -> Iterator[CheckResult]:
+    prefix = f"index:{index.name}"
+    found = snapshot.indexes.get(index.name)
+    expected = describe_index(index.columns, index.predicate)
+    if found is None:
+        yield CheckResult(f"{prefix}:exists", FAIL, "present", "missing", f"index {index.name} does not exist")
+        for aspect in ("definition", "valid"):
+            yield CheckResult(f"{prefix}:{aspect}", SKIP, message=f"index {index.name} is missing")
+        return
+    yield CheckResult(f"{prefix}:exists", PASS, "present", "present")
+    matches = index_matches(index, found)
+    yield CheckResult(
+        f"{prefix}:definition", PASS if matches else FAIL, expected,
+        describe_index(found.columns, found.predicate, found.method, found.unique),
+        "" if matches else f"index {index.name} has another definition",
+    )
+    healthy = found.valid and found.ready and found.live
+    state = f"valid={found.valid} ready={found.ready} live={found.live}"
+    yield CheckResult(
+        f"{prefix}:valid", PASS if healthy else FAIL, "valid=True ready=True live=True", state,
+        "" if healthy else f"index {index.name} is INVALID (an interrupted concurrent build?)",
+        hint="" if healthy else "run `favmigrate apply`: it drops the invalid index concurrently and rebuilds it",
+    )
+
+
+def _data_checks(spec: MigrationSpec, data: DataStats) -> Iterator[CheckResult]:
+    fk_column = spec.foreign_key.columns[0]
+    window = next(c for c in spec.columns if c.min is not None)
+    yield CheckResult(
+        f"data:{fk_column}:orphans", PASS if data.orphaned_mechanic_ids == 0 else FAIL, "0",
+        str(data.orphaned_mechanic_ids),
+        "" if not data.orphaned_mechanic_ids else f"{data.orphaned_mechanic_ids} rows reference a missing mechanic",
+    )
+    yield CheckResult(
+        f"data:{window.name}:range", PASS if data.window_out_of_range == 0 else FAIL, f"{window.min}..{window.max}",
+        f"{data.window_out_of_range} rows outside",
+        "" if not data.window_out_of_range else f"{data.window_out_of_range} rows outside {window.min}..{window.max}",
+    )
+    yield CheckResult(
+        "data:metadata:backfill-pending", PASS if data.backfill_pending == 0 else WARN, "0",
+        str(data.backfill_pending),
+        "" if not data.backfill_pending else
+        f"{data.backfill_pending} rows still hold legacy metadata keys whose columns are NULL",
+        hint="" if not data.backfill_pending else "run `favmigrate backfill`",
+    )
+
+
+def _table_checks(spec: MigrationSpec, snapshot: Snapshot, schema: str) -> Iterator[CheckResult]:
+    tables = ((spec.table, snapshot.table_exists), (spec.referenced_table, snapshot.referenced_table_exists))
+    for name, exists in tables:
+        yield CheckResult(
+            f"table:{name}:exists", PASS if exists else FAIL, "present", "present" if exists else "missing",
+            "" if exists else f"table {schema}.{name} does not exist",
+        )
+
+
+def check_applied(
+    spec: MigrationSpec, snapshot: Snapshot, data: DataStats | None = None, schema: str = "public"
+) -> tuple[CheckResult, ...]:
+    """Every check of the applied end state (and the data checks when ``data`` is given)."""
+    results = list(_table_checks(spec, snapshot, schema))
+    if not snapshot.table_exists:
+        return tuple(results)
+    for column in spec.columns:
+        results.extend(_column_checks(column, snapshot))
+    results.extend(_foreign_key_checks(spec, snapshot, schema))
+    for index in spec.indexes:
+        results.extend(_index_checks(index, snapshot))
+    if data is not None:
+        results.extend(_data_checks(spec, data))
+    return tuple(results)
+
+
+def check_absent(spec: MigrationSpec, snapshot: Snapshot, schema: str = "public") -> tuple[CheckResult, ...]:
+    """Checks of the rolled-back state: none of the migration's objects exist."""
+    results = list(_table_checks(spec, snapshot, schema))
+    if not snapshot.table_exists:
+        return tuple(results)
+    named = [("column", c.name, c.name in snapshot.columns) for c in spec.columns]
+    named.append(("constraint", spec.foreign_key.name, spec.foreign_key.name in snapshot.constraints))
+    named.extend(("index", i.name, i.name in snapshot.indexes) for i in spec.indexes)
+    for kind, name, present in named:
+        results.append(CheckResult(
+            f"{kind}:{name}:absent", FAIL if present else PASS, "absent", "present" if present else "absent",
+            f"{kind} {name} still exists" if present else "",
+        ))
+    return tuple(results)
+
+
+def failing(checks: tuple[CheckResult, ...], ids: tuple[str, ...]) -> list[CheckResult]:
+    """The checks among ``ids`` that fail (a step is needed when any of its `satisfies` checks fails)."""
+    wanted = set(ids)
+    return [c for c in checks if c.id in wanted and c.status is not PASS]

@@ -1,0 +1,371 @@
+"""Connections, session settings, the run lock, and running statements under lock-timeout retries.
+
+Every connection is autocommit with explicit ``conn.transaction()`` blocks, carries
+``application_name=favmigrate`` and a connect timeout, and never lets a password reach a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+
+from favmigrate.errors import ConnectionFailed, Interrupted, LockHeld, PoolerRefused
+
+APPLICATION_NAME = "favmigrate"
+DEFAULT_CONNECT_TIMEOUT_S = 10
+SUPABASE_POOLER_HOST = "pooler.supabase.com"
+TRANSACTION_POOLER_PORT = "6543"
+
+Warn = Callable[[str], None]
+T = TypeVar("T")
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+# ---------------------------------------------------------------- DSN handling
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """The DSN to use: the option, else FAVMIGRATE_DSN, else DATABASE_URL, else "" (libpq PG* variables)."""
+    for candidate in (dsn, os.environ.get("FAVMIGRATE_DSN"), os.environ.get("DATABASE_URL")):
+        if candidate:
+            return candidate
+    return ""
+
+
+def _passwords(dsn: str) -> list[str]:
+    found = [os.environ["PGPASSWORD"]] if os.environ.get("PGPASSWORD") else []
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+        if password:
+            found.append(str(password))
+    except psycopg.Error:
+        match = re.search(r"://[^:/@]*:([^@]*)@", dsn) or re.search(r"password\s*=\s*'?([^'\s]*)", dsn)
+        if match and match.group(1):
+            found.append(match.group(1))
+    return found
+
+
+def scrub(text: str, dsn: str) -> str:
+    """Remove every password of ``dsn`` (and PGPASSWORD) from ``text``."""
+    for password in _passwords(dsn):
+        text = text.replace(password, "***")
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text)
+
+
+def redact_dsn(dsn: str) -> str:
+    """A DSN fit to print: every parameter but the password, which becomes ***."""
+    if not dsn:
+        return "(libpq defaults from PG* environment variables)"
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return scrub(dsn, dsn)
+    if "password" in params:
+        params["password"] = "***"
+    return make_conninfo("", **params)
+
+
+def dsn_params(dsn: str) -> dict[str, str]:
+    """The parameters libpq would use, including those taken from PG* environment variables."""
+    try:
+        params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    except psycopg.Error as exc:
+        raise ConnectionFailed(f"malformed DSN: {scrub(str(exc), dsn)}") from None
+    for key, env in (("host", "PGHOST"), ("port", "PGPORT")):
+        if key not in params and os.environ.get(env):
+            params[key] = os.environ[env]
+    return params
+
+
+def is_transaction_pooler(dsn: str) -> bool:
+    """True for Supabase's transaction pooler: port 6543, or a host under pooler.supabase.com."""
+    params = dsn_params(dsn)
+    return params.get("port") == TRANSACTION_POOLER_PORT or SUPABASE_POOLER_HOST in params.get("host", "")
+
+
+# ---------------------------------------------------------------- connecting
+
+
+def _describe_connect_error(exc: psycopg.Error, dsn: str) -> str:
+    raw = scrub(str(exc), dsn).strip()
+    params = dsn_params(dsn)
+    where = params.get("host", "local socket")
+    if params.get("port"):
+        where = f"{where}:{params['port']}"
+    lines = [line.strip() for line in raw.splitlines() if line.strip()]
+    detail = lines[-1] if lines else type(exc).__name__
+    detail = re.sub(r"^(connection failed: )?(connection to server .*? failed: )?(FATAL:\s*)?", "", detail)
+    lowered = raw.lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return f"cannot log in to {where}: {detail}"
+    if "does not exist" in lowered:
+        return f"cannot connect to {where}: {detail}"
+    if isinstance(exc, psycopg.ProgrammingError) or ("invalid" in lowered and "connection option" in lowered):
+        return f"malformed DSN: {detail}"
+    return f"cannot reach PostgreSQL at {where}: {detail}"
+
+
+def connect(dsn: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S) -> psycopg.Connection[Any]:
+    """Open an autocommit connection tagged application_name=favmigrate.
+
+    Raises ConnectionFailed with one redacted line for a bad DSN, login, host or database.
+    """
+    try:
+        dsn_params(dsn)
+        return psycopg.connect(
+            dsn, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=connect_timeout
+        )
+    except psycopg.Error as exc:
+        raise ConnectionFailed(
+            _describe_connect_error(exc, dsn),
+            hint="pass --dsn, or set FAVMIGRATE_DSN / DATABASE_URL / PG* variables",
+        ) from None
+
+
+@contextmanager
+def open_session(
+    dsn: str | None, *, writes: bool, warn: Warn = _ignore, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S
+) -> Iterator[psycopg.Connection[Any]]:
+    """Connect for a command. A command that ``writes`` refuses transaction poolers and unpinned sessions.
+
+    Raises ConnectionFailed or PoolerRefused; changes nothing.
+    """
+    resolved = resolve_dsn(dsn)
+    pooled = is_transaction_pooler(resolved)
+    if pooled and writes:
+        raise PoolerRefused(
+            "this is Supabase's transaction pooler, which breaks session settings and advisory locks",
+            hint="use the direct connection (port 5432, host db.<project>.supabase.co) for commands that "
+            "change the database",
+        )
+    if pooled:
+        warn("connected through a transaction pooler: fine for read-only commands, never for changes")
+    conn = connect(resolved, connect_timeout=connect_timeout)
+    try:
+        if writes:
+            ensure_pinned_session(conn)
+        yield conn
+    finally:
+        conn.close()
+
+
+def ensure_pinned_session(conn: psycopg.Connection[Any]) -> None:
+    """Refuse a pooler that hands each transaction to another backend (session settings would be lost)."""
+    first = scalar(conn, sql.SQL("SELECT pg_backend_pid()"))
+    second = scalar(conn, sql.SQL("SELECT pg_backend_pid()"))
+    if first != second:
+        raise PoolerRefused(
+            "the connection is not pinned to one server session (a transaction-mode pooler?)",
+            hint="connect directly to PostgreSQL, or through a session-mode pooler",
+        )
+
+
+# ---------------------------------------------------------------- small query helpers
+
+
+def scalar(conn: psycopg.Connection[Any], query: sql.SQL | sql.Composed, params: Any = None) -> Any:
+    """The first column of the first row, or None."""
+    row = conn.execute(query, params).fetchone()
+    return row[0] if row else None
+
+
+def rows(conn: psycopg.Connection[Any], query: sql.SQL | sql.Composed, params: Any = None) -> list[dict[str, Any]]:
+    """All rows as dicts."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return cur.fetchall()
+
+
+def set_session(conn: psycopg.Connection[Any], **settings: str) -> None:
+    """Set GUCs at session level, overriding role defaults (Supabase roles carry a statement_timeout)."""
+    for name, value in settings.items():
+        conn.execute(sql.SQL("SELECT set_config(%s, %s, false)"), (name, value))
+
+
+def ms(seconds: float | None) -> str:
+    """A timeout in seconds as a PostgreSQL setting; None or 0 means no limit."""
+    return "0" if not seconds else f"{int(seconds * 1000)}ms"
+
+
+# ---------------------------------------------------------------- the run lock
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+_LOCK_HOLDER = sql.SQL(
+    """
+    SELECT a.pid, a.usename, a.application_name, a.client_addr::text AS client_addr,
+           date_trunc('second', now() - a.backend_start)::text AS connected_for
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid::text::bigint = %s AND l.objid::text::bigint = %s
+    """
+)
+
+
+@contextmanager
+def run_lock(conn: psycopg.Connection[Any], name: str, *, wait_s: float, poll_s: float = 0.2) -> Iterator[None]:
+    """Hold a session-level advisory lock so only one favmigrate run changes this database at a time.
+
+    Polls pg_try_advisory_lock: a session blocked in pg_advisory_lock would hold a virtual transaction
+    that CREATE INDEX CONCURRENTLY in the lock holder waits for, a deadlock nobody detects.
+    Raises LockHeld naming the holder when ``wait_s`` runs out.
+    """
+    key = advisory_key(name)
+    deadline = time.monotonic() + wait_s
+    while not scalar(conn, sql.SQL("SELECT pg_try_advisory_lock(%s)"), (key,)):
+        if time.monotonic() >= deadline:
+            unsigned = key & 0xFFFFFFFFFFFFFFFF
+            holders = rows(conn, _LOCK_HOLDER, (unsigned >> 32, unsigned & 0xFFFFFFFF))
+            who = ", ".join(f"pid {h['pid']} ({h['application_name'] or h['usename']})" for h in holders)
+            raise LockHeld(
+                f"another favmigrate run holds the lock on this database: {who or 'a backend'}",
+                blockers=holders,
+                hint="wait for it to finish, or raise --lock-wait",
+            )
+        time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute(sql.SQL("SELECT pg_advisory_unlock(%s)"), (key,))
+
+
+# ---------------------------------------------------------------- lock-timeout retries
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How statements that need a strong lock wait: briefly, then back off and try again."""
+
+    lock_timeout_s: float = 1.0
+    retries: int = 10
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, so retries of several runs do not line up."""
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * (2 ** (attempt - 1)))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+_BLOCKERS = sql.SQL(
+    """
+    SELECT a.pid, a.usename AS user, a.application_name, a.state,
+           date_trunc('millisecond', now() - a.xact_start)::text AS transaction_age,
+           left(a.query, 200) AS query
+    FROM pg_stat_activity a
+    WHERE a.pid = ANY (pg_blocking_pids(%s))
+    ORDER BY a.xact_start
+    """
+)
+
+
+class BlockerWatch:
+    """Watches, from a second connection, which backends block our statement while it waits for a lock."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: psycopg.Connection[Any] | None = None
+        self.last: list[dict[str, Any]] = []
+
+    @contextmanager
+    def watching(self, pid: int) -> Iterator[None]:
+        stop = threading.Event()
+        self.last = []
+
+        def poll() -> None:
+            try:
+                if self._conn is None:
+                    self._conn = connect(self._dsn)
+                while not stop.wait(0.05):
+                    found = rows(self._conn, _BLOCKERS, (pid,))
+                    if found:
+                        self.last = found
+            except Exception:  # the watch only improves a message; never let it break the step
+                return
+
+        thread = threading.Thread(target=poll, name="favmigrate-blocker-watch", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=2)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def describe_blockers(blockers: list[dict[str, Any]]) -> str:
+    """One line per blocking backend: pid, user, application, transaction age, query."""
+    return "; ".join(
+        f"pid {b['pid']} user {b['user']} app {b['application_name'] or '-'} "
+        f"in transaction for {b['transaction_age'] or '?'} ({b['state']}): {b['query']!r}"
+        for b in blockers
+    )
+
+
+def with_lock_retries(
+    conn: psycopg.Connection[Any],
+    action: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    watch: BlockerWatch | None = None,
+    on_retry: Callable[[int, float, list[dict[str, Any]]], None] | None = None,
+    what: str = "statement",
+) -> tuple[T, int]:
+    """Run ``action`` under the policy's lock_timeout, retrying on lock timeout (SQLSTATE 55P03).
+
+    Returns (result, retries used). Raises LockHeld naming the blockers when the retries run out,
+    Interrupted on Ctrl-C. The action must run its own transaction so a failed attempt rolls back.
+    """
+    set_session(conn, lock_timeout=ms(policy.lock_timeout_s))
+    pid = conn.info.backend_pid
+    for attempt in range(policy.retries + 1):
+        try:
+            if watch is None:
+                return action(), attempt
+            with watch.watching(pid):
+                return action(), attempt
+        except pg_errors.LockNotAvailable:
+            blockers = watch.last if watch else []
+            if attempt == policy.retries:
+                raise LockHeld(
+                    f"could not take the lock for {what} within {policy.lock_timeout_s:g}s after "
+                    f"{policy.retries} retries; blocked by: {describe_blockers(blockers) or 'unknown backends'}",
+                    blockers=blockers,
+                    hint="end or wait for the blocking transactions, then run the command again "
+                    "(or raise --retries / --lock-timeout)",
+                ) from None
+            delay = policy.delay(attempt + 1)
+            if on_retry:
+                on_retry(attempt + 1, delay, blockers)
+            try:
+                time.sleep(delay)
+            except KeyboardInterrupt:
+                raise Interrupted(f"interrupted while waiting to retry {what}") from None
+    raise AssertionError("unreachable")

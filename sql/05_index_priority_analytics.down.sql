@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS {schema}.session_requests_priority_analytics_idx;

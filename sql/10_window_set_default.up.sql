@@ -1,0 +1,2 @@
+ALTER TABLE {table}
+    ALTER COLUMN priority_window_minutes SET DEFAULT 10;

@@ -1,0 +1,2 @@
+ALTER TABLE {table}
+    VALIDATE CONSTRAINT session_requests_priority_window_not_null;
