@@ -1,0 +1,227 @@
+"""The command line: parse options -> call one library function -> render -> exit with its code.
+
+The only place that catches FavmigrateError. Heavy imports (psycopg, rich tables) happen inside the
+commands so that `favmigrate --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from favmigrate import __version__
+from favmigrate.errors import ExitCode, FavmigrateError
+
+if TYPE_CHECKING:
+    from favmigrate.spec import Target
+
+app = typer.Typer(
+    name="favmigrate",
+    help="Take a live PostgreSQL through the Phase 4 favorites-priority migration safely: plan it, apply it "
+    "online, verify it against the catalogs, backfill the legacy JSONB metadata, measure it, roll it back "
+    "without losing data.\n\nExit codes: 0 ok; 1 a check failed / drift / work pending; 2 usage, connection or "
+    "preflight error (nothing changed); 3 interrupted or partially done (safe to re-run).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class _State:
+    debug = False
+
+
+DsnOption = Annotated[
+    str | None,
+    typer.Option("--dsn", help="Connection string (else FAVMIGRATE_DSN, DATABASE_URL, then PG* variables).",
+                 show_default=False),
+]
+SchemaOption = Annotated[str, typer.Option("--schema", help="Schema holding session_requests and mechanics.")]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", help="text (tables on a terminal) or json.")]
+JunitOption = Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML, one testcase per check.",
+                                                  dir_okay=False, show_default=False)]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"favmigrate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    _State.debug = debug
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (never on stdout, which carries only the requested format)."""
+    from favmigrate.render import stderr_console
+
+    stderr_console().print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+def fail(message: str, *, hint: str | None = None, code: ExitCode = ExitCode.PRECONDITION) -> NoReturn:
+    """One or two clear lines on stderr, then exit with ``code``."""
+    from favmigrate.render import stderr_console
+
+    console = stderr_console()
+    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
+    if hint:
+        console.print(f"hint: {hint}", highlight=False, markup=False)
+    raise typer.Exit(int(code))
+
+
+def run(job: Callable[[], int]) -> NoReturn:
+    """Run a command body, translating every failure into a message and a documented exit code."""
+    try:
+        code = job()
+    except typer.Exit:
+        raise
+    except FavmigrateError as exc:
+        if _State.debug:
+            raise
+        fail(exc.message, hint=exc.hint, code=exc.exit_code)
+    except KeyboardInterrupt:
+        if _State.debug:
+            raise
+        fail("interrupted; nothing is left half-done that a re-run cannot finish", code=ExitCode.INTERRUPTED)
+    except Exception as exc:
+        if _State.debug:
+            raise
+        from favmigrate.db import resolve_dsn, scrub
+
+        fail(f"{type(exc).__name__}: {scrub(str(exc), resolve_dsn(None))}".splitlines()[0],
+             hint="re-run with --debug for the traceback", code=_exit_for(exc))
+    raise typer.Exit(code)
+
+
+def _exit_for(exc: Exception) -> ExitCode:
+    import psycopg
+
+    if isinstance(exc, psycopg.OperationalError):
+        return ExitCode.INTERRUPTED  # connection lost mid-command: every step is re-runnable
+    return ExitCode.PRECONDITION
+
+
+def target_for(schema: str) -> Target:
+    from favmigrate.spec import Target, load_spec
+
+    return Target(load_spec(), schema)
+
+
+def emit(data: dict[str, Any], fmt: OutputFormat, render_text: Callable[[dict[str, Any]], None]) -> None:
+    from favmigrate.render import print_json
+
+    if fmt is OutputFormat.json:
+        print_json(data)
+    else:
+        render_text(data)
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command()
+def verify(
+    dsn: DsnOption = None,
+    schema: SchemaOption = "public",
+    no_data: Annotated[bool, typer.Option("--no-data", help="Catalog checks only: skip the checks that scan rows.")]
+    = False,
+    absent: Annotated[bool, typer.Option("--absent", help="Verify the rolled-back state: no migration object exists.")]
+    = False,
+    fmt: FormatOption = OutputFormat.text,
+    junit: JunitOption = None,
+) -> None:
+    """Prove the migration's end state against the catalogs (read-only).
+
+    Compares columns (type, nullability, default, comment), the foreign key (definition, validated) and
+    the indexes (columns, predicate, valid/ready/live) with verify/migration.toml, then counts orphaned
+    mechanic ids, out-of-range windows and rows still waiting for backfill. Runs in a READ ONLY
+    transaction. Exit 0 all pass (warnings allowed), 1 any check fails, 2 could not run.
+
+    Example: favmigrate verify --dsn postgresql://postgres@localhost/app --format json
+    """
+
+    def job() -> int:
+        from favmigrate.db import open_session
+        from favmigrate.render import render_checks, stdout_console, write_junit
+        from favmigrate.verify import verify as run_verify
+
+        with open_session(dsn, writes=False, warn=warn) as conn:
+            report = run_verify(conn, target_for(schema), data=not no_data, absent=absent)
+        data = report.to_dict()
+        emit(data, fmt, lambda d: render_checks(d, stdout_console(), title="verify --absent" if absent else "verify"))
+        if junit:
+            write_junit(data, junit, suite="favmigrate.verify")
+        return int(report.exit_code)
+
+    run(job)
+
+
+@app.command()
+def sandbox(
+    rows: Annotated[int, typer.Option("--rows", min=0, help="session_requests rows to generate.")] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the deterministic data generator.")] = 42,
+    backend: Annotated[str | None, typer.Option("--backend", help="docker, local or embedded "
+                                                "(default: FAVMIGRATE_PG, else embedded).")] = None,
+) -> None:
+    """Start a disposable PostgreSQL loaded with the sample database, and keep it until Ctrl-C.
+
+    Prints the DSN and an `export FAVMIGRATE_DSN=...` line so that every other command can be tried
+    by hand in another terminal. Ctrl-C stops the server and removes its files.
+
+    Example: favmigrate sandbox --rows 100000
+    """
+
+    def job() -> int:
+        import time
+
+        from favmigrate.db import connect
+        from favmigrate.render import stderr_console
+        from favmigrate.sample import load_sample
+        from favmigrate.sandbox import disposable_postgres
+
+        console = stderr_console()
+        chosen = backend or os.environ.get("FAVMIGRATE_PG") or "embedded"
+        with disposable_postgres(chosen) as server:
+            with connect(server.dsn) as conn:
+                summary = load_sample(conn, rows=rows, seed=seed, progress=lambda m: console.print(m, markup=False))
+            console.print(
+                f"PostgreSQL {server.version} ({server.backend}) with {summary.session_requests} session_requests, "
+                f"{summary.legacy_rows} carrying legacy metadata. Ctrl-C stops it and removes everything.",
+                highlight=False,
+            )
+            sys.stdout.write(f"{server.dsn}\nexport FAVMIGRATE_DSN='{server.dsn}'\n")
+            sys.stdout.flush()
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                console.print("stopping and removing the sandbox ...")
+        return 0
+
+    run(job)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""verify: prove the end state (or the rolled-back state) against the catalogs. Read-only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from favmigrate.catalog import Snapshot, read_data_stats, read_snapshot
+from favmigrate.checks import check_absent, check_applied
+from favmigrate.results import CheckReport
+from favmigrate.spec import Target
+
+
+@contextmanager
+def read_only(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A READ ONLY transaction that is always rolled back."""
+    with conn.transaction(force_rollback=True):
+        conn.execute(sql.SQL("SET TRANSACTION READ ONLY"))
+        yield
+
+
+def verify(conn: psycopg.Connection[Any], target: Target, *, data: bool = True, absent: bool = False) -> CheckReport:
+    """Check the database against the spec inside a READ ONLY transaction that is rolled back.
+
+    Takes no lock stronger than ACCESS SHARE (the data checks read the table). This is a read-only operation.
+    """
+    with read_only(conn):
+        snapshot = read_snapshot(conn, target)
+        report = checks_for(conn, target, snapshot, data=data, absent=absent)
+    return report
+
+
+def checks_for(
+    conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot, *, data: bool, absent: bool
+) -> CheckReport:
+    """The report for an already-read snapshot; reads the data stats when asked and the columns exist."""
+    if absent:
+        return CheckReport(check_absent(target.spec, snapshot, target.schema), mode="absent", schema=target.schema)
+    columns_present = snapshot.table_exists and all(c.name in snapshot.columns for c in target.spec.columns)
+    stats = read_data_stats(conn, target) if data and columns_present and snapshot.referenced_table_exists else None
+    return CheckReport(check_applied(target.spec, snapshot, stats, target.schema), schema=target.schema)
