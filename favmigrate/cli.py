@@ -175,6 +175,127 @@ def verify(
 
 
 @app.command()
+def plan(
+    dsn: DsnOption = None,
+    schema: SchemaOption = "public",
+    replace: Annotated[bool, typer.Option("--replace", help="Plan as apply --replace would.")] = False,
+    fmt: FormatOption = OutputFormat.text,
+) -> None:
+    """Show every expected object as present / missing / drifted and the exact SQL apply would run (read-only).
+
+    Exit 0 when every schema object is in place, 1 when any is missing or drifted. Rows still waiting
+    for backfill are shown as information and do not change the exit code.
+
+    Example: favmigrate plan --dsn postgresql://postgres@localhost/app
+    """
+
+    def job() -> int:
+        from favmigrate.db import open_session
+        from favmigrate.plan import plan as run_plan
+        from favmigrate.render import render_plan, stdout_console
+
+        with open_session(dsn, writes=False, warn=warn) as conn:
+            report = run_plan(conn, target_for(schema), replace=replace)
+        emit(report.to_dict(), fmt, lambda d: render_plan(d, stdout_console()))
+        return int(report.exit_code)
+
+    run(job)
+
+
+LockTimeoutOption = Annotated[float, typer.Option(
+    "--lock-timeout", min=0.01, help="Seconds a statement needing a strong lock may wait before it gives up "
+    "and retries (keeps application queries from piling up behind it).")]
+RetriesOption = Annotated[int, typer.Option("--retries", min=0, help="Retries after a lock timeout (with backoff "
+                                            "and jitter).")]
+StatementTimeoutOption = Annotated[float | None, typer.Option(
+    "--statement-timeout", min=0, show_default="none", help="Seconds allowed to long weak-lock steps (index builds, "
+    "VALIDATE). Set at session level, so a role's statement_timeout cannot kill an index build half-way.")]
+LockWaitOption = Annotated[float, typer.Option("--lock-wait", min=0, help="Seconds to wait for another favmigrate "
+                                               "run on this database to finish.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the SQL it would run; change nothing.")]
+
+
+def progress_printer(quiet: bool) -> Callable[[Any], None]:
+    """Shows apply/rollback events on stderr (steps, lock retries, warnings)."""
+    from favmigrate.render import stderr_console
+
+    console = stderr_console()
+
+    def show(event: Any) -> None:
+        kind = event.kind.value
+        if kind == "warning":
+            console.print(f"[yellow]warning:[/yellow] {event.message}", highlight=False)
+        elif quiet:
+            return
+        elif kind == "step-start":
+            console.print(f"[cyan]>[/cyan] {event.step}: {event.message}", highlight=False)
+        elif kind == "step-done":
+            console.print(f"[green]✓[/green] {event.step}: {event.message}", highlight=False)
+        elif kind == "retry":
+            console.print(f"[yellow]…[/yellow] {event.step}: {event.message}", highlight=False)
+        else:
+            console.print(f"  {event.step}: {event.message}", highlight=False)
+
+    return show
+
+
+@app.command()
+def apply(
+    dsn: DsnOption = None,
+    schema: SchemaOption = "public",
+    lock_timeout: LockTimeoutOption = 1.0,
+    retries: RetriesOption = 10,
+    statement_timeout: StatementTimeoutOption = None,
+    lock_wait: LockWaitOption = 30.0,
+    replace: Annotated[bool, typer.Option("--replace", help="Rebuild (concurrently) an index of ours whose valid "
+                                          "definition differs from the spec, instead of refusing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Accept shipped SQL that changed since a step was "
+                                        "applied.")] = False,
+    dry_run: DryRunOption = False,
+    quiet: QuietOption = False,
+    fmt: FormatOption = OutputFormat.text,
+) -> None:
+    """Apply the migration online-safely: only the steps still needed, then verify.
+
+    Columns and the FK (NOT VALID) are added under a short lock_timeout with retries; the FK is then
+    VALIDATEd in its own transaction; indexes are built CONCURRENTLY (INVALID leftovers are dropped
+    and rebuilt). Preflight refuses, changing nothing, what it cannot safely fix. One run at a time
+    per database (advisory lock). A second run says "already applied". Every step is recorded in the
+    favmigrate.history table. Ctrl-C stops with exit 3; re-running repairs and continues.
+
+    Example: favmigrate apply --dsn postgresql://postgres@db.example.com:5432/postgres --lock-timeout 2
+    """
+
+    def job() -> int:
+        from favmigrate.apply import ApplyOptions, apply_migration
+        from favmigrate.db import open_session
+
+        options = ApplyOptions(lock_timeout_s=lock_timeout, retries=retries, statement_timeout_s=statement_timeout,
+                               lock_wait_s=lock_wait, replace=replace, force=force, dry_run=dry_run)
+        with open_session(dsn, writes=not dry_run, warn=warn) as conn:
+            report = apply_migration(conn, target_for(schema), options, on_event=progress_printer(quiet))
+        emit(report.to_dict(), fmt, lambda d: _render_apply(d, dry_run))
+        return int(report.exit_code)
+
+    run(job)
+
+
+def _render_apply(data: dict[str, Any], dry_run: bool) -> None:
+    from favmigrate.render import render_run, render_sql, stdout_console
+
+    console = stdout_console()
+    if dry_run:
+        for step in data["steps"]:
+            console.print(f"-- step {step['step']}: {step['detail']}", markup=False, highlight=False)
+            render_sql([step["sql"]], console)
+        for note in data["notes"]:
+            console.print(f"-- {note}", markup=False)
+        return
+    render_run(data, console)
+
+
+@app.command()
 def sandbox(
     rows: Annotated[int, typer.Option("--rows", min=0, help="session_requests rows to generate.")] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the deterministic data generator.")] = 42,

@@ -291,6 +291,13 @@ class BlockerWatch:
         self._conn: psycopg.Connection[Any] | None = None
         self.last: list[dict[str, Any]] = []
 
+    @classmethod
+    def for_connection(cls, conn: psycopg.Connection[Any]) -> BlockerWatch:
+        """A watch that connects with the same parameters as ``conn`` (password included, never shown)."""
+        password = conn.info.password
+        dsn = make_conninfo(conn.info.dsn, password=password) if password else conn.info.dsn
+        return cls(dsn)
+
     @contextmanager
     def watching(self, pid: int) -> Iterator[None]:
         stop = threading.Event()

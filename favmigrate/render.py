@@ -6,6 +6,7 @@ stdout carries only the requested format; progress, warnings and errors go to st
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,7 +24,10 @@ STATUS_STYLE = {
 
 
 def stdout_console() -> Console:
-    return Console(soft_wrap=False)
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # piped output: do not fold tables at 80 columns
+    return console
 
 
 def stderr_console() -> Console:
@@ -75,8 +79,13 @@ def render_run(data: dict[str, Any], console: Console) -> None:
     console.print(table(data["command"], ("step", "outcome", "time", "lock retries", "detail"), rows, status_column=1))
     for note in data["notes"]:
         console.print(f"- {note}")
-    if data.get("verification"):
-        render_checks(data["verification"], console, title="verification")
+    verification = data.get("verification")
+    if verification:
+        problems = [c for c in verification["checks"] if c["status"] in ("fail", "warn")]
+        if problems:
+            render_checks({**verification, "checks": problems}, console, title="verification problems")
+        else:
+            console.print(f"[green]verified[/green]: all {verification['summary']['pass']} checks pass")
 
 
 def render_sql(statements: Sequence[str], console: Console) -> None:
@@ -108,3 +117,19 @@ def write_junit(data: dict[str, Any], path: Path, *, suite: str) -> None:
         elif check["status"] == "warn":
             ElementTree.SubElement(case, "system-out").text = f"WARNING: {detail}"
     ElementTree.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def render_plan(data: dict[str, Any], console: Console) -> None:
+    """plan: each expected object as present / missing / drifted, then the SQL apply would run."""
+    rows = [(o["kind"], o["name"], o["state"], o["expected"], o["actual"]) for o in data["objects"]]
+    console.print(table("plan", ("kind", "object", "state", "expected", "actual"), rows, status_column=2))
+    if data["backfill_pending"] is not None:
+        console.print(f"backfill: {data['backfill_pending']} rows still hold legacy metadata to move "
+                      "(information; see `favmigrate backfill`)")
+    if not data["steps"]:
+        console.print("[green]Nothing to do: every object is in place.[/green]")
+        return
+    console.print(f"apply would run {len(data['steps'])} step(s):")
+    for step in data["steps"]:
+        console.print(f"-- step {step['step']}: {step['reason']}", markup=False, highlight=False)
+        render_sql(step["sql"], console)

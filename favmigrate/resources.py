@@ -26,7 +26,7 @@ def sql_dir() -> Traversable:
 
 def verify_dir() -> Traversable:
     """The folder of the expected end state and the EXPLAIN queries (``verify/``)."""
-    return _folder("favmigrate.verify", "verify")
+    return _folder("favmigrate.expected", "verify")
 
 
 def read_sql(name: str) -> str:

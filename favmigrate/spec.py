@@ -190,6 +190,11 @@ class Target:
     schema: str = DEFAULT_SCHEMA
 
     @property
+    def lock_name(self) -> str:
+        """The advisory-lock name shared by every command that changes this migration's table."""
+        return f"favmigrate:{self.spec.id}:{self.schema}"
+
+    @property
     def table(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.spec.table)
 

@@ -1,0 +1,403 @@
+"""apply: bring the database to the spec's end state, online-safely, one needed step at a time.
+
+Which steps run is derived from the catalogs (a step runs when one of the checks it `satisfies` fails),
+so apply converges from any state: fresh, half-applied, interrupted, or hand-run seed SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from favmigrate.catalog import Snapshot, read_snapshot
+from favmigrate.checks import check_applied, failing, index_matches
+from favmigrate.db import (
+    BlockerWatch,
+    RetryPolicy,
+    describe_blockers,
+    ms,
+    rows,
+    run_lock,
+    set_session,
+    with_lock_retries,
+)
+from favmigrate.errors import Interrupted, LockHeld, PreflightFailed, StepFailed
+from favmigrate.history import applied_checksums, ensure_history, new_run_id, record_step
+from favmigrate.results import CheckReport, CheckResult, RunReport, StepOutcome, StepResult
+from favmigrate.spec import LockKind, StepSpec, Target, as_text
+from favmigrate.verify import checks_for
+
+MIN_SERVER_VERSION = 120000
+WINDOW_CHECK_CONSTRAINT = "session_requests_priority_window_not_null"
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    lock_timeout_s: float = 1.0
+    retries: int = 10
+    statement_timeout_s: float | None = None
+    lock_wait_s: float = 30.0
+    batch_size: int = 5_000
+    long_transaction_s: float = 60.0
+    replace: bool = False
+    force: bool = False
+    dry_run: bool = False
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(lock_timeout_s=self.lock_timeout_s, retries=self.retries)
+
+
+class EventKind(StrEnum):
+    NOTE = "note"
+    WARNING = "warning"
+    STEP_START = "step-start"
+    STEP_DONE = "step-done"
+    RETRY = "retry"
+    PROGRESS = "progress"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress reported to the caller (the CLI shows it on stderr)."""
+
+    kind: EventKind
+    step: str = ""
+    message: str = ""
+
+
+OnEvent = Callable[[Event], None]
+
+
+def _silent(_: Event) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step that is needed, why, and the SQL that will run for it."""
+
+    step: StepSpec
+    reason: str
+    statements: tuple[str, ...]
+    rebuild_index: bool = False  # an INVALID leftover (or --replace) is dropped concurrently first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step.name, "reason": self.reason, "sql": list(self.statements),
+                "rebuild_index": self.rebuild_index}
+
+
+# ---------------------------------------------------------------- planning (pure over a snapshot)
+
+
+def _window_steps(target: Target, snapshot: Snapshot, checks: tuple[CheckResult, ...]) -> list[PlannedStep]:
+    """Convergence of a nullable / default-less window column left by the hand-run seed SQL."""
+    planned: list[PlannedStep] = []
+    converged_columns = {check_id.split(":")[1] for step in target.spec.converge for check_id in step.satisfies}
+    if not converged_columns <= snapshot.columns.keys():
+        return planned  # add-columns creates the column NOT NULL with its default: nothing to converge
+    check = snapshot.constraints.get(WINDOW_CHECK_CONSTRAINT)
+    for step in target.spec.converge:
+        broken = failing(checks, step.satisfies)
+        if not broken:
+            continue
+        if step.name == "window-check-not-valid" and check is not None:
+            continue
+        if step.name == "window-check-validate" and check is not None and check.validated:
+            continue
+        planned.append(PlannedStep(step, "; ".join(c.message or c.id for c in broken),
+                                   tuple(as_text(s) for s in target.up_statements(step))))
+    return planned
+
+
+def plan_steps(target: Target, snapshot: Snapshot, *, replace: bool = False) -> list[PlannedStep]:
+    """The steps apply would run against this snapshot, in order, with their SQL. Pure."""
+    checks = check_applied(target.spec, snapshot, schema=target.schema)
+    planned: list[PlannedStep] = []
+    for step in target.spec.steps:
+        broken = failing(checks, step.satisfies)
+        rebuild = False
+        if step.index:
+            found = snapshot.indexes.get(step.index)
+            if found is not None and found.valid and not index_matches(target.spec.index(step.index), found):
+                broken = [c for c in checks if c.id == f"index:{step.index}:definition"]
+                rebuild = replace
+            elif found is not None and not found.valid:
+                rebuild = True
+        if not broken:
+            continue
+        statements = [as_text(s) for s in target.up_statements(step)]
+        if rebuild:
+            statements = [as_text(s) for s in target.down_statements(step)] + statements
+        planned.append(PlannedStep(step, "; ".join(c.message or c.id for c in broken), tuple(statements), rebuild))
+    # the window convergence runs right after the columns exist (they already do when it is needed)
+    converge = _window_steps(target, snapshot, checks)
+    position = 1 if planned and planned[0].step.name == "add-columns" else 0
+    return planned[:position] + converge + planned[position:]
+
+
+# ---------------------------------------------------------------- preflight
+
+
+_LONG_TRANSACTIONS = sql.SQL(
+    """
+    SELECT pid, usename AS user, application_name, state,
+           date_trunc('second', now() - xact_start)::text AS transaction_age, left(query, 200) AS query
+    FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+      AND now() - xact_start > make_interval(secs => %s)
+    ORDER BY xact_start
+    """
+)
+
+
+def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot, options: ApplyOptions) -> list[str]:
+    """Refuse (PreflightFailed, nothing changed) what apply cannot safely fix; return warnings. Read-only."""
+    spec = target.spec
+    problems: list[str] = []
+    if snapshot.server_version_num < MIN_SERVER_VERSION:
+        problems.append(f"PostgreSQL {snapshot.server_version_num} is too old: 12 or newer is required")
+    checks = check_applied(spec, snapshot, schema=target.schema)
+    problems += [f"{c.message} (wrong --schema or database?)" for c in checks if c.id.startswith("table:") and c.failed]
+    if problems:
+        raise PreflightFailed("; ".join(problems), problems=problems)
+    if snapshot.referenced_column_type != "uuid" or not snapshot.referenced_column_unique:
+        problems.append(
+            f"{spec.referenced_table}.{spec.referenced_column} must be a uuid with a primary key or unique "
+            f"constraint (found type {snapshot.referenced_column_type or 'none'}, "
+            f"{'unique' if snapshot.referenced_column_unique else 'not unique'})"
+        )
+    if spec.status_column not in snapshot.columns:
+        problems.append(f"column {spec.table}.{spec.status_column} (used by the indexes) does not exist")
+    for check in checks:
+        if not check.failed:
+            continue
+        if check.id.endswith(":type"):
+            problems.append(f"{check.message} but {check.expected} is expected: rename or drop it first")
+        if check.id == f"constraint:{spec.foreign_key.name}:definition":
+            problems.append(f"constraint {spec.foreign_key.name} exists as `{check.actual}` but `{check.expected}` "
+                            "is expected: drop it (ALTER TABLE ... DROP CONSTRAINT) and re-run")
+        if check.id.startswith("index:") and check.id.endswith(":definition") and not options.replace:
+            name = check.id.split(":")[1]
+            if snapshot.indexes[name].valid:
+                problems.append(f"index {name} exists as {check.actual} but {check.expected} is expected: "
+                                "pass --replace to rebuild it concurrently")
+    if not snapshot.can_alter_table:
+        superuser = rows(conn, sql.SQL("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+        if not (superuser and superuser[0]["rolsuper"]):
+            problems.append(f"user {snapshot.current_user} does not own {target.table_name} (owner: "
+                            f"{snapshot.table_owner}); connect as the owner or a member of its role")
+    if problems:
+        raise PreflightFailed(
+            "preflight refused the migration; nothing was changed:\n  - " + "\n  - ".join(problems),
+            problems=problems,
+        )
+    warnings = []
+    for xact in rows(conn, _LONG_TRANSACTIONS, (options.long_transaction_s,)):
+        warnings.append(
+            f"long-running transaction may block the DDL: pid {xact['pid']} ({xact['user']}, "
+            f"{xact['application_name'] or '-'}) open for {xact['transaction_age']}, {xact['state']}: {xact['query']!r}"
+        )
+    return warnings
+
+
+def _check_recorded_checksums(conn: psycopg.Connection[Any], target: Target, force: bool) -> None:
+    recorded = applied_checksums(conn, target)
+    changed = [s.name for s in target.spec.steps if s.name in recorded and recorded[s.name] != s.checksum()]
+    if changed and not force:
+        raise PreflightFailed(
+            f"the shipped SQL of already-applied steps changed since they ran: {', '.join(changed)}",
+            hint="review the difference; pass --force to accept the new SQL as the record",
+        )
+
+
+# ---------------------------------------------------------------- running
+
+
+class _Runner:
+    def __init__(self, conn: psycopg.Connection[Any], target: Target, options: ApplyOptions, on_event: OnEvent,
+                 command: str) -> None:
+        self.conn = conn
+        self.target = target
+        self.options = options
+        self.on_event = on_event
+        self.command = command
+        self.watch = BlockerWatch.for_connection(conn)
+        self.run_id: uuid.UUID = new_run_id()
+
+    def _retry(self, step: str) -> Callable[[int, float, list[dict[str, Any]]], None]:
+        def report(attempt: int, delay: float, blockers: list[dict[str, Any]]) -> None:
+            who = describe_blockers(blockers) or "unknown backends"
+            self.on_event(Event(EventKind.RETRY, step, f"lock not granted within {self.options.lock_timeout_s:g}s "
+                                f"(retry {attempt}/{self.options.retries} in {delay:.1f}s); blocked by {who}"))
+        return report
+
+    def _in_transaction(self, statements: list[sql.Composed], step: str) -> int:
+        def action() -> None:
+            with self.conn.transaction():
+                for statement in statements:
+                    self.conn.execute(statement)
+
+        _, retries = with_lock_retries(self.conn, action, policy=self.options.retry_policy, watch=self.watch,
+                                       on_retry=self._retry(step), what=f"step {step}")
+        return retries
+
+    def _set_timeouts(self, kind: LockKind) -> None:
+        statement_timeout = ms(self.options.statement_timeout_s)
+        if kind is LockKind.CONCURRENT:
+            # a concurrent build waits for every older transaction; a lock_timeout there would kill
+            # the build half-way and leave an INVALID index, so only the statement_timeout applies
+            set_session(self.conn, lock_timeout="0", statement_timeout=statement_timeout)
+        else:
+            set_session(self.conn, lock_timeout=ms(self.options.lock_timeout_s), statement_timeout=statement_timeout)
+
+    def _fill_batches(self, step: StepSpec) -> tuple[int, str]:
+        (statement,) = self.target.up_statements(step)
+        after, total, retries = uuid.UUID(int=0), 0, 0
+        while True:
+            def batch(after_id: uuid.UUID = after) -> list[tuple[Any, ...]]:
+                with self.conn.transaction():
+                    return self.conn.execute(statement, {"after_id": after_id,
+                                                         "batch_size": self.options.batch_size}).fetchall()
+
+            filled, used = with_lock_retries(self.conn, batch, policy=self.options.retry_policy, watch=self.watch,
+                                             on_retry=self._retry(step.name), what=f"step {step.name}")
+            retries += used
+            if not filled:
+                return retries, f"{total} NULL windows set to the default"
+            total += len(filled)
+            after = max(row[0] for row in filled)
+            self.on_event(Event(EventKind.PROGRESS, step.name, f"{total} rows filled"))
+
+    def _build_index(self, planned: PlannedStep) -> str:
+        step = planned.step
+        assert step.index is not None
+        if planned.rebuild_index:
+            for statement in self.target.down_statements(step):
+                self.conn.execute(statement)
+        for statement in self.target.up_statements(step):
+            self.conn.execute(statement)
+        found = read_snapshot(self.conn, self.target).indexes.get(step.index)
+        if found is None or not (found.valid and found.ready):
+            raise StepFailed(f"index {step.index} was built but is not valid",
+                             hint="re-run `favmigrate apply`: it drops the invalid index and rebuilds it")
+        return ("rebuilt (an INVALID or different index was dropped concurrently first)"
+                if planned.rebuild_index else "built concurrently")
+
+    def run_step(self, planned: PlannedStep) -> StepResult:
+        step = planned.step
+        self.on_event(Event(EventKind.STEP_START, step.name, planned.reason))
+        started = time.monotonic()
+        self._set_timeouts(step.lock)
+        retries = 0
+        detail = "applied"
+        if step.lock is LockKind.CONCURRENT:
+            detail = self._build_index(planned)
+        elif step.lock is LockKind.BATCHED:
+            retries, detail = self._fill_batches(step)
+        else:
+            retries = self._in_transaction(self.target.up_statements(step), step.name)
+        result = StepResult(step.name, StepOutcome.APPLIED, detail, ";\n".join(planned.statements),
+                            time.monotonic() - started, retries)
+        self.on_event(Event(EventKind.STEP_DONE, step.name, f"{detail} in {result.duration_s:.2f}s"))
+        return result
+
+    def record(self, result: StepResult) -> None:
+        if self.conn.closed or self.conn.broken:
+            return
+        checksum = self.target.spec.step(result.step).checksum() if result.step in _step_names(self.target) else None
+        record_step(self.conn, self.target, run_id=self.run_id, command=self.command, result=result, checksum=checksum)
+
+    def run_all(self, planned: list[PlannedStep]) -> list[StepResult]:
+        results: list[StepResult] = []
+        for item in planned:
+            started = time.monotonic()
+            try:
+                result = self.run_step(item)
+            except KeyboardInterrupt:
+                interrupted = StepResult(item.step.name, StepOutcome.INTERRUPTED, "interrupted by Ctrl-C",
+                                         duration_s=time.monotonic() - started)
+                self._record_quietly(interrupted)
+                results.append(interrupted)
+                break
+            except psycopg.OperationalError as exc:
+                results.append(StepResult(item.step.name, StepOutcome.INTERRUPTED, f"connection lost: {exc}".strip(),
+                                          duration_s=time.monotonic() - started))
+                break
+            except (LockHeld, StepFailed, Interrupted) as exc:
+                self._record_quietly(StepResult(item.step.name, StepOutcome.FAILED, exc.message,
+                                                duration_s=time.monotonic() - started))
+                raise
+            except psycopg.Error as exc:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                self._record_quietly(StepResult(item.step.name, StepOutcome.FAILED, message,
+                                                duration_s=time.monotonic() - started))
+                done = ", ".join(r.step for r in results) or "none"
+                raise StepFailed(f"step {item.step.name} failed: {message} (steps done before it: {done})",
+                                 hint="fix the cause and re-run `favmigrate apply`; it continues where it stopped"
+                                 ) from None
+            self.record(result)
+            results.append(result)
+        return results
+
+    def _record_quietly(self, result: StepResult) -> None:
+        with contextlib.suppress(psycopg.Error):  # the history is best effort once the step itself failed
+            self.record(result)
+
+
+def _step_names(target: Target) -> set[str]:
+    return {s.name for s in (*target.spec.steps, *target.spec.converge)}
+
+
+def apply_migration(
+    conn: psycopg.Connection[Any], target: Target, options: ApplyOptions | None = None,
+    on_event: OnEvent | None = None,
+) -> RunReport:
+    """Run every needed step of the migration online-safely and verify the result. Writes.
+
+    Raises PreflightFailed (nothing changed), LockHeld (another run, or blockers outlasted the retries),
+    StepFailed (a step errored; earlier steps stay done). A Ctrl-C yields a report with exit code 3.
+    """
+    options = options or ApplyOptions()
+    emit = on_event or _silent
+    snapshot = read_snapshot(conn, target)
+    for warning in preflight(conn, target, snapshot, options):
+        emit(Event(EventKind.WARNING, message=warning))
+    planned = plan_steps(target, snapshot, replace=options.replace)
+    if options.dry_run:
+        steps = tuple(StepResult(p.step.name, StepOutcome.WOULD_APPLY, p.reason, ";\n".join(p.statements))
+                      for p in planned)
+        dry_note = "dry run: nothing was changed" if planned else "already applied: nothing to do"
+        return RunReport("apply", steps, dry_run=True, notes=(dry_note,))
+    if not planned:
+        _check_recorded_checksums(conn, target, options.force)
+        return RunReport("apply", (), notes=("already applied: nothing to do",),
+                         verification=checks_for(conn, target, snapshot, data=False, absent=False))
+    runner = _Runner(conn, target, options, emit, "apply")
+    try:
+        with run_lock(conn, target.lock_name, wait_s=options.lock_wait_s):
+            ensure_history(conn)
+            _check_recorded_checksums(conn, target, options.force)
+            # re-plan under the lock: another run may have finished steps while we waited
+            planned = plan_steps(target, read_snapshot(conn, target), replace=options.replace)
+            results = runner.run_all(planned)
+    finally:
+        runner.watch.close()
+    interrupted = any(r.outcome is StepOutcome.INTERRUPTED for r in results)
+    verification: CheckReport | None = None
+    if not interrupted:
+        set_session(conn, lock_timeout="0", statement_timeout="0")
+        verification = checks_for(conn, target, read_snapshot(conn, target), data=False, absent=False)
+    notes: tuple[str, ...] = ()
+    if interrupted:
+        notes = ("interrupted: re-run `favmigrate apply` to finish; it repairs what was left",)
+    return RunReport("apply", tuple(results), notes=notes, verification=verification,
+                     extra={"run_id": str(runner.run_id)})
