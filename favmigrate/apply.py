@@ -222,7 +222,9 @@ def _check_recorded_checksums(conn: psycopg.Connection[Any], target: Target, for
 # ---------------------------------------------------------------- running
 
 
-class _Runner:
+class StepRunner:
+    """Runs planned steps with the right timeouts, lock retries, progress events and history records."""
+
     def __init__(self, conn: psycopg.Connection[Any], target: Target, options: ApplyOptions, on_event: OnEvent,
                  command: str) -> None:
         self.conn = conn
@@ -381,7 +383,7 @@ def apply_migration(
         _check_recorded_checksums(conn, target, options.force)
         return RunReport("apply", (), notes=("already applied: nothing to do",),
                          verification=checks_for(conn, target, snapshot, data=False, absent=False))
-    runner = _Runner(conn, target, options, emit, "apply")
+    runner = StepRunner(conn, target, options, emit, "apply")
     try:
         with run_lock(conn, target.lock_name, wait_s=options.lock_wait_s):
             ensure_history(conn)
