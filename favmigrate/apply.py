@@ -370,6 +370,8 @@ def apply_migration(
     """
     options = options or ApplyOptions()
     emit = on_event or _silent
+    # session level, before the first query: a role's own statement_timeout must not apply to us
+    set_session(conn, statement_timeout=ms(options.statement_timeout_s), lock_timeout=ms(options.lock_timeout_s))
     snapshot = read_snapshot(conn, target)
     for warning in preflight(conn, target, snapshot, options):
         emit(Event(EventKind.WARNING, message=warning))

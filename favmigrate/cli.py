@@ -248,6 +248,8 @@ def apply(
     retries: RetriesOption = 10,
     statement_timeout: StatementTimeoutOption = None,
     lock_wait: LockWaitOption = 30.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per transaction when filling NULL "
+                                            "windows left by a hand-run nullable column.")] = 5_000,
     replace: Annotated[bool, typer.Option("--replace", help="Rebuild (concurrently) an index of ours whose valid "
                                           "definition differs from the spec, instead of refusing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Accept shipped SQL that changed since a step was "
@@ -272,7 +274,8 @@ def apply(
         from favmigrate.db import open_session
 
         options = ApplyOptions(lock_timeout_s=lock_timeout, retries=retries, statement_timeout_s=statement_timeout,
-                               lock_wait_s=lock_wait, replace=replace, force=force, dry_run=dry_run)
+                               lock_wait_s=lock_wait, batch_size=batch_size, replace=replace, force=force,
+                               dry_run=dry_run)
         with open_session(dsn, writes=not dry_run, warn=warn) as conn:
             report = apply_migration(conn, target_for(schema), options, on_event=progress_printer(quiet))
         emit(report.to_dict(), fmt, lambda d: _render_apply(d, dry_run))

@@ -1,0 +1,257 @@
+"""plan -> apply -> verify on a real PostgreSQL: the lifecycle, each sabotage, convergence, locks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from clihelp import cli
+
+pytestmark = pytest.mark.db
+
+SEED_ORIGINAL_SQL = """
+ALTER TABLE public.session_requests ADD COLUMN IF NOT EXISTS preferred_mechanic_id UUID;
+ALTER TABLE public.session_requests ADD COLUMN IF NOT EXISTS priority_window_minutes INTEGER DEFAULT 10;
+ALTER TABLE public.session_requests ADD COLUMN IF NOT EXISTS priority_notified_at TIMESTAMPTZ;
+ALTER TABLE public.session_requests ADD CONSTRAINT session_requests_preferred_mechanic_id_fkey
+  FOREIGN KEY (preferred_mechanic_id) REFERENCES public.mechanics(id) ON DELETE SET NULL;
+CREATE INDEX session_requests_preferred_mechanic_idx ON session_requests(preferred_mechanic_id)
+  WHERE preferred_mechanic_id IS NOT NULL;
+CREATE INDEX session_requests_priority_analytics_idx
+  ON session_requests(preferred_mechanic_id, priority_notified_at, status) WHERE preferred_mechanic_id IS NOT NULL;
+CREATE INDEX session_requests_priority_timeout_idx ON session_requests(priority_notified_at, status)
+  WHERE priority_notified_at IS NOT NULL AND status = 'pending';
+"""
+
+
+def failed_ids(result) -> set[str]:
+    return {c["id"] for c in result.json()["checks"] if c["status"] == "fail"}
+
+
+def test_lifecycle_plan_apply_verify_apply_again(db_dsn):
+    plan = cli("plan", "--dsn", db_dsn, "--format", "json")
+    assert plan.exit_code == 1
+    assert {o["state"] for o in plan.json()["objects"]} == {"missing"}
+    assert [s["step"] for s in plan.json()["steps"]][:2] == ["add-columns", "add-fk-not-valid"]
+
+    dry = cli("apply", "--dsn", db_dsn, "--dry-run")
+    assert dry.exit_code == 0 and "CREATE INDEX CONCURRENTLY" in dry.stdout
+    assert cli("plan", "--dsn", db_dsn, "--format", "json").exit_code == 1, "dry run changed something"
+
+    applied = cli("apply", "--dsn", db_dsn, "--format", "json")
+    assert applied.exit_code == 0, applied.stderr
+    report = applied.json()
+    assert report["ok"] and report["changed"] and report["verification"]["ok"]
+    assert [s["outcome"] for s in report["steps"]] == ["applied"] * 7
+
+    verify = cli("verify", "--dsn", db_dsn, "--format", "json")
+    assert verify.exit_code == 0, verify.stdout
+    ids = {c["id"] for c in verify.json()["checks"]}
+    assert "index:session_requests_priority_timeout_idx:valid" in ids
+    assert "constraint:session_requests_preferred_mechanic_id_fkey:validated" in ids
+
+    again = cli("apply", "--dsn", db_dsn)
+    assert again.exit_code == 0 and "already applied" in again.stdout
+    assert cli("plan", "--dsn", db_dsn, "--format", "json").exit_code == 0
+
+    with psycopg.connect(db_dsn) as conn:
+        recorded = conn.execute("SELECT step, outcome, checksum, duration_ms, db_user, tool_version "
+                                "FROM favmigrate.history ORDER BY id").fetchall()
+    assert [r[0] for r in recorded][:2] == ["add-columns", "add-fk-not-valid"]
+    assert all(r[1] == "applied" and len(r[2]) == 64 and r[4] and r[5] for r in recorded)
+
+
+SABOTAGES = {
+    "dropped index": ("DROP INDEX session_requests_preferred_mechanic_idx",
+                      "index:session_requests_preferred_mechanic_idx:exists"),
+    "index with another predicate": (
+        "DROP INDEX session_requests_priority_timeout_idx; CREATE INDEX session_requests_priority_timeout_idx "
+        "ON session_requests (priority_notified_at, status) WHERE priority_notified_at IS NOT NULL",
+        "index:session_requests_priority_timeout_idx:definition"),
+    "invalid index": ("UPDATE pg_index SET indisvalid = false "
+                      "WHERE indexrelid = 'session_requests_priority_analytics_idx'::regclass",
+                      "index:session_requests_priority_analytics_idx:valid"),
+    "fk not valid": (
+        "ALTER TABLE session_requests DROP CONSTRAINT session_requests_preferred_mechanic_id_fkey; "
+        "ALTER TABLE session_requests ADD CONSTRAINT session_requests_preferred_mechanic_id_fkey FOREIGN KEY "
+        "(preferred_mechanic_id) REFERENCES mechanics(id) ON DELETE SET NULL NOT VALID",
+        "constraint:session_requests_preferred_mechanic_id_fkey:validated"),
+    "fk on delete cascade": (
+        "ALTER TABLE session_requests DROP CONSTRAINT session_requests_preferred_mechanic_id_fkey; "
+        "ALTER TABLE session_requests ADD CONSTRAINT session_requests_preferred_mechanic_id_fkey FOREIGN KEY "
+        "(preferred_mechanic_id) REFERENCES mechanics(id) ON DELETE CASCADE",
+        "constraint:session_requests_preferred_mechanic_id_fkey:definition"),
+    "column of the wrong type": ("ALTER TABLE session_requests ALTER COLUMN priority_window_minutes TYPE bigint",
+                                 "column:priority_window_minutes:type"),
+    "missing default": ("ALTER TABLE session_requests ALTER COLUMN priority_window_minutes DROP DEFAULT",
+                        "column:priority_window_minutes:default"),
+    "missing comment": ("COMMENT ON COLUMN session_requests.priority_notified_at IS NULL",
+                        "column:priority_notified_at:comment"),
+}
+
+
+@pytest.mark.parametrize("sabotage", SABOTAGES, ids=list(SABOTAGES))
+def test_each_sabotage_fails_its_specific_check(db_dsn, sabotage):
+    statement, check_id = SABOTAGES[sabotage]
+    assert cli("apply", "--dsn", db_dsn, "-q").exit_code == 0
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(statement)
+    result = cli("verify", "--dsn", db_dsn, "--format", "json", "--no-data")
+    assert result.exit_code == 1
+    assert failed_ids(result) == {check_id}
+    assert cli("plan", "--dsn", db_dsn, "--format", "json").exit_code == 1
+
+
+def test_predicate_check_passes_when_status_is_text(db_dsn):
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("DROP INDEX session_requests_status_idx; "
+                     "ALTER TABLE session_requests ALTER COLUMN status DROP DEFAULT, "
+                     "ALTER COLUMN status TYPE text USING status::text, ALTER COLUMN status SET DEFAULT 'pending'")
+    assert cli("apply", "--dsn", db_dsn, "-q").exit_code == 0
+    assert cli("verify", "--dsn", db_dsn, "--no-data").exit_code == 0
+
+
+def test_apply_repairs_an_invalid_index_and_refuses_a_different_one_unless_replace(db_dsn):
+    assert cli("apply", "--dsn", db_dsn, "-q").exit_code == 0
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pg_index SET indisvalid = false "
+                     "WHERE indexrelid = 'session_requests_priority_analytics_idx'::regclass")
+        before = conn.execute("SELECT 'session_requests_priority_analytics_idx'::regclass::oid").fetchone()[0]
+    repaired = cli("apply", "--dsn", db_dsn, "--format", "json")
+    assert repaired.exit_code == 0
+    assert [s["step"] for s in repaired.json()["steps"]] == ["index-priority-analytics"]
+    assert "DROP INDEX CONCURRENTLY" in repaired.json()["steps"][0]["sql"]
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        after = conn.execute("SELECT 'session_requests_priority_analytics_idx'::regclass::oid").fetchone()[0]
+        assert after != before
+        conn.execute("DROP INDEX session_requests_priority_timeout_idx; CREATE INDEX "
+                     "session_requests_priority_timeout_idx ON session_requests (priority_notified_at)")
+    refused = cli("apply", "--dsn", db_dsn)
+    assert refused.exit_code == 2
+    assert "session_requests_priority_timeout_idx" in refused.stderr and "--replace" in refused.stderr
+    assert cli("apply", "--dsn", db_dsn, "--replace", "-q").exit_code == 0
+    assert cli("verify", "--dsn", db_dsn, "--no-data").exit_code == 0
+
+
+def test_apply_converges_the_seed_sql_run_by_hand(db_dsn):
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(SEED_ORIGINAL_SQL)
+        conn.execute("UPDATE session_requests SET priority_window_minutes = NULL WHERE created_at < now() - "
+                     "interval '30 days'")
+        nulls = conn.execute("SELECT count(*) FROM session_requests WHERE priority_window_minutes IS NULL"
+                             ).fetchone()[0]
+    assert nulls > 0
+    before = cli("verify", "--dsn", db_dsn, "--format", "json", "--no-data")
+    assert failed_ids(before) >= {"column:priority_window_minutes:nullable", "column:preferred_mechanic_id:comment"}
+    result = cli("apply", "--dsn", db_dsn, "--format", "json", "--batch-size", "100")
+    assert result.exit_code == 0, result.stderr
+    steps = [s["step"] for s in result.json()["steps"]]
+    assert steps == ["window-fill-nulls", "window-check-not-valid", "window-check-validate", "window-set-not-null",
+                     "column-comments"]
+    assert f"{nulls} NULL windows" in result.json()["steps"][0]["detail"]
+    assert cli("verify", "--dsn", db_dsn, "--no-data").exit_code == 0
+    with psycopg.connect(db_dsn) as conn:
+        leftover = conn.execute("SELECT count(*) FROM pg_constraint WHERE conname = "
+                                "'session_requests_priority_window_not_null'").fetchone()[0]
+    assert leftover == 0
+
+
+def test_preflight_refuses_and_changes_nothing(db_dsn, empty_db_dsn):
+    missing = cli("apply", "--dsn", empty_db_dsn)
+    assert missing.exit_code == 2 and "session_requests does not exist" in missing.stderr
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE session_requests ADD COLUMN priority_notified_at text")
+    wrong_type = cli("apply", "--dsn", db_dsn)
+    assert wrong_type.exit_code == 2
+    assert "priority_notified_at has type text" in wrong_type.stderr and "Traceback" not in wrong_type.stderr
+    with psycopg.connect(db_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'session_requests' "
+                            "AND column_name = 'preferred_mechanic_id'").fetchone()[0] == 0
+        assert conn.execute("SELECT to_regclass('favmigrate.history')").fetchone()[0] is None
+
+
+def test_recorded_checksum_mismatch_refuses_unless_force(db_dsn):
+    assert cli("apply", "--dsn", db_dsn, "-q").exit_code == 0
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE favmigrate.history SET checksum = repeat('0', 64) WHERE step = 'add-columns'")
+    refused = cli("apply", "--dsn", db_dsn)
+    assert refused.exit_code == 2 and "add-columns" in refused.stderr
+    assert cli("apply", "--dsn", db_dsn, "--force").exit_code == 0
+
+
+class Writer(threading.Thread):
+    """A small-transaction writer recording each transaction's latency."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.latencies, self.stop = dsn, [], threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                conn.execute("INSERT INTO session_requests (customer_id) VALUES (gen_random_uuid())")
+                self.latencies.append(time.monotonic() - started)
+                time.sleep(0.02)
+
+
+def test_held_lock_apply_retries_then_exits_2_naming_the_blocker_without_stalling_writers(db_dsn):
+    holder = psycopg.connect(db_dsn, application_name="long-report")
+    holder.execute("LOCK TABLE session_requests IN ACCESS SHARE MODE")
+    holder_pid = holder.info.backend_pid
+    writer = Writer(db_dsn)
+    writer.start()
+    try:
+        result = cli("apply", "--dsn", db_dsn, "--lock-timeout", "0.3", "--retries", "2")
+    finally:
+        writer.stop.set()
+        writer.join()
+        holder.close()
+    assert result.exit_code == 2
+    assert f"pid {holder_pid}" in result.stderr and "long-report" in result.stderr
+    assert result.stderr.count("retry") >= 2
+    assert len(writer.latencies) > 10
+    assert max(writer.latencies) < 0.3 + 0.4, "a writer queued behind apply longer than about one lock_timeout"
+    assert cli("apply", "--dsn", db_dsn, "-q").exit_code == 0, "apply continues once the lock is gone"
+
+
+def test_second_run_waits_for_the_advisory_lock_then_names_the_holder(db_dsn):
+    from favmigrate.db import advisory_key
+    from favmigrate.spec import Target, load_spec
+
+    with psycopg.connect(db_dsn, autocommit=True, application_name="other-favmigrate") as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (advisory_key(Target(load_spec()).lock_name),))
+        result = cli("apply", "--dsn", db_dsn, "--lock-wait", "0.5")
+        assert result.exit_code == 2
+        assert f"pid {other.info.backend_pid}" in result.stderr and "other-favmigrate" in result.stderr
+
+
+def test_statement_timeout_overrides_the_role_default(db_dsn):
+    """Supabase roles carry a statement_timeout; one that kills an index build leaves an INVALID index."""
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        dbname = conn.info.dbname
+        conn.execute(f'ALTER ROLE current_user IN DATABASE "{dbname}" SET statement_timeout = \'1ms\'')
+    try:
+        with psycopg.connect(db_dsn) as conn:
+            assert conn.execute("SHOW statement_timeout").fetchone()[0] == "1ms"
+        result = cli("apply", "--dsn", db_dsn, "-q")
+        assert result.exit_code == 0, result.stderr
+    finally:
+        with psycopg.connect(db_dsn, autocommit=True, options="-c statement_timeout=0") as conn:
+            conn.execute(f'ALTER ROLE current_user IN DATABASE "{dbname}" RESET statement_timeout')
+
+
+def test_junit_file_has_one_testcase_per_check(db_dsn, tmp_path: Path):
+    junit = tmp_path / "verify.xml"
+    result = cli("verify", "--dsn", db_dsn, "--junit", str(junit), "--no-data")
+    assert result.exit_code == 1
+    from xml.etree import ElementTree
+
+    suite = ElementTree.parse(junit).getroot()
+    cases = suite.findall("testcase")
+    assert len(cases) == int(suite.get("tests")) > 20
+    assert int(suite.get("failures")) == sum(1 for c in cases if c.find("failure") is not None) > 0
