@@ -200,6 +200,12 @@ def set_session(conn: psycopg.Connection[Any], **settings: str) -> None:
         conn.execute(sql.SQL("SELECT set_config(%s, %s, false)"), (name, value))
 
 
+def set_local(conn: psycopg.Connection[Any], **settings: str) -> None:
+    """Set GUCs for the current transaction only (SET LOCAL): they end with its commit or rollback."""
+    for name, value in settings.items():
+        conn.execute(sql.SQL("SELECT set_config(%s, %s, true)"), (name, value))
+
+
 def ms(seconds: float | None) -> str:
     """A timeout in seconds as a PostgreSQL setting; None or 0 means no limit."""
     return "0" if not seconds else f"{int(seconds * 1000)}ms"
