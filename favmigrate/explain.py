@@ -1,0 +1,396 @@
+"""explain: prove that each query the migration's indexes exist for can use, and does use, its index.
+
+Every query runs twice under EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON), each time in a READ ONLY
+transaction that is rolled back under a statement_timeout: once as the planner likes (the natural
+plan), once with enable_seqscan off (the forced plan), which proves the index can serve the query at
+all. Small tables are read faster with a sequential scan, so "only the forced plan uses it" is a
+warning, not a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from favmigrate.catalog import IndexInfo, Snapshot, read_snapshot
+from favmigrate.checks import describe_index, normalize_predicate
+from favmigrate.errors import ExitCode, UsageError
+from favmigrate.queries import (
+    QuerySpec,
+    check_param_names,
+    first_line,
+    is_write_refused,
+    load_queries,
+    read_only_query,
+    require_applied,
+    resolve_params,
+)
+from favmigrate.results import CheckResult, CheckStatus
+from favmigrate.spec import IndexSpec, Target
+from favmigrate.verify import read_only
+
+DEFAULT_TIMEOUT_S = 60.0
+_INDEX_NODES = ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+
+
+class PlanMode(StrEnum):
+    NATURAL = "natural"  # the planner's own choice
+    FORCED = "forced"  # enable_seqscan = off: can the index serve the query at all?
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    params: Mapping[str, str] = field(default_factory=dict)
+    queries_dir: Traversable | None = None  # default: the shipped verify/
+
+
+@dataclass(frozen=True)
+class PlanRun:
+    """One EXPLAIN ANALYZE of a query: how it read the table, how long it took, what it touched."""
+
+    mode: PlanMode
+    indexes: tuple[str, ...] = ()  # indexes of the migration's table, in plan order
+    seq_scan: bool = False  # a sequential scan of the migration's table
+    execution_ms: float | None = None
+    planning_ms: float | None = None
+    rows: int | None = None
+    shared_hit: int | None = None
+    shared_read: int | None = None
+    plan: dict[str, Any] | None = None  # the raw FORMAT JSON document
+    error: str = ""  # set when the run was cancelled by the statement_timeout
+
+    def uses(self, index: str) -> bool:
+        return index in self.indexes
+
+    def access(self) -> str:
+        """How the table was read, for messages: index names, or "Seq Scan"."""
+        if self.error:
+            return "(cancelled)"
+        parts = list(dict.fromkeys(self.indexes))
+        if self.seq_scan:
+            parts.append("Seq Scan")
+        return ", ".join(parts) or "(table not read)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "index_used": self.indexes[0] if self.indexes else None,
+            "indexes": list(dict.fromkeys(self.indexes)),
+            "seq_scan": self.seq_scan,
+            "execution_ms": self.execution_ms,
+            "planning_ms": self.planning_ms,
+            "rows": self.rows,
+            "buffers": {"hit": self.shared_hit, "read": self.shared_read},
+            "error": self.error,
+            "plan": self.plan,
+        }
+
+
+@dataclass(frozen=True)
+class QueryExplain:
+    """The verdict on one query: pass (natural plan uses the index), warn (only forced), fail (neither)."""
+
+    query: QuerySpec
+    status: CheckStatus
+    message: str
+    params: dict[str, Any]
+    natural: PlanRun
+    forced: PlanRun
+    hint: str = ""
+
+    def check(self) -> CheckResult:
+        return CheckResult(
+            f"query:{self.query.id}", self.status, " | ".join(self.query.expects), self.natural.access(), self.message,
+            self.hint,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.query.id,
+            "title": self.query.title,
+            "file": self.query.file,
+            "status": self.status.value,
+            "expected_index": self.query.expected_index,
+            "accepted_indexes": list(self.query.expects),
+            "message": self.message,
+            "hint": self.hint,
+            "params": self.params,
+            "natural": self.natural.to_dict(),
+            "forced": self.forced.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class ExplainReport:
+    """The outcome of `explain`: one verdict per query, and advice about the indexes as warnings."""
+
+    schema: str
+    table: str
+    estimated_rows: int
+    queries: tuple[QueryExplain, ...]
+    warnings: tuple[CheckResult, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not any(q.status is CheckStatus.FAIL for q in self.queries)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.ok else ExitCode.FAILED
+
+    def checks(self) -> tuple[CheckResult, ...]:
+        """One check per query, then the warnings: the shape JUnit and verify's renderers take."""
+        return (*(q.check() for q in self.queries), *self.warnings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "schema": self.schema,
+            "table": self.table,
+            "estimated_rows": self.estimated_rows,
+            "queries": [q.to_dict() for q in self.queries],
+            "warnings": [w.to_dict() for w in self.warnings],
+        }
+
+
+# ---------------------------------------------------------------- reading a plan
+
+
+def plan_nodes(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """Every node of a FORMAT JSON plan tree, depth first (init plans and sub plans included)."""
+    yield node
+    for child in node.get("Plans", ()):
+        yield from plan_nodes(child)
+
+
+def read_plan(
+    document: list[dict[str, Any]], mode: PlanMode, *, table: str, table_indexes: frozenset[str]
+) -> PlanRun:
+    """Summarise an EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) result for the migration's ``table``."""
+    top = document[0]
+    root = top["Plan"]
+    indexes: list[str] = []
+    seq_scan = False
+    for node in plan_nodes(root):
+        kind = node.get("Node Type")
+        if kind in _INDEX_NODES and node.get("Index Name") in table_indexes:
+            indexes.append(node["Index Name"])
+        elif kind == "Seq Scan" and node.get("Relation Name") == table:
+            seq_scan = True
+    return PlanRun(
+        mode=mode,
+        indexes=tuple(indexes),
+        seq_scan=seq_scan,
+        execution_ms=top.get("Execution Time"),
+        planning_ms=top.get("Planning Time"),
+        rows=root.get("Actual Rows"),
+        shared_hit=root.get("Shared Hit Blocks"),
+        shared_read=root.get("Shared Read Blocks"),
+        plan=top,
+    )
+
+
+def plan_tree(document: Mapping[str, Any]) -> list[str]:
+    """The plan as indented text lines (node, relation or index, actual rows, time, conditions)."""
+    lines: list[str] = []
+
+    def walk(node: Mapping[str, Any], depth: int) -> None:
+        head = node.get("Node Type", "?")
+        if node.get("Parent Relationship") in ("InitPlan", "SubPlan"):
+            head = f"{node.get('Subplan Name') or node['Parent Relationship']}: {head}"
+        if node.get("Index Name"):
+            head += f" using {node['Index Name']}"
+        if node.get("Relation Name"):
+            head += f" on {node['Relation Name']}"
+            if node.get("Alias") and node["Alias"] != node["Relation Name"]:
+                head += f" {node['Alias']}"
+        actual = (f"(actual rows={node.get('Actual Rows')} loops={node.get('Actual Loops')} "
+                  f"time={node.get('Actual Total Time')} ms")
+        buffers = f" hit={node.get('Shared Hit Blocks', 0)} read={node.get('Shared Read Blocks', 0)})"
+        prefix = "  " * depth + ("-> " if depth else "")
+        lines.append(prefix + head + " " + actual + buffers)
+        for key in ("Index Cond", "Recheck Cond", "Filter", "Group Key", "Sort Key"):
+            if key in node:
+                value = node[key]
+                text = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+                lines.append("  " * depth + f"     {key}: {text}")
+        for child in node.get("Plans", ()):
+            walk(child, depth + 1)
+
+    walk(document["Plan"], 0)
+    lines.append(f"Planning Time: {document.get('Planning Time')} ms")
+    lines.append(f"Execution Time: {document.get('Execution Time')} ms")
+    return lines
+
+
+# ---------------------------------------------------------------- running
+
+
+def _run(
+    conn: psycopg.Connection[Any],
+    target: Target,
+    query: QuerySpec,
+    params: dict[str, Any],
+    mode: PlanMode,
+    *,
+    timeout_s: float | None,
+    table_indexes: frozenset[str],
+) -> PlanRun:
+    statement = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}").format(query.statement(target))
+    settings = {"enable_seqscan": "off"} if mode is PlanMode.FORCED else {}
+    try:
+        with read_only_query(conn, timeout_s=timeout_s, **settings):
+            row = conn.execute(statement, params).fetchone()
+    except pg_errors.QueryCanceled:
+        return PlanRun(mode, error=f"cancelled by statement_timeout after {timeout_s:g}s")
+    except psycopg.Error as exc:
+        if isinstance(exc, psycopg.OperationalError):
+            raise
+        if is_write_refused(exc):
+            raise UsageError(
+                f"query file {query.file} writes: the server refused it in the READ ONLY transaction "
+                f"({first_line(exc)})",
+                hint="explain only runs queries that read; nothing was changed",
+            ) from None
+        raise UsageError(f"query {query.id} ({query.file}) failed: {first_line(exc)}") from None
+    if row is None:
+        raise UsageError(f"query {query.id}: EXPLAIN returned no plan")
+    return read_plan(row[0], mode, table=target.spec.table, table_indexes=table_indexes)
+
+
+def _verdict(
+    query: QuerySpec, natural: PlanRun, forced: PlanRun, snapshot: Snapshot
+) -> tuple[CheckStatus, str, str]:
+    usable = [name for name in query.expects
+              if name in snapshot.indexes and snapshot.indexes[name].valid and snapshot.indexes[name].ready]
+    wanted = " or ".join(query.expects)
+    if not usable:
+        broken = [name for name in query.expects if name in snapshot.indexes]
+        state = f"is INVALID ({', '.join(broken)})" if broken else "does not exist"
+        return (CheckStatus.FAIL, f"index {wanted} {state}; the query reads {natural.access()}",
+                "run `favmigrate verify`, then `favmigrate apply` to build it")
+    if natural.error:
+        return (CheckStatus.FAIL, f"the natural plan was {natural.error}",
+                "raise --timeout, or look at the forced plan with --show-plan")
+    chosen = next((name for name in usable if natural.uses(name)), None)
+    if chosen:
+        return CheckStatus.PASS, f"the planner uses {chosen}", ""
+    forced_choice = next((name for name in usable if forced.uses(name)), None)
+    if forced_choice:
+        return (
+            CheckStatus.WARN,
+            f"the planner prefers {natural.access()} on ~{snapshot.estimated_rows} estimated rows; only with "
+            f"enable_seqscan=off does it use {forced_choice}, so the index can serve the query. Normal on a small "
+            "table, where reading every page costs less than the index",
+            "run explain against production-sized data (run ANALYZE first if the estimate is stale)",
+        )
+    forced_text = forced.error or f"it reads {forced.access()}"
+    return (
+        CheckStatus.FAIL,
+        f"neither the natural plan ({natural.access()}) nor the forced plan ({forced_text}) uses {wanted}",
+        "compare the query's WHERE clause with the index's columns and predicate (--show-plan)",
+    )
+
+
+def _covers(wide: IndexInfo | IndexSpec, narrow: IndexSpec) -> bool:
+    """``wide`` starts with every column of ``narrow`` and has the same predicate."""
+    columns = tuple(c.strip('"') for c in wide.columns)
+    return (
+        columns[: len(narrow.columns)] == narrow.columns
+        and normalize_predicate(wide.predicate) == normalize_predicate(narrow.predicate)
+    )
+
+
+def _unused_index_warnings(
+    target: Target, snapshot: Snapshot, results: list[QueryExplain]
+) -> Iterator[CheckResult]:
+    used_by: dict[str, list[str]] = {}
+    for result in results:
+        for run in (result.natural, result.forced):
+            for name in run.indexes:
+                label = f"{result.query.id} ({run.mode.value})"
+                if label not in used_by.setdefault(name, []):
+                    used_by[name].append(label)
+    for index in target.spec.indexes:
+        if index.name not in snapshot.indexes or index.name in used_by:
+            continue
+        evidence = ""
+        for other in target.spec.indexes:
+            if other.name != index.name and other.name in used_by and _covers(other, index):
+                evidence = (f"; {other.name} has the same leading column(s) ({', '.join(index.columns)}) and "
+                            f"predicate and served {', '.join(used_by[other.name])}, so {index.name} looks redundant "
+                            "for these queries")
+                break
+        yield CheckResult(
+            f"unused-index:{index.name}", CheckStatus.WARN, "used by a query of the set", "unused",
+            f"no query of the set uses {index.name}, in its natural or its forced plan{evidence}",
+            "measure on production (pg_stat_user_indexes.idx_scan) before dropping it; favmigrate never drops it",
+        )
+
+
+def duplicate_index_warnings(target: Target, snapshot: Snapshot) -> Iterator[CheckResult]:
+    """Indexes that are not the migration's but duplicate one of its indexes (one is a prefix of the other,
+    same predicate, both plain btree)."""
+    ours = {index.name for index in target.spec.indexes}
+    for index in target.spec.indexes:
+        for other in snapshot.indexes.values():
+            if other.name in ours or other.method != "btree" or other.unique:
+                continue
+            other_columns = tuple(c.strip('"') for c in other.columns)
+            shorter = min(len(other_columns), len(index.columns))
+            if other_columns[:shorter] != index.columns[:shorter]:
+                continue
+            if normalize_predicate(other.predicate) != normalize_predicate(index.predicate):
+                continue
+            yield CheckResult(
+                f"duplicate-index:{other.name}", CheckStatus.WARN, describe_index(index.columns, index.predicate),
+                describe_index(other.columns, other.predicate),
+                f"existing index {other.name} duplicates the migration's {index.name}: same leading column(s) "
+                f"({', '.join(other_columns[:shorter])}) and predicate",
+                "keep one: compare pg_stat_user_indexes.idx_scan of both, then drop the other concurrently",
+            )
+
+
+def explain(
+    conn: psycopg.Connection[Any], target: Target, options: ExplainOptions | None = None
+) -> ExplainReport:
+    """EXPLAIN ANALYZE every query twice (natural, enable_seqscan=off) and judge its index use.
+
+    Each run is a READ ONLY transaction that is rolled back, under a statement_timeout. This is a
+    read-only operation. Raises PreflightFailed before the migration is applied, UsageError for a
+    query file that writes, is malformed or fails, or a param that is unknown or invalid.
+    """
+    options = options or ExplainOptions()
+    queries = load_queries(options.queries_dir)
+    check_param_names(queries, options.params)
+    with read_only(conn):
+        snapshot = read_snapshot(conn, target)
+        require_applied(snapshot, target)
+    table_indexes = frozenset(snapshot.indexes)
+    results = []
+    for query in queries:
+        with read_only_query(conn, timeout_s=options.timeout_s):
+            params = resolve_params(conn, target, query, options.params)
+        runs = {
+            mode: _run(conn, target, query, params, mode, timeout_s=options.timeout_s, table_indexes=table_indexes)
+            for mode in PlanMode
+        }
+        natural, forced = runs[PlanMode.NATURAL], runs[PlanMode.FORCED]
+        status, message, hint = _verdict(query, natural, forced, snapshot)
+        results.append(QueryExplain(query, status, message, params, natural, forced, hint))
+    warnings = (*_unused_index_warnings(target, snapshot, results), *duplicate_index_warnings(target, snapshot))
+    return ExplainReport(
+        schema=target.schema,
+        table=target.table_name,
+        estimated_rows=snapshot.estimated_rows,
+        queries=tuple(results),
+        warnings=warnings,
+    )

@@ -1,0 +1,216 @@
+"""The queries the migration's indexes exist for: annotated SQL files in verify/, shared by explain and report.
+
+Each ``*.sql`` file holds one statement and starts with a comment header::
+
+    -- title: what the query is for
+    -- expects: session_requests_priority_timeout_idx
+    -- param: mechanic_id uuid = (SELECT ... FROM {table} ...)
+    -- param: since timestamptz = NULL
+
+``expects`` names the index the query should use; ``A | B`` accepts either (two indexes with the same
+leading column and predicate serve a full scan of that predicate equally, and the planner takes the
+smaller one, or either on a tie). A ``param`` is a ``%(name)s`` placeholder of the
+statement with its type and an optional default, an SQL expression evaluated in the database (so it
+can be taken from the data); a param without default must be given. ``{table}`` and
+``{referenced_table}`` are filled by `Target.compose`. The query id is the file name without ``.sql``,
+with ``-`` for ``_``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from favmigrate.catalog import Snapshot
+from favmigrate.db import ms, scalar, set_local
+from favmigrate.errors import PreflightFailed, UsageError
+from favmigrate.resources import verify_dir
+from favmigrate.spec import Target
+from favmigrate.verify import read_only
+
+_HEADER = re.compile(r"^--\s*(title|expects|param)\s*:\s*(.*?)\s*$")
+_PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>[a-z_][a-z0-9_ .]*?(\[\])?)\s*(=\s*(?P<default>.+))?$",
+                    re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    """A ``%(name)s`` placeholder: its type, and the SQL expression giving its default (None: required)."""
+
+    name: str
+    type: str
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """One annotated query file."""
+
+    id: str
+    file: str
+    title: str
+    expects: tuple[str, ...]  # the index the query should use, then accepted alternatives
+    params: tuple[QueryParam, ...]
+    template: str
+
+    @property
+    def expected_index(self) -> str:
+        return self.expects[0]
+
+    def statement(self, target: Target) -> sql.Composed:
+        """The single statement of the file, with the target's identifiers filled in.
+
+        Raises UsageError when the file holds no statement or several.
+        """
+        statements = target.compose(self.template)
+        if len(statements) != 1:
+            raise UsageError(f"query file {self.file} must hold exactly one statement, found {len(statements)}")
+        return statements[0]
+
+
+def parse_query(file: str, text: str) -> QuerySpec:
+    """Read the header of one query file. Raises UsageError when ``expects`` is missing or a param is malformed."""
+    title, params = "", []
+    expects: tuple[str, ...] = ()
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("--"):
+            break
+        match = _HEADER.match(stripped)
+        if not match:
+            continue
+        key, value = match.groups()
+        if key == "title":
+            title = value
+        elif key == "expects":
+            expects = tuple(name.strip() for name in value.split("|") if name.strip())
+        else:
+            found = _PARAM.match(value)
+            if not found:
+                raise UsageError(f"query file {file}: malformed param line {value!r}",
+                                 hint="write `-- param: name type` or `-- param: name type = SQL expression`")
+            default = found.group("default")
+            params.append(QueryParam(found.group("name"), found.group("type").strip(),
+                                     default.strip() if default else None))
+    if not expects:
+        raise UsageError(f"query file {file} names no index: add a `-- expects: <index name>` header line")
+    stem = file.rsplit("/", 1)[-1].removesuffix(".sql")
+    return QuerySpec(id=stem.replace("_", "-"), file=file, title=title or stem, expects=expects,
+                     params=tuple(params), template=text)
+
+
+def load_queries(folder: Traversable | None = None) -> tuple[QuerySpec, ...]:
+    """Every ``*.sql`` file of ``folder`` (default: the shipped verify/), sorted by name.
+
+    Raises UsageError when the folder cannot be read or holds no query file.
+    """
+    where = folder if folder is not None else verify_dir()
+    try:
+        files = sorted((entry for entry in where.iterdir() if entry.name.endswith(".sql")), key=lambda e: e.name)
+        queries = tuple(parse_query(entry.name, entry.read_text(encoding="utf-8")) for entry in files)
+    except OSError as exc:
+        raise UsageError(f"cannot read the query files in {where}: {exc}") from None
+    if not queries:
+        raise UsageError(f"no query file (*.sql) in {where}")
+    return queries
+
+
+def load_query(query_id: str, folder: Traversable | None = None) -> QuerySpec:
+    """The query with this id. Raises UsageError when there is none."""
+    for query in load_queries(folder):
+        if query.id == query_id:
+            return query
+    raise UsageError(f"no query {query_id!r} among the query files")
+
+
+def require_applied(snapshot: Snapshot, target: Target) -> None:
+    """Refuse to run the queries before the migration's columns exist. Raises PreflightFailed."""
+    if not snapshot.table_exists:
+        raise PreflightFailed(f"table {target.table_name} does not exist", hint="check --schema and --dsn")
+    missing = [c.name for c in target.spec.columns if c.name not in snapshot.columns]
+    if missing:
+        raise PreflightFailed(
+            f"the migration is not applied: {target.table_name} has no column {', '.join(missing)}",
+            problems=[f"column {name} is missing" for name in missing],
+            hint="run `favmigrate plan`, then `favmigrate apply`",
+        )
+
+
+def _type(param: QueryParam, query: QuerySpec) -> sql.SQL:
+    if not re.fullmatch(r"[a-z_][a-z0-9_ .]*(\[\])?", param.type, re.IGNORECASE):
+        raise UsageError(f"query file {query.file}: param {param.name} has an unusable type {param.type!r}")
+    return sql.SQL(param.type)
+
+
+def resolve_params(
+    conn: psycopg.Connection[Any], target: Target, query: QuerySpec, given: Mapping[str, str]
+) -> dict[str, Any]:
+    """The value of every param of ``query``: the given text cast to its type, else its default from the data.
+
+    Run inside a transaction. Raises UsageError for a value the type rejects or a missing required param.
+    """
+    values: dict[str, Any] = {}
+    for param in query.params:
+        cast = _type(param, query)
+        if param.name in given:
+            statement = sql.SQL("SELECT %s::{}").format(cast)
+            try:
+                with conn.transaction():
+                    values[param.name] = scalar(conn, statement, (given[param.name],))
+            except psycopg.DataError as exc:
+                raise UsageError(f"--param {param.name}={given[param.name]}: {first_line(exc)}") from None
+        elif param.default is not None:
+            expression = target.compose(param.default)
+            if len(expression) != 1:
+                raise UsageError(f"query file {query.file}: the default of {param.name} is not one expression")
+            statement = sql.SQL("SELECT ({})::{}").format(expression[0], cast)
+            try:
+                with conn.transaction():
+                    values[param.name] = scalar(conn, statement)
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise
+                raise UsageError(f"query file {query.file}: the default of {param.name} failed: "
+                                 f"{first_line(exc)}") from None
+        else:
+            raise UsageError(f"query {query.id} needs a value for {param.name}",
+                             hint=f"pass --param {param.name}=VALUE")
+    return values
+
+
+def check_param_names(queries: tuple[QuerySpec, ...], given: Mapping[str, str]) -> None:
+    """Refuse a --param that no query declares (a typo would otherwise be ignored). Raises UsageError."""
+    known = {param.name for query in queries for param in query.params}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise UsageError(f"no query takes the param {', '.join(unknown)}",
+                         hint=f"params of these queries: {', '.join(sorted(known)) or '(none)'}")
+
+
+@contextmanager
+def read_only_query(conn: psycopg.Connection[Any], *, timeout_s: float | None, **settings: str) -> Iterator[None]:
+    """A READ ONLY transaction, always rolled back, with a local statement_timeout and other local settings."""
+    with read_only(conn):
+        set_local(conn, statement_timeout=ms(timeout_s), **settings)
+        yield
+
+
+def first_line(exc: BaseException) -> str:
+    """The server's message without its LINE/HINT context lines."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def is_write_refused(exc: BaseException) -> bool:
+    """True when the server refused a statement because the transaction is READ ONLY (SQLSTATE 25006)."""
+    return isinstance(exc, pg_errors.ReadOnlySqlTransaction)
