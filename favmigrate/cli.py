@@ -298,6 +298,143 @@ def _render_apply(data: dict[str, Any], dry_run: bool) -> None:
     render_run(data, console)
 
 
+QueryTimeoutOption = Annotated[float, typer.Option(
+    "--timeout", min=0, help="statement_timeout of each query, in seconds (0: none).")]
+
+
+def _params(values: list[str] | None) -> dict[str, str]:
+    from favmigrate.errors import UsageError
+
+    params: dict[str, str] = {}
+    for value in values or []:
+        name, equals, text = value.partition("=")
+        if not equals or not name.strip():
+            raise UsageError(f"--param {value!r} is not NAME=VALUE")
+        params[name.strip()] = text
+    return params
+
+
+@app.command()
+def explain(
+    dsn: DsnOption = None,
+    schema: SchemaOption = "public",
+    timeout: QueryTimeoutOption = 60.0,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", metavar="NAME=VALUE", help="A query parameter (repeatable), e.g. mechanic_id=<uuid>; "
+        "a parameter left out takes its default from the data.", show_default=False)] = None,
+    queries: Annotated[Path | None, typer.Option(
+        "--queries", file_okay=False, exists=True, help="A folder of annotated query files to use instead of "
+        "the shipped ones (verify/*.sql).", show_default=False)] = None,
+    show_plan: Annotated[bool, typer.Option("--show-plan", help="Print every plan tree (on stderr with "
+                                            "--format json).")] = False,
+    fmt: FormatOption = OutputFormat.text,
+    junit: JunitOption = None,
+) -> None:
+    """Prove that the queries the indexes exist for use them (read-only EXPLAIN ANALYZE).
+
+    Runs each query of verify/*.sql (the priority-timeout scan, one preferred mechanic's requests, the
+    per-mechanic analytics) under EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) twice, each in a READ ONLY
+    transaction that is rolled back, under --timeout: the planner's natural plan, and a forced plan with
+    enable_seqscan=off. pass: the natural plan uses the expected index; warn: only the forced plan does
+    (normal on a small table); fail: neither. Warns about an index of the migration no query uses and an
+    existing index that duplicates one of them. A query file that writes is refused. Exit 0 no fail, 1 any
+    fail, 2 could not run (migration not applied, bad query file or param).
+
+    Example: favmigrate explain --param mechanic_id=0b6f...e1 --show-plan
+    """
+
+    def job() -> int:
+        from favmigrate.db import open_session
+        from favmigrate.explain import ExplainOptions
+        from favmigrate.explain import explain as run_explain
+        from favmigrate.render import render_explain, render_plans, stderr_console, stdout_console, write_junit
+
+        options = ExplainOptions(timeout_s=timeout or None, params=_params(param), queries_dir=queries)
+        with open_session(dsn, writes=False, warn=warn) as conn:
+            report = run_explain(conn, target_for(schema), options)
+        data = report.to_dict()
+        emit(data, fmt, lambda d: render_explain(d, stdout_console(), show_plan=show_plan))
+        if show_plan and fmt is OutputFormat.json:
+            render_plans(data, stderr_console())
+        if junit:
+            write_junit({"checks": [c.to_dict() for c in report.checks()]}, junit, suite="favmigrate.explain")
+        return int(report.exit_code)
+
+    run(job)
+
+
+class ReportFormat(StrEnum):
+    text = "text"
+    json = "json"
+    csv = "csv"
+
+
+def _moment(value: str | None, option: str) -> Any:
+    """An ISO 8601 date or time; one without an offset is UTC."""
+    from datetime import UTC, datetime
+
+    from favmigrate.errors import UsageError
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{option} {value!r} is not an ISO 8601 date or time",
+                         hint="e.g. 2025-11-01 or 2025-11-01T08:00:00+01:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+def report(
+    dsn: DsnOption = None,
+    schema: SchemaOption = "public",
+    since: Annotated[str | None, typer.Option("--since", help="Only requests created at or after this ISO 8601 "
+                                              "date/time (inclusive; UTC without an offset).",
+                                              show_default=False)] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Only requests created before this ISO 8601 "
+                                              "date/time (exclusive; UTC without an offset).",
+                                              show_default=False)] = None,
+    timeout: QueryTimeoutOption = 60.0,
+    fmt: Annotated[ReportFormat, typer.Option("--format", help="text (tables), json (totals and per-mechanic "
+                                              "rows) or csv (the per-mechanic rows, with a header line).")]
+    = ReportFormat.text,
+) -> None:
+    """Priority analytics per preferred mechanic, with totals (read-only).
+
+    A priority request is a session request with a preferred mechanic whose created_at is in
+    [--since, --until): since inclusive, until exclusive, a bound left out is open. Success rate:
+    requests accepted by the preferred mechanic (status accepted and mechanic_id = preferred_mechanic_id)
+    / priority requests. Response time: accepted_at - priority_notified_at of those acceptances (average
+    and median). Timed out: notified, and not accepted within the row's own priority_window_minutes -
+    still pending after priority_notified_at + window, or accepted after it (by anyone); cancelled
+    requests never count. Timeout rate: timed out / notified requests. A rate with a zero denominator is
+    empty, never an error. Runs verify/priority_analytics.sql (checked by `favmigrate explain`) in a
+    READ ONLY transaction. Exit 0 done, 2 could not run (migration not applied, bad option).
+
+    Example: favmigrate report --since 2025-11-01 --until 2025-12-01 --format csv > priority.csv
+    """
+
+    def job() -> int:
+        from favmigrate.db import open_session
+        from favmigrate.render import print_csv, print_json, render_report, stdout_console
+        from favmigrate.report import CSV_COLUMNS, ReportOptions, priority_report
+
+        options = ReportOptions(since=_moment(since, "--since"), until=_moment(until, "--until"),
+                                timeout_s=timeout or None)
+        with open_session(dsn, writes=False, warn=warn) as conn:
+            result = priority_report(conn, target_for(schema), options)
+        if fmt is ReportFormat.csv:
+            print_csv(CSV_COLUMNS, result.csv_rows())
+        elif fmt is ReportFormat.json:
+            print_json(result.to_dict())
+        else:
+            render_report(result.to_dict(), stdout_console())
+        return 0
+
+    run(job)
+
+
 @app.command()
 def sandbox(
     rows: Annotated[int, typer.Option("--rows", min=0, help="session_requests rows to generate.")] = 10_000,

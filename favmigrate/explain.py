@@ -198,39 +198,6 @@ def read_plan(
     )
 
 
-def plan_tree(document: Mapping[str, Any]) -> list[str]:
-    """The plan as indented text lines (node, relation or index, actual rows, time, conditions)."""
-    lines: list[str] = []
-
-    def walk(node: Mapping[str, Any], depth: int) -> None:
-        head = node.get("Node Type", "?")
-        if node.get("Parent Relationship") in ("InitPlan", "SubPlan"):
-            head = f"{node.get('Subplan Name') or node['Parent Relationship']}: {head}"
-        if node.get("Index Name"):
-            head += f" using {node['Index Name']}"
-        if node.get("Relation Name"):
-            head += f" on {node['Relation Name']}"
-            if node.get("Alias") and node["Alias"] != node["Relation Name"]:
-                head += f" {node['Alias']}"
-        actual = (f"(actual rows={node.get('Actual Rows')} loops={node.get('Actual Loops')} "
-                  f"time={node.get('Actual Total Time')} ms")
-        buffers = f" hit={node.get('Shared Hit Blocks', 0)} read={node.get('Shared Read Blocks', 0)})"
-        prefix = "  " * depth + ("-> " if depth else "")
-        lines.append(prefix + head + " " + actual + buffers)
-        for key in ("Index Cond", "Recheck Cond", "Filter", "Group Key", "Sort Key"):
-            if key in node:
-                value = node[key]
-                text = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
-                lines.append("  " * depth + f"     {key}: {text}")
-        for child in node.get("Plans", ()):
-            walk(child, depth + 1)
-
-    walk(document["Plan"], 0)
-    lines.append(f"Planning Time: {document.get('Planning Time')} ms")
-    lines.append(f"Execution Time: {document.get('Execution Time')} ms")
-    return lines
-
-
 # ---------------------------------------------------------------- running
 
 

@@ -133,3 +133,152 @@ def render_plan(data: dict[str, Any], console: Console) -> None:
     for step in data["steps"]:
         console.print(f"-- step {step['step']}: {step['reason']}", markup=False, highlight=False)
         render_sql(step["sql"], console)
+
+
+def plan_tree(document: dict[str, Any]) -> list[str]:
+    """An EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) plan as indented text: node, index or relation, actual
+    rows, time, buffers, then its conditions."""
+    lines: list[str] = []
+
+    def walk(node: dict[str, Any], depth: int) -> None:
+        head = node.get("Node Type", "?")
+        if node.get("Parent Relationship") in ("InitPlan", "SubPlan"):
+            head = f"{node.get('Subplan Name') or node['Parent Relationship']}: {head}"
+        if node.get("Join Type") not in (None, "Inner"):
+            head = f"{head} ({node['Join Type']})"
+        if node.get("Index Name"):
+            head += f" using {node['Index Name']}"
+        if node.get("Relation Name"):
+            head += f" on {node['Relation Name']}"
+        prefix = "  " * depth + ("-> " if depth else "")
+        lines.append(
+            f"{prefix}{head} (actual rows={node.get('Actual Rows')} loops={node.get('Actual Loops')} "
+            f"time={node.get('Actual Total Time')} ms, buffers hit={node.get('Shared Hit Blocks', 0)} "
+            f"read={node.get('Shared Read Blocks', 0)})"
+        )
+        for key in ("Index Cond", "Recheck Cond", "Filter", "Group Key", "Sort Key"):
+            if key in node:
+                value = node[key]
+                text = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+                lines.append(" " * (len(prefix) + 2) + f"{key}: {text}")
+        for child in node.get("Plans", ()):
+            walk(child, depth + 1)
+
+    walk(document["Plan"], 0)
+    lines.append(f"Planning Time: {document.get('Planning Time')} ms")
+    lines.append(f"Execution Time: {document.get('Execution Time')} ms")
+    return lines
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _plan_cell(run: dict[str, Any]) -> str:
+    if run["error"]:
+        return "cancelled (timeout)"
+    parts = list(run["indexes"])
+    if run["seq_scan"]:
+        parts.append("Seq Scan")
+    return ", ".join(parts) or "-"
+
+
+def render_explain(data: dict[str, Any], console: Console, *, show_plan: bool = False,
+                   plan_console: Console | None = None) -> None:
+    """explain: one row per query (status, index used naturally and forced, time, rows, buffers), the
+    verdict messages and warnings; with ``show_plan`` the plan trees on ``plan_console``."""
+    rows = []
+    for query in data["queries"]:
+        natural, forced = query["natural"], query["forced"]
+        buffers = natural["buffers"]
+        rows.append((
+            query["id"], query["status"], _plan_cell(natural), _ms(natural["execution_ms"]),
+            _plan_cell(forced), _ms(forced["execution_ms"]), "-" if natural["rows"] is None else natural["rows"],
+            f"{buffers['hit'] if buffers['hit'] is not None else '-'}/"
+            f"{buffers['read'] if buffers['read'] is not None else '-'}",
+        ))
+    console.print(table(
+        f"explain ({data['table']}, ~{data['estimated_rows']} rows estimated)",
+        ("query", "status", "natural plan", "natural ms", "forced plan (seqscan off)",
+         "forced ms", "rows", "buffers hit/read"),
+        rows, status_column=1,
+    ))
+    for query in data["queries"]:
+        if query["status"] != "pass":
+            console.print(f"{styled(query['status'])} {query['id']}: ", end="", highlight=False)
+            console.print(query["message"], markup=False, highlight=False)
+            if query["hint"]:
+                console.print(f"  hint: {query['hint']}", markup=False, highlight=False)
+    for warning in data["warnings"]:
+        console.print(f"{styled('warn')} {warning['id']}: ", end="", highlight=False)
+        console.print(warning["message"], markup=False, highlight=False)
+        if warning["hint"]:
+            console.print(f"  hint: {warning['hint']}", markup=False, highlight=False)
+    counts = {status: sum(q["status"] == status for q in data["queries"]) for status in ("pass", "warn", "fail")}
+    verdict = "[green]OK[/green]" if data["ok"] else "[bold red]FAILED[/bold red]"
+    console.print(f"{verdict}: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail, "
+                  f"{len(data['warnings'])} warning(s)")
+    if show_plan:
+        render_plans(data, plan_console or console)
+
+
+def render_plans(data: dict[str, Any], console: Console) -> None:
+    """The natural and forced plan tree of every query."""
+    for query in data["queries"]:
+        for mode in ("natural", "forced"):
+            run = query[mode]
+            console.print(f"\n{query['id']} ({mode}{', enable_seqscan=off' if mode == 'forced' else ''}):",
+                          markup=False, highlight=False)
+            if run["plan"] is None:
+                console.print(f"  {run['error'] or 'no plan'}", markup=False, highlight=False)
+                continue
+            for line in plan_tree(run["plan"]):
+                console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds for people: 42.5s, 3m 07s, 2h 05m; "-" for None."""
+    if seconds is None:
+        return "-"
+    if abs(seconds) < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if abs(minutes) < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def render_report(data: dict[str, Any], console: Console) -> None:
+    """report: one row per preferred mechanic, then the totals."""
+    span = f"created_at in [{data['since'] or '-inf'}, {data['until'] or '+inf'})"
+    rows = [
+        (m["mechanic_name"] or f"(unknown) {m['mechanic_id']}", m["requests"], m["accepted_by_preferred"],
+         _pct(m["success_rate_pct"]), m["timed_out"], _pct(m["timeout_rate_pct"]), duration(m["avg_response_s"]),
+         duration(m["median_response_s"]))
+        for m in data["mechanics"]
+    ]
+    columns = ("mechanic", "requests", "accepted by preferred", "success", "timed out",
+               "timeout rate", "avg response", "median response")
+    console.print(table(f"priority by preferred mechanic, {span}", columns, rows))
+    t = data["totals"]
+    console.print(table("totals", ("priority requests", "notified", "accepted by preferred", "success", "timed out",
+                                   "timeout rate", "avg response", "median response"),
+                        [(t["requests"], t["notified"], t["accepted_by_preferred"], _pct(t["success_rate_pct"]),
+                          t["timed_out"], _pct(t["timeout_rate_pct"]), duration(t["avg_response_s"]),
+                          duration(t["median_response_s"]))]))
+    for note in data["notes"]:
+        console.print(f"- {note}", markup=False, highlight=False)
+
+
+def print_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Machine output: CSV with a header line on stdout (None is an empty field)."""
+    import csv
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(["" if cell is None else cell for cell in row] for row in rows)

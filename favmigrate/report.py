@@ -1,0 +1,172 @@
+"""report: the favorites-priority analytics, per preferred mechanic and in total. Read-only.
+
+The numbers come from verify/priority_analytics.sql, the same file `explain` checks against the
+indexes. Definitions (also in `favmigrate report --help`):
+
+- priority request: a row with a preferred mechanic, created in [since, until) (a bound left out is open);
+- accepted by the preferred mechanic: status accepted and mechanic_id = preferred_mechanic_id;
+- success rate: accepted by the preferred mechanic / priority requests;
+- timed out: notified (priority_notified_at set) and not accepted within the row's own
+  priority_window_minutes: still pending after priority_notified_at + window, or accepted after it;
+  a cancelled request never counts as timed out;
+- timeout rate: timed out / notified requests;
+- response time: accepted_at - priority_notified_at, over the requests accepted by the preferred
+  mechanic (average and median, in seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from favmigrate.catalog import read_snapshot
+from favmigrate.db import rows, scalar
+from favmigrate.errors import UsageError
+from favmigrate.queries import first_line, is_write_refused, load_query, read_only_query, require_applied
+from favmigrate.spec import Target
+
+REPORT_QUERY = "priority-analytics"
+DEFAULT_TIMEOUT_S = 60.0
+
+CSV_COLUMNS = (
+    "mechanic_id", "mechanic_name", "requests", "notified", "accepted_by_preferred", "success_rate_pct",
+    "timed_out", "timeout_rate_pct", "avg_response_s", "median_response_s",
+)
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    since: datetime | None = None  # inclusive, on created_at
+    until: datetime | None = None  # exclusive, on created_at
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+
+
+def _number(value: Decimal | float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class PriorityStats:
+    """The priority numbers of one preferred mechanic, or of all of them (the totals)."""
+
+    requests: int
+    notified: int
+    accepted_by_preferred: int
+    success_rate_pct: float | None  # None when there is no request (never a division by zero)
+    timed_out: int
+    timeout_rate_pct: float | None  # None when no request was notified
+    avg_response_s: float | None
+    median_response_s: float | None
+    mechanic_id: str | None = None
+    mechanic_name: str | None = None  # None when the mechanic row is missing (LEFT JOIN)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> PriorityStats:
+        return cls(
+            requests=int(row["requests"]),
+            notified=int(row["notified"]),
+            accepted_by_preferred=int(row["accepted_by_preferred"]),
+            success_rate_pct=_number(row["success_rate_pct"]),
+            timed_out=int(row["timed_out"]),
+            timeout_rate_pct=_number(row["timeout_rate_pct"]),
+            avg_response_s=_number(row["avg_response_s"]),
+            median_response_s=_number(row["median_response_s"]),
+            mechanic_id=None if row["is_total"] or row["mechanic_id"] is None else str(row["mechanic_id"]),
+            mechanic_name=None if row["is_total"] else row["mechanic_name"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mechanic_id": self.mechanic_id,
+            "mechanic_name": self.mechanic_name,
+            "requests": self.requests,
+            "notified": self.notified,
+            "accepted_by_preferred": self.accepted_by_preferred,
+            "success_rate_pct": self.success_rate_pct,
+            "timed_out": self.timed_out,
+            "timeout_rate_pct": self.timeout_rate_pct,
+            "avg_response_s": self.avg_response_s,
+            "median_response_s": self.median_response_s,
+        }
+
+
+_EMPTY = PriorityStats(0, 0, 0, None, 0, None, None, None)
+
+
+@dataclass(frozen=True)
+class PriorityReport:
+    """The outcome of `report`: totals, and one row per preferred mechanic (best success rate first)."""
+
+    schema: str
+    since: datetime | None
+    until: datetime | None
+    generated_at: datetime
+    totals: PriorityStats
+    mechanics: tuple[PriorityStats, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+    def csv_rows(self) -> list[list[Any]]:
+        """The per-mechanic rows in CSV_COLUMNS order (None stays None; the writer renders it empty)."""
+        return [[stats.to_dict()[column] for column in CSV_COLUMNS] for stats in self.mechanics]
+
+    def to_dict(self) -> dict[str, Any]:
+        totals = self.totals.to_dict()
+        del totals["mechanic_id"], totals["mechanic_name"]
+        return {
+            "ok": self.ok,
+            "schema": self.schema,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "generated_at": self.generated_at.isoformat(),
+            "totals": totals,
+            "mechanics": [stats.to_dict() for stats in self.mechanics],
+            "notes": list(self.notes),
+        }
+
+
+def priority_report(
+    conn: psycopg.Connection[Any], target: Target, options: ReportOptions | None = None
+) -> PriorityReport:
+    """Compute the priority analytics in one READ ONLY transaction that is rolled back.
+
+    This is a read-only operation. Raises PreflightFailed before the migration is applied, UsageError
+    when since is not before until or the query fails (a statement_timeout included).
+    """
+    options = options or ReportOptions()
+    if options.since and options.until and options.since >= options.until:
+        raise UsageError("--since must be before --until (the range is [since, until))")
+    query = load_query(REPORT_QUERY)
+    with read_only_query(conn, timeout_s=options.timeout_s):
+        snapshot = read_snapshot(conn, target)
+        require_applied(snapshot, target)
+        generated_at: datetime = scalar(conn, sql.SQL("SELECT now()"))
+        try:
+            found = rows(conn, query.statement(target), {"since": options.since, "until": options.until})
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError) or is_write_refused(exc):
+                raise
+            if isinstance(exc, psycopg.errors.QueryCanceled):
+                raise UsageError(f"the report query was cancelled by statement_timeout after {options.timeout_s:g}s",
+                                 hint="raise --timeout, or narrow --since/--until") from None
+            raise UsageError(f"the report query failed: {first_line(exc)}") from None
+    missing = [i.name for i in target.spec.indexes if i.name not in snapshot.indexes]
+    notes = (f"index {', '.join(missing)} missing: the report read the table without it",) if missing else ()
+    totals = next((PriorityStats.from_row(r) for r in found if r["is_total"]), _EMPTY)
+    return PriorityReport(
+        schema=target.schema,
+        since=options.since,
+        until=options.until,
+        generated_at=generated_at,
+        totals=totals,
+        mechanics=tuple(PriorityStats.from_row(r) for r in found if not r["is_total"]),
+        notes=notes,
+    )
