@@ -72,6 +72,8 @@ class Event:
     kind: EventKind
     step: str = ""
     message: str = ""
+    done: int | None = None  # PROGRESS: units done so far, out of ``total`` when it is known
+    total: int | None = None
 
 
 OnEvent = Callable[[Event], None]
@@ -89,6 +91,7 @@ class PlannedStep:
     reason: str
     statements: tuple[str, ...]
     rebuild_index: bool = False  # an INVALID leftover (or --replace) is dropped concurrently first
+    down: bool = False  # run the step's paired down SQL instead (rollback)
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step.name, "reason": self.reason, "sql": list(self.statements),
@@ -294,14 +297,36 @@ class StepRunner:
         return ("rebuilt (an INVALID or different index was dropped concurrently first)"
                 if planned.rebuild_index else "built concurrently")
 
+    def _run_down(self, step: StepSpec) -> int:
+        """The step's down SQL under lock_timeout with retries; a CONCURRENT drop runs each statement alone.
+
+        Unlike a concurrent build, a DROP INDEX CONCURRENTLY stopped by lock_timeout leaves at worst an
+        INVALID index that the retry drops, so its waits for older transactions can be bounded too.
+        """
+        statements = self.target.down_statements(step)
+        if step.transactional:
+            return self._in_transaction(statements, step.name)
+        retries = 0
+        for statement in statements:
+            def drop(composed: sql.Composed = statement) -> None:
+                self.conn.execute(composed)
+
+            _, used = with_lock_retries(self.conn, drop, policy=self.options.retry_policy, watch=self.watch,
+                                        on_retry=self._retry(step.name), what=f"step {step.name}")
+            retries += used
+        return retries
+
     def run_step(self, planned: PlannedStep) -> StepResult:
         step = planned.step
         self.on_event(Event(EventKind.STEP_START, step.name, planned.reason))
         started = time.monotonic()
-        self._set_timeouts(step.lock)
+        self._set_timeouts(LockKind.BRIEF if planned.down else step.lock)
         retries = 0
         detail = "applied"
-        if step.lock is LockKind.CONCURRENT:
+        if planned.down:
+            retries = self._run_down(step)
+            detail = "dropped concurrently" if step.lock is LockKind.CONCURRENT else "dropped"
+        elif step.lock is LockKind.CONCURRENT:
             detail = self._build_index(planned)
         elif step.lock is LockKind.BATCHED:
             retries, detail = self._fill_batches(step)
@@ -315,15 +340,20 @@ class StepRunner:
     def record(self, result: StepResult) -> None:
         if self.conn.closed or self.conn.broken:
             return
-        checksum = self.target.spec.step(result.step).checksum() if result.step in _step_names(self.target) else None
+        # the checksum identifies the up SQL that apply ran; other commands' steps carry none
+        known = self.command == "apply" and result.step in _step_names(self.target)
+        checksum = self.target.spec.step(result.step).checksum() if known else None
         record_step(self.conn, self.target, run_id=self.run_id, command=self.command, result=result, checksum=checksum)
 
-    def run_all(self, planned: list[PlannedStep]) -> list[StepResult]:
+    def run_all(self, planned: list[PlannedStep],
+                execute: Callable[[PlannedStep], StepResult] | None = None) -> list[StepResult]:
+        """Run each step (with ``execute``, default run_step) and record it; stop at the first interruption."""
+        execute = execute or self.run_step
         results: list[StepResult] = []
         for item in planned:
             started = time.monotonic()
             try:
-                result = self.run_step(item)
+                result = execute(item)
             except KeyboardInterrupt:
                 interrupted = StepResult(item.step.name, StepOutcome.INTERRUPTED, "interrupted by Ctrl-C",
                                          duration_s=time.monotonic() - started)
@@ -344,8 +374,8 @@ class StepRunner:
                                                 duration_s=time.monotonic() - started))
                 done = ", ".join(r.step for r in results) or "none"
                 raise StepFailed(f"step {item.step.name} failed: {message} (steps done before it: {done})",
-                                 hint="fix the cause and re-run `favmigrate apply`; it continues where it stopped"
-                                 ) from None
+                                 hint=f"fix the cause and re-run `favmigrate {self.command}`; it continues where "
+                                 "it stopped") from None
             self.record(result)
             results.append(result)
         return results
