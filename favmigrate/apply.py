@@ -238,7 +238,8 @@ class StepRunner:
         self.watch = BlockerWatch.for_connection(conn)
         self.run_id: uuid.UUID = new_run_id()
 
-    def _retry(self, step: str) -> Callable[[int, float, list[dict[str, Any]]], None]:
+    def retry_reporter(self, step: str) -> Callable[[int, float, list[dict[str, Any]]], None]:
+        """The ``on_retry`` callback for with_lock_retries: a RETRY event naming the blockers."""
         def report(attempt: int, delay: float, blockers: list[dict[str, Any]]) -> None:
             who = describe_blockers(blockers) or "unknown backends"
             self.on_event(Event(EventKind.RETRY, step, f"lock not granted within {self.options.lock_timeout_s:g}s "
@@ -252,7 +253,7 @@ class StepRunner:
                     self.conn.execute(statement)
 
         _, retries = with_lock_retries(self.conn, action, policy=self.options.retry_policy, watch=self.watch,
-                                       on_retry=self._retry(step), what=f"step {step}")
+                                       on_retry=self.retry_reporter(step), what=f"step {step}")
         return retries
 
     def _set_timeouts(self, kind: LockKind) -> None:
@@ -274,7 +275,7 @@ class StepRunner:
                                                          "batch_size": self.options.batch_size}).fetchall()
 
             filled, used = with_lock_retries(self.conn, batch, policy=self.options.retry_policy, watch=self.watch,
-                                             on_retry=self._retry(step.name), what=f"step {step.name}")
+                                             on_retry=self.retry_reporter(step.name), what=f"step {step.name}")
             retries += used
             if not filled:
                 return retries, f"{total} NULL windows set to the default"
@@ -312,7 +313,7 @@ class StepRunner:
                 self.conn.execute(composed)
 
             _, used = with_lock_retries(self.conn, drop, policy=self.options.retry_policy, watch=self.watch,
-                                        on_retry=self._retry(step.name), what=f"step {step.name}")
+                                        on_retry=self.retry_reporter(step.name), what=f"step {step.name}")
             retries += used
         return retries
 
