@@ -255,3 +255,42 @@ def test_junit_file_has_one_testcase_per_check(db_dsn, tmp_path: Path):
     cases = suite.findall("testcase")
     assert len(cases) == int(suite.get("tests")) > 20
     assert int(suite.get("failures")) == sum(1 for c in cases if c.find("failure") is not None) > 0
+
+
+def test_ctrl_c_during_a_concurrent_build_exits_3_and_the_next_apply_repairs(db_dsn):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    # an open REPEATABLE READ transaction keeps its snapshot: CREATE INDEX CONCURRENTLY must wait for it
+    holder = psycopg.connect(db_dsn)
+    holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    holder.execute("SELECT count(*) FROM mechanics")
+    apply = subprocess.Popen([sys.executable, "-m", "favmigrate.cli", "apply", "--dsn", db_dsn],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "FAVMIGRATE_DSN": ""})
+    try:
+        with psycopg.connect(db_dsn, autocommit=True) as watcher:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                waiting = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' "
+                    "AND wait_event_type IS NOT NULL AND application_name = 'favmigrate'").fetchone()[0]
+                if waiting:
+                    break
+                time.sleep(0.1)
+            assert waiting, "apply never reached the concurrent index build"
+        apply.send_signal(signal.SIGINT)
+        _, stderr = apply.communicate(timeout=30)
+    finally:
+        apply.kill()
+        holder.close()
+    assert apply.returncode == 3, stderr
+    assert "Traceback" not in stderr
+    leftover = cli("verify", "--dsn", db_dsn, "--format", "json", "--no-data")
+    assert "index:session_requests_preferred_mechanic_idx:valid" in failed_ids(leftover)
+    repaired = cli("apply", "--dsn", db_dsn, "--format", "json")
+    assert repaired.exit_code == 0, repaired.stderr
+    assert repaired.json()["steps"][0]["detail"].startswith("rebuilt")
+    assert cli("verify", "--dsn", db_dsn, "--no-data").exit_code == 0
