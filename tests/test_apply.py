@@ -294,3 +294,17 @@ def test_ctrl_c_during_a_concurrent_build_exits_3_and_the_next_apply_repairs(db_
     assert repaired.exit_code == 0, repaired.stderr
     assert repaired.json()["steps"][0]["detail"].startswith("rebuilt")
     assert cli("verify", "--dsn", db_dsn, "--no-data").exit_code == 0
+
+
+def test_verify_takes_no_lock_stronger_than_access_share(db_dsn):
+    """EXCLUSIVE mode admits only ACCESS SHARE: verify (data checks included) must still finish."""
+    assert cli("apply", "--dsn", db_dsn, "-q").exit_code == 0
+    with psycopg.connect(db_dsn) as holder:
+        holder.execute("LOCK TABLE session_requests, mechanics IN EXCLUSIVE MODE")
+        holder.execute("SET statement_timeout = 0")
+        started = time.monotonic()
+        result = cli("verify", "--dsn", db_dsn, "--format", "json",
+                     env={"PGOPTIONS": "-c lock_timeout=3000"})
+        assert time.monotonic() - started < 3
+    assert result.exit_code == 0, result.stdout
+    assert any(c["id"] == "data:preferred_mechanic_id:orphans" for c in result.json()["checks"])
