@@ -101,6 +101,12 @@ class PlannedStep:
 # ---------------------------------------------------------------- planning (pure over a snapshot)
 
 
+def _reason(broken: list[CheckResult]) -> str:
+    """Why a step is needed: the failing checks' messages (skipped ones only repeat a missing object)."""
+    shown = [c for c in broken if c.failed] or broken
+    return "; ".join(c.message or c.id for c in shown)
+
+
 def _window_steps(target: Target, snapshot: Snapshot, checks: tuple[CheckResult, ...]) -> list[PlannedStep]:
     """Convergence of a nullable / default-less window column left by the hand-run seed SQL."""
     planned: list[PlannedStep] = []
@@ -116,7 +122,7 @@ def _window_steps(target: Target, snapshot: Snapshot, checks: tuple[CheckResult,
             continue
         if step.name == "window-check-validate" and check is not None and check.validated:
             continue
-        planned.append(PlannedStep(step, "; ".join(c.message or c.id for c in broken),
+        planned.append(PlannedStep(step, _reason(broken),
                                    tuple(as_text(s) for s in target.up_statements(step))))
     return planned
 
@@ -140,7 +146,7 @@ def plan_steps(target: Target, snapshot: Snapshot, *, replace: bool = False) -> 
         statements = [as_text(s) for s in target.up_statements(step)]
         if rebuild:
             statements = [as_text(s) for s in target.down_statements(step)] + statements
-        planned.append(PlannedStep(step, "; ".join(c.message or c.id for c in broken), tuple(statements), rebuild))
+        planned.append(PlannedStep(step, _reason(broken), tuple(statements), rebuild))
     # the window convergence runs right after the columns exist (they already do when it is needed)
     converge = _window_steps(target, snapshot, checks)
     position = 1 if planned and planned[0].step.name == "add-columns" else 0
