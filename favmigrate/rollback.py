@@ -1,0 +1,816 @@
+"""rollback: put the application back on the Phase 3 code path, which reads the legacy metadata keys, losing nothing.
+
+Before anything is dropped, every value the migration's columns hold is written back into ``metadata``
+under its legacy key (only rows that need it, in keyset batches), merged into the existing object. A
+legacy key that already holds a different value is a conflict: kept and reported, or overwritten with
+``prefer_columns``. Then the indexes (CONCURRENTLY), the foreign key and the columns are dropped with
+their paired down SQL, each under lock_timeout with retries, through apply's StepRunner and history.
+A second preservation pass right before the column drop catches values written meanwhile. A backfill
+checkpoint left for this migration is cleared, and the rolled-back state is verified (verify --absent).
+
+"Same value" means what the backfill would read from the legacy key: a UUID in any letter case, an
+integral JSON number or a string of digits, an ISO-8601 time compared as an instant (no offset: UTC).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from favmigrate.apply import WINDOW_CHECK_CONSTRAINT, ApplyOptions, Event, EventKind, OnEvent, PlannedStep, StepRunner
+from favmigrate.catalog import Snapshot, read_snapshot
+from favmigrate.db import RetryPolicy, ms, rows, run_lock, scalar, set_session, with_lock_retries
+from favmigrate.errors import FavmigrateError, PreflightFailed, StepFailed
+from favmigrate.history import HISTORY_SCHEMA, ensure_history
+from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult
+from favmigrate.spec import ColumnSpec, LockKind, MigrationSpec, StepSpec, Target, as_text
+from favmigrate.verify import checks_for
+
+SAMPLE_LIMIT = 20  # conflicts and non-object rows listed in a report (all are counted)
+# The backfill's resumable state (favmigrate/backfill.py): one row per migration and target schema.
+BACKFILL_CHECKPOINT_TABLE = "backfill_checkpoint"
+_ISO_UTC = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
+# Rollback's own steps, around the spec's down steps. They are not SQL files: the executor runs them.
+PRESERVE = StepSpec(name="preserve-metadata", up="", lock=LockKind.BATCHED, satisfies=())
+PRESERVE_LATE = StepSpec(name="preserve-late-writes", up="", lock=LockKind.BATCHED, satisfies=())
+CLEAR_CHECKPOINT = StepSpec(name="clear-backfill-checkpoint", up="", lock=LockKind.BRIEF, satisfies=())
+
+
+class NotConfirmed(FavmigrateError):
+    """The rollback was not confirmed (declined, or no terminal to ask on); nothing was changed."""
+
+
+@dataclass(frozen=True)
+class RollbackOptions:
+    lock_timeout_s: float = 1.0
+    retries: int = 10
+    statement_timeout_s: float | None = None
+    lock_wait_s: float = 30.0
+    batch_size: int = 1_000
+    sleep_s: float = 0.0
+    prefer_columns: bool = False
+    discard_data: bool = False
+    dry_run: bool = False
+
+    def runner_options(self) -> ApplyOptions:
+        """The StepRunner's options: the same timeouts, retries and run-lock wait."""
+        return ApplyOptions(lock_timeout_s=self.lock_timeout_s, retries=self.retries,
+                            statement_timeout_s=self.statement_timeout_s, lock_wait_s=self.lock_wait_s,
+                            batch_size=self.batch_size)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(lock_timeout_s=self.lock_timeout_s, retries=self.retries)
+
+
+# ---------------------------------------------------------------- meaning of legacy values (pure)
+
+# The backfill's reading rules (favmigrate/backfill.py applies the same patterns in SQL).
+UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+DIGITS_PATTERN = r"^[0-9]+$"
+TIMESTAMP_PATTERN = (
+    r"^([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9])(\.[0-9]{1,6})?)?"
+    r"(Z|([+-])(0[0-9]|1[0-5])(?::?([0-5][0-9]))?)?$"
+)
+_UUID = re.compile(UUID_PATTERN)
+_DIGITS = re.compile(DIGITS_PATTERN)
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """An ISO-8601 time as the backfill reads it (``YYYY-MM-DDTHH:MM[:SS[.f]]`` + Z/±HH[:MM], none = UTC). Pure."""
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, _, sign, zone_hour, zone_minute = match.groups()
+    offset = timedelta(hours=int(zone_hour or 0), minutes=int(zone_minute or 0))
+    try:
+        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0),
+                        int((fraction or ".")[1:].ljust(6, "0")), tzinfo=timezone(-offset if sign == "-" else offset))
+    except ValueError:  # 2025-02-30, year 0
+        return None
+
+
+def _kind(column: ColumnSpec) -> str:
+    return {"uuid": "uuid", "integer": "integer", "timestamp with time zone": "timestamp"}.get(column.type, "text")
+
+
+def read_legacy(column: ColumnSpec, raw: Any) -> Any:
+    """The value the backfill would read from a legacy JSON value for ``column``; None when it reads none. Pure."""
+    kind = _kind(column)
+    if kind == "uuid":
+        return uuid.UUID(raw) if isinstance(raw, str) and _UUID.fullmatch(raw) else None
+    if kind == "integer":
+        if isinstance(raw, bool):
+            return None
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float):
+            return int(raw) if raw.is_integer() else None
+        return int(raw) if isinstance(raw, str) and _DIGITS.fullmatch(raw) else None
+    if kind == "timestamp":
+        return parse_timestamp(raw) if isinstance(raw, str) else None
+    return raw
+
+
+def _comparable(column: ColumnSpec, value: Any) -> Any:
+    """A column value as read from the database, in the form read_legacy returns."""
+    return parse_timestamp(value) if _kind(column) == "timestamp" and isinstance(value, str) else value
+
+
+def same_meaning(column: ColumnSpec, raw: Any, value: Any) -> bool:
+    """True when the legacy JSON value ``raw`` means the column value ``value`` (see the module docstring). Pure."""
+    legacy = read_legacy(column, raw)
+    return legacy is not None and legacy == _comparable(column, value)
+
+
+def legacy_json(column: ColumnSpec, value: Any) -> Any:
+    """The JSON value written under the legacy key: lower-case uuid, integer, ISO-8601 UTC time. Pure."""
+    kind = _kind(column)
+    if kind == "uuid":
+        return str(value)
+    if kind == "timestamp" and isinstance(value, str):
+        # the query renders it as YYYY-MM-DDTHH:MI:SS.ffffffZ; a whole second drops its fraction
+        return value.replace(".000000Z", "Z")
+    return value
+
+
+def values_to_preserve(spec: MigrationSpec, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The column values of one row that rollback writes back (``row``: column name -> value). Pure.
+
+    A column with a default (the window) counts only when it differs from the default or when the row
+    holds another value: a default window on a row without priority data means nothing.
+    """
+    others = any(row.get(c.name) is not None for c in spec.columns if c.default is None)
+    kept: dict[str, Any] = {}
+    for column in spec.columns:
+        value = row.get(column.name)
+        if value is None:
+            continue
+        if column.default is not None and not others and same_meaning(column, column.default, value):
+            continue
+        kept[column.name] = value
+    return kept
+
+
+class KeyState(StrEnum):
+    MISSING = "missing"  # key absent or JSON null: the value is written
+    SAME = "same"  # already holds the same value: nothing to do
+    CONFLICT = "conflict"  # holds a different value: kept, or overwritten with prefer_columns
+    NOT_OBJECT = "not-object"  # metadata is not a JSON object: reported, never written
+
+
+def classify(spec: MigrationSpec, metadata_type: str | None, legacy: Mapping[str, Any],
+             values: Mapping[str, Any]) -> dict[str, KeyState]:
+    """For each column value to preserve, what its legacy key holds. Pure.
+
+    ``metadata_type`` is jsonb_typeof(metadata) (None for SQL NULL, written as a new object);
+    ``legacy`` maps legacy key -> its JSON value (None when absent or JSON null).
+    """
+    states: dict[str, KeyState] = {}
+    for name, value in values.items():
+        column = spec.column(name)
+        raw = legacy.get(column.legacy_key)
+        if metadata_type not in (None, "object"):
+            states[name] = KeyState.NOT_OBJECT
+        elif raw is None:
+            states[name] = KeyState.MISSING
+        elif same_meaning(column, raw, value):
+            states[name] = KeyState.SAME
+        else:
+            states[name] = KeyState.CONFLICT
+    return states
+
+
+def patch_for(spec: MigrationSpec, values: Mapping[str, Any], states: Mapping[str, KeyState],
+              prefer_columns: bool) -> dict[str, Any]:
+    """The keys to merge into one row's metadata (empty: the row is not touched). Pure."""
+    wanted = {KeyState.MISSING, KeyState.CONFLICT} if prefer_columns else {KeyState.MISSING}
+    return {spec.column(name).legacy_key: legacy_json(spec.column(name), value)
+            for name, value in values.items() if states[name] in wanted}
+
+
+# ---------------------------------------------------------------- what a pass found
+
+
+@dataclass(frozen=True)
+class KeyCount:
+    """Per legacy key: how the column values compare with what metadata holds."""
+
+    key: str
+    column: str
+    missing: int = 0
+    same: int = 0
+    conflict: int = 0
+    conflict_unreadable: int = 0  # of the conflicts: the legacy value is one the backfill cannot read
+    not_object: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "column": self.column, "missing": self.missing, "same": self.same,
+                "conflict": self.conflict, "conflict_unreadable": self.conflict_unreadable,
+                "not_object": self.not_object}
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A legacy key holding another value than its column (kept unless prefer_columns)."""
+
+    row: str
+    key: str
+    metadata_value: Any
+    column_value: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "key": self.key, "metadata_value": self.metadata_value,
+                "column_value": self.column_value}
+
+
+@dataclass(frozen=True)
+class Preservation:
+    """One pass over the rows holding column values: a survey (dry run, plan) or a real, writing pass."""
+
+    keys: tuple[KeyCount, ...]
+    prefer_columns: bool
+    rows_examined: int = 0  # rows holding at least one value to preserve
+    rows_written: int = 0  # rows updated by this pass (0 for a survey)
+    not_object_rows: int = 0
+    conflicts: tuple[Conflict, ...] = ()  # the first SAMPLE_LIMIT
+    not_object_sample: tuple[str, ...] = ()  # the first SAMPLE_LIMIT row keys
+
+    @property
+    def values_to_write(self) -> int:
+        return sum(k.missing + (k.conflict if self.prefer_columns else 0) for k in self.keys)
+
+    @property
+    def values_present(self) -> int:
+        return sum(k.same for k in self.keys)
+
+    @property
+    def conflict_count(self) -> int:
+        return sum(k.conflict for k in self.keys)
+
+    @property
+    def unreadable_conflicts(self) -> int:
+        return sum(k.conflict_unreadable for k in self.keys)
+
+    def values_lost(self, discard: bool = False) -> int:
+        """Column values that metadata will not hold after the drop."""
+        if discard:
+            return sum(k.missing + k.conflict + k.not_object for k in self.keys)
+        return sum(k.not_object + (0 if self.prefer_columns else k.conflict) for k in self.keys)
+
+    def summary(self, *, written: bool) -> str:
+        verb = "written" if written else "to write"
+        text = (f"{self.values_to_write} values {verb} in {self.rows_written if written else self.rows_examined} "
+                f"rows' metadata, {self.values_present} already there")
+        if self.conflict_count:
+            fate = "overwritten (--prefer-columns)" if self.prefer_columns else "kept: metadata holds another value"
+            text += f", {self.conflict_count} conflicts {fate}"
+            if self.unreadable_conflicts:
+                text += f" ({self.unreadable_conflicts} of them unreadable legacy values, e.g. a window \"ten\")"
+        if self.not_object_rows:
+            text += f", {self.not_object_rows} rows whose metadata is not a JSON object left as they are"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows_examined": self.rows_examined, "rows_written": self.rows_written,
+            "values_to_write": self.values_to_write, "values_present": self.values_present,
+            "conflicts": self.conflict_count, "unreadable_conflicts": self.unreadable_conflicts,
+            "conflict_resolution": "column" if self.prefer_columns else "metadata",
+            "values_lost": self.values_lost(), "not_object_rows": self.not_object_rows,
+            "keys": [k.to_dict() for k in self.keys],
+            "conflict_sample": [c.to_dict() for c in self.conflicts],
+            "not_object_sample": list(self.not_object_sample),
+        }
+
+
+@dataclass
+class _Tally:
+    spec: MigrationSpec
+    prefer_columns: bool
+    counts: dict[str, dict[KeyState, int]] = field(default_factory=dict)
+    unreadable: dict[str, int] = field(default_factory=dict)
+    rows_examined: int = 0
+    rows_written: int = 0
+    not_object_rows: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+    not_object_sample: list[str] = field(default_factory=list)
+
+    def add(self, row_key: Any, values: Mapping[str, Any], legacy: Mapping[str, Any],
+            states: Mapping[str, KeyState]) -> None:
+        self.rows_examined += 1
+        if KeyState.NOT_OBJECT in states.values():
+            self.not_object_rows += 1
+            if len(self.not_object_sample) < SAMPLE_LIMIT:
+                self.not_object_sample.append(str(row_key))
+        for name, state in states.items():
+            per_key = self.counts.setdefault(name, {})
+            per_key[state] = per_key.get(state, 0) + 1
+            column = self.spec.column(name)
+            if state is KeyState.CONFLICT and read_legacy(column, legacy.get(column.legacy_key)) is None:
+                self.unreadable[name] = self.unreadable.get(name, 0) + 1
+            if state is KeyState.CONFLICT and len(self.conflicts) < SAMPLE_LIMIT:
+                self.conflicts.append(Conflict(str(row_key), column.legacy_key, legacy.get(column.legacy_key),
+                                               legacy_json(column, values[name])))
+
+    def freeze(self) -> Preservation:
+        keys = []
+        for column in self.spec.columns:
+            found = self.counts.get(column.name, {})
+            keys.append(KeyCount(column.legacy_key, column.name, found.get(KeyState.MISSING, 0),
+                                 found.get(KeyState.SAME, 0), found.get(KeyState.CONFLICT, 0),
+                                 self.unreadable.get(column.name, 0), found.get(KeyState.NOT_OBJECT, 0)))
+        return Preservation(tuple(keys), self.prefer_columns, self.rows_examined, self.rows_written,
+                            self.not_object_rows, tuple(self.conflicts), tuple(self.not_object_sample))
+
+
+# ---------------------------------------------------------------- the batches (set-based SQL per batch)
+
+
+def _column_expression(column: ColumnSpec) -> sql.Composable:
+    name = sql.Identifier(column.name)
+    if _kind(column) == "timestamp":
+        # rendered in UTC by the server: no client time-zone guessing, and 'infinity' does not fail a load
+        return sql.SQL("coalesce(to_char(t.{name} AT TIME ZONE 'UTC', {format}), t.{name}::text)").format(
+            name=name, format=sql.Literal(_ISO_UTC))
+    return sql.SQL("t.{}").format(name)
+
+
+def holds_values_condition(columns: Sequence[ColumnSpec]) -> sql.Composable:
+    """Rows holding a value to preserve: a NULL-able column not NULL, a defaulted one not at its default."""
+    parts = []
+    for column in columns:
+        name = sql.Identifier(column.name)
+        if column.default is None:
+            parts.append(sql.SQL("t.{} IS NOT NULL").format(name))
+        else:
+            parts.append(sql.SQL("t.{} <> {}").format(name, sql.Literal(column.default)))
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
+
+
+def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, lock: bool) -> sql.Composed:
+    """The next keyset batch of rows holding values: key, jsonb_typeof(metadata), then (value, legacy) per column."""
+    spec = target.spec
+    meta = sql.Identifier(spec.metadata_column)
+    selected: list[sql.Composable] = []
+    for column in columns:
+        selected += [_column_expression(column), sql.SQL("t.{} -> {}").format(meta, sql.Literal(column.legacy_key))]
+    return sql.SQL(
+        "SELECT t.{pk}, jsonb_typeof(t.{meta}), {selected} FROM {table} AS t "
+        "WHERE {after}{holds} ORDER BY t.{pk} LIMIT %(batch_size)s{lock}"
+    ).format(
+        pk=sql.Identifier(spec.primary_key), meta=meta, selected=sql.SQL(", ").join(selected), table=target.table,
+        after=sql.SQL("") if first else sql.SQL("t.{} > %(after)s AND ").format(sql.Identifier(spec.primary_key)),
+        holds=holds_values_condition(columns),
+        lock=sql.SQL(" FOR NO KEY UPDATE OF t") if lock else sql.SQL(""),
+    )
+
+
+def merge_statement(target: Target) -> sql.Composed:
+    """Merge one batch of patches into metadata objects (never into a non-object), one statement."""
+    spec = target.spec
+    return sql.SQL(
+        "UPDATE {table} AS t SET {meta} = coalesce(t.{meta}, '{{}}'::jsonb) || p.patch "
+        "FROM unnest(%(keys)s, %(patches)s) AS p(row_key, patch) "
+        "WHERE t.{pk} = p.row_key AND (t.{meta} IS NULL OR jsonb_typeof(t.{meta}) = 'object')"
+    ).format(table=target.table, meta=sql.Identifier(spec.metadata_column), pk=sql.Identifier(spec.primary_key))
+
+
+@dataclass(frozen=True)
+class _Decision:
+    row_key: Any
+    values: dict[str, Any]
+    legacy: dict[str, Any]
+    states: dict[str, KeyState]
+    patch: dict[str, Any]
+
+
+def _decide(spec: MigrationSpec, columns: Sequence[ColumnSpec], fetched: list[tuple[Any, ...]],
+            prefer_columns: bool) -> list[_Decision]:
+    decisions = []
+    for row in fetched:
+        row_values = {c.name: row[2 + 2 * i] for i, c in enumerate(columns)}
+        legacy = {c.legacy_key: row[3 + 2 * i] for i, c in enumerate(columns)}
+        values = values_to_preserve(spec, row_values)
+        states = classify(spec, row[1], legacy, values)
+        decisions.append(_Decision(row[0], values, legacy, states, patch_for(spec, values, states, prefer_columns)))
+    return decisions
+
+
+Progress = Callable[[int], None]
+
+
+def preserve_pass(
+    conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec], options: RollbackOptions, *,
+    write: bool, progress: Progress | None = None, runner: StepRunner | None = None, step: str = PRESERVE.name,
+) -> tuple[Preservation, int]:
+    """One pass over the rows holding column values, in keyset batches; returns what it found and lock retries.
+
+    With ``write``, each batch locks its rows (FOR NO KEY UPDATE), merges the missing keys into their
+    metadata in one UPDATE and commits, under lock_timeout with retries, then sleeps ``sleep_s``.
+    Without, it only reads (a survey). Raises LockHeld, Interrupted, StepFailed.
+    """
+    spec = target.spec
+    tally = _Tally(spec, options.prefer_columns)
+    merge = merge_statement(target)
+    after: Any = None
+    retries = 0
+    while True:
+        query = batch_query(target, columns, first=after is None, lock=write)
+        params = {"batch_size": options.batch_size, "after": after}
+
+        def batch(query: sql.Composed = query, params: dict[str, Any] = params) -> tuple[list[_Decision], int]:
+            with conn.transaction():
+                decisions = _decide(spec, columns, conn.execute(query, params).fetchall(), options.prefer_columns)
+                patches = [d for d in decisions if d.patch]
+                if not write or not patches:
+                    return decisions, 0
+                merged = conn.execute(merge, {"keys": [d.row_key for d in patches],
+                                              "patches": [Jsonb(d.patch) for d in patches]}).rowcount
+                if merged != len(patches):
+                    # the rows are locked and were objects: only row-level security can hide them
+                    raise StepFailed(f"{len(patches) - merged} of {len(patches)} rows of the batch could not be "
+                                     "updated (row-level security with FORCE?)",
+                                     hint="run rollback as the table owner or a role that bypasses RLS")
+                return decisions, merged
+
+        (decisions, merged), used = with_lock_retries(
+            conn, batch, policy=options.retry_policy, watch=runner.watch if runner else None,
+            on_retry=runner.retry_reporter(step) if runner else None, what=f"step {step}")
+        retries += used
+        for decision in decisions:
+            tally.add(decision.row_key, decision.values, decision.legacy, decision.states)
+        tally.rows_written += merged
+        if progress:
+            progress(tally.rows_examined)
+        if len(decisions) < options.batch_size:
+            return tally.freeze(), retries
+        after = decisions[-1].row_key
+        if write and options.sleep_s:
+            time.sleep(options.sleep_s)
+
+
+# ---------------------------------------------------------------- planning
+
+
+_FOREIGN_DEPENDENTS = sql.SQL(
+    """
+    SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) AS object
+    FROM pg_depend d
+    JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = %(table)s::regclass
+      AND a.attname = ANY (%(columns)s) AND d.deptype IN ('n', 'a')
+      AND d.classid <> 'pg_attrdef'::regclass
+      AND NOT (d.classid = 'pg_class'::regclass
+               AND d.objid IN (SELECT c.oid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
+                               WHERE i.indrelid = %(table)s::regclass AND c.relname = ANY (%(indexes)s)))
+      AND NOT (d.classid = 'pg_constraint'::regclass
+               AND d.objid IN (SELECT oid FROM pg_constraint
+                               WHERE conrelid = %(table)s::regclass AND conname = ANY (%(constraints)s)))
+    ORDER BY 1
+    """
+)
+
+
+def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot) -> None:
+    """Refuse (PreflightFailed, nothing changed) a rollback that would drop what is not the migration's. Read-only."""
+    spec = target.spec
+    if not snapshot.table_exists:
+        raise PreflightFailed(f"table {target.table_name} does not exist (wrong --schema or database?)")
+    problems = []
+    present = [c for c in spec.columns if c.name in snapshot.columns]
+    for column in present:
+        found = snapshot.columns[column.name].data_type
+        if found != column.type:
+            problems.append(f"column {column.name} has type {found}, not the migration's {column.type}: it is not "
+                            "ours to drop; rename or drop it by hand")
+    for needed in (spec.primary_key, spec.metadata_column):
+        if present and needed not in snapshot.columns:
+            problems.append(f"column {spec.table}.{needed} (needed to preserve the values) does not exist")
+    if present:
+        dependents = rows(conn, _FOREIGN_DEPENDENTS, {
+            "table": target.table_name, "columns": [c.name for c in present],
+            "indexes": [i.name for i in spec.indexes],
+            "constraints": [spec.foreign_key.name, WINDOW_CHECK_CONSTRAINT]})
+        problems += [f"{d['object']} uses the migration's columns and would be dropped with them: drop or change "
+                     "it first" for d in dependents]
+    if not snapshot.can_alter_table:
+        superuser = rows(conn, sql.SQL("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+        if not (superuser and superuser[0]["rolsuper"]):
+            problems.append(f"user {snapshot.current_user} does not own {target.table_name} (owner: "
+                            f"{snapshot.table_owner}); connect as the owner or a member of its role")
+    if problems:
+        raise PreflightFailed(
+            "preflight refused the rollback; nothing was changed:\n  - " + "\n  - ".join(problems), problems=problems)
+
+
+def _checkpoint_table() -> sql.Identifier:
+    return sql.Identifier(HISTORY_SCHEMA, BACKFILL_CHECKPOINT_TABLE)
+
+
+def checkpoint_present(conn: psycopg.Connection[Any], target: Target) -> bool:
+    """True when the backfill left a checkpoint for this migration and schema. Read-only."""
+    if not scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"),
+                  (f"{HISTORY_SCHEMA}.{BACKFILL_CHECKPOINT_TABLE}",)):
+        return False
+    return bool(scalar(conn, sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE migration_id = %s AND target_schema = %s)")
+                       .format(_checkpoint_table()), (target.spec.id, target.schema)))
+
+
+def _clear_checkpoint_statement() -> sql.Composed:
+    return sql.SQL("DELETE FROM {} WHERE migration_id = %s AND target_schema = %s").format(_checkpoint_table())
+
+
+def _present_objects(step: StepSpec, snapshot: Snapshot) -> list[str]:
+    """The objects a down step drops that exist now, read from the checks it `satisfies`."""
+    found = []
+    for check_id in step.satisfies:
+        kind, name, aspect = check_id.split(":")
+        if aspect != "exists":
+            continue
+        if kind == "column" and name in snapshot.columns:
+            found.append(f"column {name}")
+        elif kind == "constraint" and name in snapshot.constraints:
+            state = "" if snapshot.constraints[name].validated else " (NOT VALID)"
+            found.append(f"constraint {name}{state}")
+        elif kind == "index" and name in snapshot.indexes:
+            state = "" if snapshot.indexes[name].valid else " (INVALID)"
+            found.append(f"index {name}{state}")
+    return found
+
+
+def _preserve_sql(target: Target, columns: Sequence[ColumnSpec]) -> tuple[str, ...]:
+    return (as_text(batch_query(target, columns, first=False, lock=True)), as_text(merge_statement(target)))
+
+
+def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, checkpoint: bool) -> list[PlannedStep]:
+    """The steps rollback would run from this snapshot, in order, with their SQL. Pure."""
+    spec = target.spec
+    columns = [c for c in spec.columns if c.name in snapshot.columns]
+    preserve = bool(columns) and not discard_data
+    planned: list[PlannedStep] = []
+    if preserve:
+        planned.append(PlannedStep(PRESERVE, "write the column values back under the legacy metadata keys",
+                                   _preserve_sql(target, columns)))
+    for step in spec.down_steps:
+        objects = _present_objects(step, snapshot)
+        if not objects:
+            continue
+        if step.name == spec.steps[0].name and preserve:
+            planned.append(PlannedStep(PRESERVE_LATE, "values written since the first pass, right before the drop",
+                                       _preserve_sql(target, columns)))
+        reason = "drop " + ", ".join(objects)
+        if step.name == spec.steps[0].name and WINDOW_CHECK_CONSTRAINT in snapshot.constraints:
+            reason += f" (constraint {WINDOW_CHECK_CONSTRAINT} goes with its column)"
+        planned.append(PlannedStep(step, reason, tuple(as_text(s) for s in target.down_statements(step)), down=True))
+    if checkpoint:
+        planned.append(PlannedStep(CLEAR_CHECKPOINT, "the backfill checkpoint points into dropped columns",
+                                   (as_text(_clear_checkpoint_statement()),)))
+    return planned
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """What rollback would do from the current state: the objects it drops and what becomes of the values."""
+
+    steps: tuple[PlannedStep, ...]
+    objects: tuple[str, ...]
+    survey: Preservation | None  # None when no column of the migration exists
+    discard_data: bool
+    checkpoint: bool
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.steps)
+
+    @property
+    def values_lost(self) -> int:
+        return self.survey.values_lost(self.discard_data) if self.survey else 0
+
+    def notes(self) -> tuple[str, ...]:
+        """One line per fact the operator should see before confirming."""
+        if not self.needed:
+            return ("already rolled back: nothing to do",)
+        notes = [f"drops {', '.join(self.objects)}"] if self.objects else []
+        if self.survey is not None:
+            if self.discard_data:
+                notes.append(f"--discard-data: {self.values_lost} column values are not in metadata and will be "
+                             f"lost ({self.survey.values_present} are already there)")
+            else:
+                notes.append("preserves: " + self.survey.summary(written=False))
+                if self.values_lost:
+                    notes.append(f"{self.values_lost} column values will not be in metadata after the drop "
+                                 "(conflicts kept, non-object metadata); see the samples in the JSON report")
+        if self.checkpoint:
+            notes.append("clears the backfill checkpoint of this migration")
+        return tuple(notes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"needed": self.needed, "objects": list(self.objects), "steps": [s.to_dict() for s in self.steps],
+                "discard_data": self.discard_data, "values_lost": self.values_lost,
+                "survey": self.survey.to_dict() if self.survey else None,
+                "backfill_checkpoint": self.checkpoint, "notes": list(self.notes())}
+
+
+def _objects(target: Target, snapshot: Snapshot) -> tuple[str, ...]:
+    objects = [o for step in target.spec.down_steps for o in _present_objects(step, snapshot)]
+    if WINDOW_CHECK_CONSTRAINT in snapshot.constraints:
+        objects.append(f"constraint {WINDOW_CHECK_CONSTRAINT}")
+    return tuple(objects)
+
+
+def plan_rollback(conn: psycopg.Connection[Any], target: Target, options: RollbackOptions | None = None,
+                  progress: Progress | None = None) -> RollbackPlan:
+    """Read the catalogs and survey the rows holding values; raises PreflightFailed. Read-only."""
+    options = options or RollbackOptions()
+    snapshot = read_snapshot(conn, target)
+    preflight(conn, target, snapshot)
+    checkpoint = checkpoint_present(conn, target)
+    columns = [c for c in target.spec.columns if c.name in snapshot.columns]
+    survey = preserve_pass(conn, target, columns, options, write=False, progress=progress)[0] if columns else None
+    steps = plan_steps(target, snapshot, discard_data=options.discard_data, checkpoint=checkpoint)
+    return RollbackPlan(tuple(steps), _objects(target, snapshot), survey, options.discard_data, checkpoint)
+
+
+# ---------------------------------------------------------------- running
+
+
+def _silent(_: Event) -> None:
+    return None
+
+
+Confirm = Callable[[RollbackPlan], bool]
+
+
+class _Executor:
+    """Runs rollback's own steps (preservation passes, checkpoint) and hands the down steps to the runner."""
+
+    def __init__(self, runner: StepRunner, columns: Sequence[ColumnSpec], options: RollbackOptions,
+                 total: int | None) -> None:
+        self.runner = runner
+        self.columns = columns
+        self.options = options
+        self.total = total
+        self.passes: list[Preservation] = []
+        self.checkpoint_cleared = False
+
+    def __call__(self, planned: PlannedStep) -> StepResult:
+        if planned.step in (PRESERVE, PRESERVE_LATE):
+            return self._preserve(planned)
+        if planned.step == CLEAR_CHECKPOINT:
+            return self._clear_checkpoint(planned)
+        return self.runner.run_step(planned)
+
+    def _preserve(self, planned: PlannedStep) -> StepResult:
+        runner, name = self.runner, planned.step.name
+        runner.on_event(Event(EventKind.STEP_START, name, planned.reason))
+        started = time.monotonic()
+
+        def progress(done: int) -> None:
+            runner.on_event(Event(EventKind.PROGRESS, name, f"{done} rows with values examined", done=done,
+                                  total=max(self.total, done) if self.total is not None else None))
+
+        found, retries = preserve_pass(runner.conn, runner.target, self.columns, self.options, write=True,
+                                       progress=progress, runner=runner, step=name)
+        self.passes.append(found)
+        detail = found.summary(written=True)
+        result = StepResult(name, StepOutcome.APPLIED, detail, ";\n".join(planned.statements),
+                            time.monotonic() - started, retries)
+        runner.on_event(Event(EventKind.STEP_DONE, name, f"{detail} in {result.duration_s:.2f}s"))
+        return result
+
+    def _clear_checkpoint(self, planned: PlannedStep) -> StepResult:
+        runner, name = self.runner, planned.step.name
+        runner.on_event(Event(EventKind.STEP_START, name, planned.reason))
+        started = time.monotonic()
+
+        def clear() -> int:
+            with runner.conn.transaction():
+                return runner.conn.execute(_clear_checkpoint_statement(),
+                                           (runner.target.spec.id, runner.target.schema)).rowcount
+
+        deleted, retries = with_lock_retries(runner.conn, clear, policy=self.options.retry_policy,
+                                             watch=runner.watch, on_retry=runner.retry_reporter(name),
+                                             what=f"step {name}")
+        self.checkpoint_cleared = deleted > 0
+        detail = "cleared" if deleted else "already gone"
+        result = StepResult(name, StepOutcome.APPLIED, detail, ";\n".join(planned.statements),
+                            time.monotonic() - started, retries)
+        runner.on_event(Event(EventKind.STEP_DONE, name, detail))
+        return result
+
+
+def _preservation_dict(passes: list[Preservation], discard: bool, survey: Preservation | None) -> dict[str, Any]:
+    """The preservation outcome: writes add up over the passes; conflicts and losses are the last pass's."""
+    if discard or not passes:
+        lost = survey.values_lost(discard) if survey else 0
+        return {"discarded": discard, "values_written": 0, "rows_written": 0, "values_lost": lost, "passes": []}
+    last = passes[-1]
+    return {
+        "discarded": False,
+        "values_written": sum(p.values_to_write for p in passes),
+        "rows_written": sum(p.rows_written for p in passes),
+        "conflicts": last.conflict_count,
+        "unreadable_conflicts": last.unreadable_conflicts,
+        "conflict_resolution": "column" if last.prefer_columns else "metadata",
+        "not_object_rows": last.not_object_rows,
+        "values_lost": last.values_lost(),
+        "conflict_sample": [c.to_dict() for c in last.conflicts],
+        "not_object_sample": list(last.not_object_sample),
+        "passes": [p.to_dict() for p in passes],
+    }
+
+
+def rollback_migration(
+    conn: psycopg.Connection[Any], target: Target, options: RollbackOptions | None = None,
+    on_event: OnEvent | None = None, confirm: Confirm | None = None,
+) -> RunReport:
+    """Preserve the column values in metadata, drop the migration's objects, verify their absence. Writes.
+
+    ``confirm`` sees the plan before anything changes (None: proceed); when it returns False,
+    NotConfirmed is raised. Raises PreflightFailed (nothing changed), LockHeld (another favmigrate run,
+    or blockers outlasted the retries), StepFailed (a step errored; re-running continues). A Ctrl-C
+    yields a report with exit code 3. A dry run only reads.
+    """
+    options = options or RollbackOptions()
+    emit = on_event or _silent
+    set_session(conn, statement_timeout=ms(options.statement_timeout_s), lock_timeout=ms(options.lock_timeout_s))
+
+    def surveyed(done: int) -> None:
+        emit(Event(EventKind.PROGRESS, "survey", f"{done} rows with values examined", done=done))
+
+    plan = plan_rollback(conn, target, options, progress=surveyed)
+    extra: dict[str, Any] = {"plan": plan.to_dict()}
+    if options.dry_run:
+        steps = tuple(StepResult(p.step.name, StepOutcome.WOULD_APPLY, p.reason, ";\n".join(p.statements))
+                      for p in plan.steps)
+        dry_notes = plan.notes() + (("dry run: nothing was changed",) if plan.needed else ())
+        return RunReport("rollback", steps, dry_run=True, notes=dry_notes, extra=extra)
+    if not plan.needed:
+        return RunReport("rollback", (), notes=plan.notes(), verification=_verify_absent(conn, target), extra=extra)
+    if confirm is not None and not confirm(plan):
+        raise NotConfirmed("rollback not confirmed; nothing was changed")
+    runner = StepRunner(conn, target, options.runner_options(), emit, "rollback")
+    total = plan.survey.rows_examined if plan.survey else None
+    try:
+        with run_lock(conn, target.lock_name, wait_s=options.lock_wait_s):
+            ensure_history(conn)
+            # re-plan under the lock: another run may have changed the table while we waited or asked
+            snapshot = read_snapshot(conn, target)
+            preflight(conn, target, snapshot)
+            columns = [c for c in target.spec.columns if c.name in snapshot.columns]
+            planned = plan_steps(target, snapshot, discard_data=options.discard_data,
+                                 checkpoint=checkpoint_present(conn, target))
+            executor = _Executor(runner, columns, options, total)
+            results: list[StepResult] = []
+            if options.discard_data and columns:
+                skipped = StepResult(PRESERVE.name, StepOutcome.SKIPPED,
+                                     f"--discard-data: {plan.values_lost} column values dropped with the columns")
+                runner.record(skipped)
+                results.append(skipped)
+            results += runner.run_all(planned, executor)
+    finally:
+        runner.watch.close()
+    interrupted = any(r.outcome is StepOutcome.INTERRUPTED for r in results)
+    preservation = _preservation_dict(executor.passes, options.discard_data, plan.survey)
+    extra.update(run_id=str(runner.run_id), preservation=preservation,
+                 checkpoint_cleared=executor.checkpoint_cleared)
+    notes = [_preservation_note(preservation)] if plan.survey is not None else []
+    if interrupted:
+        notes.append("interrupted: re-run `favmigrate rollback` to finish; preserved values stay in metadata")
+        return RunReport("rollback", tuple(results), notes=tuple(notes), extra=extra)
+    return RunReport("rollback", tuple(results), notes=tuple(notes), verification=_verify_absent(conn, target),
+                     extra=extra)
+
+
+def _preservation_note(preservation: dict[str, Any]) -> str:
+    if preservation["discarded"]:
+        return f"--discard-data: {preservation['values_lost']} column values were dropped without a copy in metadata"
+    note = f"{preservation['values_written']} values written back into metadata ({preservation['rows_written']} rows)"
+    if preservation.get("conflicts"):
+        fate = "overwritten with the column value" if preservation["conflict_resolution"] == "column" else "kept"
+        note += f"; {preservation['conflicts']} legacy keys held another value and were {fate}"
+    if preservation.get("not_object_rows"):
+        note += f"; {preservation['not_object_rows']} rows whose metadata is not a JSON object were left as they are"
+    if preservation["values_lost"]:
+        note += (f"; {preservation['values_lost']} column values are not in metadata "
+                 "(see conflict_sample and not_object_sample)")
+    return note
+
+
+def _verify_absent(conn: psycopg.Connection[Any], target: Target) -> CheckReport:
+    set_session(conn, lock_timeout="0", statement_timeout="0")
+    return checks_for(conn, target, read_snapshot(conn, target), data=False, absent=True)
