@@ -298,6 +298,81 @@ def _render_apply(data: dict[str, Any], dry_run: bool) -> None:
     render_run(data, console)
 
 
+@app.command()
+def rollback(
+    dsn: DsnOption = None,
+    schema: SchemaOption = "public",
+    lock_timeout: LockTimeoutOption = 1.0,
+    retries: RetriesOption = 10,
+    statement_timeout: StatementTimeoutOption = None,
+    lock_wait: LockWaitOption = 30.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows holding values per transaction "
+                                            "while writing them back into metadata.")] = 1_000,
+    sleep: Annotated[float, typer.Option("--sleep", min=0, help="Seconds to pause between batches (throttle).")]
+    = 0.0,
+    prefer_columns: Annotated[bool, typer.Option("--prefer-columns", help="Where a legacy key already holds "
+                                                 "another value, overwrite it with the column's value (default: "
+                                                 "keep metadata's and report the conflict).")] = False,
+    discard_data: Annotated[bool, typer.Option("--discard-data", help="Do not write the values back: they are "
+                                               "dropped with the columns (the count is shown first).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (required when stdin is "
+                                      "not a terminal).")] = False,
+    dry_run: DryRunOption = False,
+    quiet: QuietOption = False,
+    fmt: FormatOption = OutputFormat.text,
+) -> None:
+    """Roll the migration back without losing data: values back into metadata, then drop its objects.
+
+    First every value of the three columns is written back into session_requests.metadata under its
+    Phase 3 key (only rows that need it, in batches; a key already holding another value is a
+    conflict, kept and reported unless --prefer-columns; metadata that is not a JSON object is never
+    touched). Then the indexes are dropped CONCURRENTLY, the foreign key and the columns under a short
+    lock_timeout with retries, the backfill checkpoint is cleared, and the result is verified as
+    `verify --absent` would. Asks for confirmation (--yes for scripts). Works from any partial state;
+    a second run says "already rolled back". Exit 0 rolled back, 1 verification failed, 2 refused or
+    not confirmed, 3 interrupted (re-run to finish).
+
+    Example: favmigrate rollback --dsn postgresql://postgres@db.example.com:5432/postgres --dry-run
+    """
+
+    def job() -> int:
+        from favmigrate.db import open_session
+        from favmigrate.errors import UsageError
+        from favmigrate.render import ProgressEvents, render_preservation, stderr_console, stdout_console
+        from favmigrate.rollback import NotConfirmed, RollbackOptions, RollbackPlan, rollback_migration
+
+        if prefer_columns and discard_data:
+            raise UsageError("--prefer-columns and --discard-data exclude each other")
+        options = RollbackOptions(lock_timeout_s=lock_timeout, retries=retries, statement_timeout_s=statement_timeout,
+                                  lock_wait_s=lock_wait, batch_size=batch_size, sleep_s=sleep,
+                                  prefer_columns=prefer_columns, discard_data=discard_data, dry_run=dry_run)
+
+        def confirm(plan: RollbackPlan) -> bool:
+            events.close()
+            console = stderr_console()
+            for note in plan.notes():
+                console.print(f"- {note}", markup=False, highlight=False)
+            if not sys.stdin.isatty():
+                raise NotConfirmed("refusing to roll back without --yes: stdin is not a terminal to confirm on; "
+                                   "nothing was changed",
+                                   hint="review `favmigrate rollback --dry-run`, then pass --yes")
+            return typer.confirm("Roll back now?", default=False, err=True)
+
+        with (open_session(dsn, writes=not dry_run, warn=warn) as conn,
+              ProgressEvents(progress_printer(quiet), enabled=not quiet) as events):
+            report = rollback_migration(conn, target_for(schema), options, on_event=events,
+                                        confirm=None if yes else confirm)
+
+        def render_text(data: dict[str, Any]) -> None:
+            _render_apply(data, dry_run)
+            render_preservation(data, stdout_console())
+
+        emit(report.to_dict(), fmt, render_text)
+        return int(report.exit_code)
+
+    run(job)
+
+
 QueryTimeoutOption = Annotated[float, typer.Option(
     "--timeout", min=0, help="statement_timeout of each query, in seconds (0: none).")]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -282,3 +282,70 @@ def print_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
     writer.writerows(["" if cell is None else cell for cell in row] for row in rows)
+
+
+class ProgressEvents:
+    """An event callback showing PROGRESS events that carry counts as a transient progress bar on stderr.
+
+    One bar per step, shown only while the step runs; every other event goes to ``fallback``. Use it as a
+    context manager, so that the bar is gone before an error message.
+    """
+
+    def __init__(self, fallback: Callable[[Any], None], *, enabled: bool = True) -> None:
+        self._fallback = fallback
+        self._enabled = enabled and stderr_console().is_terminal  # no bar in logs and pipes
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> ProgressEvents:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __call__(self, event: Any) -> None:
+        if event.kind.value == "progress" and getattr(event, "done", None) is not None:
+            if self._enabled:
+                self._advance(event.step, event.done, event.total)
+            return
+        if event.kind.value == "step-done" and event.step in self._tasks:
+            self._finish(event.step)
+        self._fallback(event)
+
+    def _advance(self, step: str, done: int, total: int | None) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        if self._bar is None:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=stderr_console(), transient=True)
+            self._bar.start()
+        if step not in self._tasks:
+            self._tasks[step] = self._bar.add_task(step, total=total)
+        self._bar.update(self._tasks[step], completed=done, total=total)
+
+    def _finish(self, step: str) -> None:
+        self._bar.remove_task(self._tasks.pop(step))
+        if not self._tasks:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the bar (before a prompt, at the end, on an error)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+            self._tasks.clear()
+
+
+def render_preservation(data: dict[str, Any], console: Console) -> None:
+    """rollback: the sampled conflicts and non-object rows (of the run, or of the dry run's survey)."""
+    found = data.get("preservation") or (data.get("plan") or {}).get("survey") or {}
+    conflicts = found.get("conflict_sample") or []
+    if conflicts:
+        console.print(table(f"conflicts: metadata already held another value (first {len(conflicts)})",
+                            ("row", "key", "metadata value", "column value"),
+                            [(c["row"], c["key"], json.dumps(c["metadata_value"]), json.dumps(c["column_value"]))
+                             for c in conflicts]))
+    if found.get("not_object_sample"):
+        console.print(f"rows whose metadata is not a JSON object (left as they are, first "
+                      f"{len(found['not_object_sample'])}): {', '.join(found['not_object_sample'])}",
+                      markup=False, highlight=False)

@@ -244,6 +244,7 @@ class Preservation:
     keys: tuple[KeyCount, ...]
     prefer_columns: bool
     rows_examined: int = 0  # rows holding at least one value to preserve
+    rows_to_write: int = 0  # of those, rows whose metadata lacks a value (or, prefer_columns, holds another)
     rows_written: int = 0  # rows updated by this pass (0 for a survey)
     not_object_rows: int = 0
     conflicts: tuple[Conflict, ...] = ()  # the first SAMPLE_LIMIT
@@ -273,7 +274,7 @@ class Preservation:
 
     def summary(self, *, written: bool) -> str:
         verb = "written" if written else "to write"
-        text = (f"{self.values_to_write} values {verb} in {self.rows_written if written else self.rows_examined} "
+        text = (f"{self.values_to_write} values {verb} in {self.rows_written if written else self.rows_to_write} "
                 f"rows' metadata, {self.values_present} already there")
         if self.conflict_count:
             fate = "overwritten (--prefer-columns)" if self.prefer_columns else "kept: metadata holds another value"
@@ -286,7 +287,8 @@ class Preservation:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "rows_examined": self.rows_examined, "rows_written": self.rows_written,
+            "rows_examined": self.rows_examined, "rows_to_write": self.rows_to_write,
+            "rows_written": self.rows_written,
             "values_to_write": self.values_to_write, "values_present": self.values_present,
             "conflicts": self.conflict_count, "unreadable_conflicts": self.unreadable_conflicts,
             "conflict_resolution": "column" if self.prefer_columns else "metadata",
@@ -304,14 +306,16 @@ class _Tally:
     counts: dict[str, dict[KeyState, int]] = field(default_factory=dict)
     unreadable: dict[str, int] = field(default_factory=dict)
     rows_examined: int = 0
+    rows_to_write: int = 0
     rows_written: int = 0
     not_object_rows: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
     not_object_sample: list[str] = field(default_factory=list)
 
     def add(self, row_key: Any, values: Mapping[str, Any], legacy: Mapping[str, Any],
-            states: Mapping[str, KeyState]) -> None:
+            states: Mapping[str, KeyState], patched: bool) -> None:
         self.rows_examined += 1
+        self.rows_to_write += patched
         if KeyState.NOT_OBJECT in states.values():
             self.not_object_rows += 1
             if len(self.not_object_sample) < SAMPLE_LIMIT:
@@ -333,8 +337,9 @@ class _Tally:
             keys.append(KeyCount(column.legacy_key, column.name, found.get(KeyState.MISSING, 0),
                                  found.get(KeyState.SAME, 0), found.get(KeyState.CONFLICT, 0),
                                  self.unreadable.get(column.name, 0), found.get(KeyState.NOT_OBJECT, 0)))
-        return Preservation(tuple(keys), self.prefer_columns, self.rows_examined, self.rows_written,
-                            self.not_object_rows, tuple(self.conflicts), tuple(self.not_object_sample))
+        return Preservation(tuple(keys), self.prefer_columns, self.rows_examined, self.rows_to_write,
+                            self.rows_written, self.not_object_rows, tuple(self.conflicts),
+                            tuple(self.not_object_sample))
 
 
 # ---------------------------------------------------------------- the batches (set-based SQL per batch)
@@ -452,7 +457,7 @@ def preserve_pass(
             on_retry=runner.retry_reporter(step) if runner else None, what=f"step {step}")
         retries += used
         for decision in decisions:
-            tally.add(decision.row_key, decision.values, decision.legacy, decision.states)
+            tally.add(decision.row_key, decision.values, decision.legacy, decision.states, bool(decision.patch))
         tally.rows_written += merged
         if progress:
             progress(tally.rows_examined)
@@ -753,6 +758,8 @@ def rollback_migration(
         emit(Event(EventKind.PROGRESS, "survey", f"{done} rows with values examined", done=done))
 
     plan = plan_rollback(conn, target, options, progress=surveyed)
+    if plan.survey is not None:
+        emit(Event(EventKind.STEP_DONE, "survey", f"{plan.survey.rows_examined} rows hold values of the columns"))
     extra: dict[str, Any] = {"plan": plan.to_dict()}
     if options.dry_run:
         steps = tuple(StepResult(p.step.name, StepOutcome.WOULD_APPLY, p.reason, ";\n".join(p.statements))
