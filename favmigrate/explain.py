@@ -37,6 +37,9 @@ from favmigrate.spec import IndexSpec, Target
 from favmigrate.verify import read_only
 
 DEFAULT_TIMEOUT_S = 60.0
+# Below this many rows the planner's costs of two indexes differ by noise: a forced plan that picks
+# another index proves nothing about ours.
+SMALL_TABLE_ROWS = 10_000
 _INDEX_NODES = ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
 
 
@@ -259,6 +262,21 @@ def _verdict(
             "table, where reading every page costs less than the index",
             "run explain against production-sized data (run ANALYZE first if the estimate is stale)",
         )
+    if not (natural.indexes or natural.seq_scan or forced.indexes or forced.seq_scan or forced.error):
+        return (
+            CheckStatus.WARN,
+            "neither plan reads the table: the planner proved the result empty (a NULL parameter, or a WHERE "
+            f"clause that contradicts itself), so nothing shows whether it would use {wanted}",
+            "pass the parameters explicitly (--param NAME=VALUE) with values found in the data",
+        )
+    if forced.indexes and not forced.seq_scan and snapshot.estimated_rows < SMALL_TABLE_ROWS:
+        return (
+            CheckStatus.WARN,
+            f"with enable_seqscan=off the planner reads {forced.access()} instead of {wanted}: on "
+            f"~{snapshot.estimated_rows} estimated rows the costs of the two barely differ, so this does not show "
+            f"that {wanted} cannot serve the query",
+            "run explain against production-sized data (run ANALYZE first if the estimate is stale)",
+        )
     forced_text = forced.error or f"it reads {forced.access()}"
     return (
         CheckStatus.FAIL,
@@ -296,6 +314,8 @@ def _unused_index_warnings(
                             f"predicate and served {', '.join(used_by[other.name])}, so {index.name} looks redundant "
                             "for these queries")
                 break
+        if snapshot.estimated_rows < SMALL_TABLE_ROWS:
+            evidence += f" (measured on ~{snapshot.estimated_rows} estimated rows, where plans say little)"
         yield CheckResult(
             f"unused-index:{index.name}", CheckStatus.WARN, "used by a query of the set", "unused",
             f"no query of the set uses {index.name}, in its natural or its forced plan{evidence}",

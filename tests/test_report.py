@@ -1,0 +1,199 @@
+"""report: exact analytics on rows with hand-computed answers, the date range, formats, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import psycopg
+import pytest
+from prioritydata import add_mechanic, add_request, apply, target
+
+from clihelp import cli
+from favmigrate.errors import PreflightFailed, UsageError
+from favmigrate.report import CSV_COLUMNS, ReportOptions, priority_report
+
+pytestmark = pytest.mark.db
+
+HOUR = 3600.0
+
+
+@pytest.fixture
+def known(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """Two mechanics with priority requests and one without; the expected numbers are in the tests.
+
+    Ada (8 requests, 7 notified): accepted by her after 60 s, 120 s, and 600 s with a 5-minute window
+    (late: timed out); accepted by Bob after 15 min (timed out); pending, notified an hour ago
+    (timed out); pending, notified 2 min ago (still in its window); cancelled an hour after
+    notification (never timed out); pending, never notified.
+    Bob (3 requests): accepted by him after 30 s; pending 30 min with a 60-min window (in time);
+    pending 30 min with a 20-min window (timed out).
+    """
+    apply(conn)
+    ada = add_mechanic(conn, "Ada", "Lovelace")
+    bob = add_mechanic(conn, "Bob", "Builder")
+    add_mechanic(conn, "Cy", "Idle")
+    rows = {
+        "ada_60": add_request(conn, preferred=ada, status="accepted", mechanic=ada, notified_ago_s=HOUR,
+                              accepted_after_s=60),
+        "ada_120": add_request(conn, preferred=ada, status="accepted", mechanic=ada, notified_ago_s=HOUR,
+                               accepted_after_s=120),
+        "ada_600_late": add_request(conn, preferred=ada, status="accepted", mechanic=ada, notified_ago_s=HOUR,
+                                    accepted_after_s=600, window=5),
+        "ada_by_bob": add_request(conn, preferred=ada, status="accepted", mechanic=bob, notified_ago_s=HOUR,
+                                  accepted_after_s=900),
+        "ada_pending_late": add_request(conn, preferred=ada, notified_ago_s=HOUR),
+        "ada_pending_in_window": add_request(conn, preferred=ada, notified_ago_s=120),
+        "ada_cancelled": add_request(conn, preferred=ada, status="cancelled", notified_ago_s=HOUR),
+        "ada_not_notified": add_request(conn, preferred=ada),
+        "bob_30": add_request(conn, preferred=bob, status="accepted", mechanic=bob, notified_ago_s=HOUR,
+                              accepted_after_s=30),
+        "bob_pending_60": add_request(conn, preferred=bob, notified_ago_s=1800, window=60),
+        "bob_pending_20": add_request(conn, preferred=bob, notified_ago_s=1800, window=20),
+    }
+    # requests without a preferred mechanic are not priority requests, whatever their state
+    add_request(conn, preferred=None, status="accepted", mechanic=bob, notified_ago_s=HOUR, accepted_after_s=5)
+    return {"ada": ada, "bob": bob, **rows}
+
+
+def stats(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["requests"], row["notified"], row["accepted_by_preferred"], row["success_rate_pct"],
+            row["timed_out"], row["timeout_rate_pct"], row["avg_response_s"], row["median_response_s"])
+
+
+def test_exact_numbers_per_mechanic_and_totals(conn, known):
+    report = priority_report(conn, target())
+    data = report.to_dict()
+    assert [(m["mechanic_name"], m["mechanic_id"]) for m in data["mechanics"]] == [
+        ("Ada Lovelace", known["ada"]), ("Bob Builder", known["bob"])]
+    ada, bob = data["mechanics"]
+    assert stats(ada) == (8, 7, 3, 37.5, 3, 42.86, pytest.approx(260.0), pytest.approx(120.0))
+    assert stats(bob) == (3, 3, 1, 33.33, 1, 33.33, pytest.approx(30.0), pytest.approx(30.0))
+    # the totals' median is over all four acceptances (30, 60, 120, 600), not a mean of medians
+    assert stats({"mechanic_id": None, **data["totals"]}) == (
+        11, 10, 4, 36.36, 4, 40.0, pytest.approx(202.5), pytest.approx(90.0))
+    assert data["ok"] and data["since"] is None and data["until"] is None and data["notes"] == []
+
+
+def test_since_inclusive_until_exclusive(conn, known):
+    moved = {
+        "ada_60": "2025-02-01T00:00:00Z",  # == until: out
+        "ada_120": "2024-12-31T23:59:59.999Z",  # before since: out
+        "ada_600_late": "2025-01-31T23:59:59.999Z",  # in
+        "bob_30": "2025-01-01T00:00:00Z",  # == since: in
+    }
+    for key, created in moved.items():
+        conn.execute("UPDATE session_requests SET created_at = %s WHERE id = %s", (created, known[key]))
+    result = cli("report", "--dsn", conn.info.dsn, "--since", "2025-01-01", "--until", "2025-02-01",
+                 "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert data["since"] == "2025-01-01T00:00:00+00:00" and data["until"] == "2025-02-01T00:00:00+00:00"
+    bob, ada = data["mechanics"]  # best success rate first
+    assert (bob["mechanic_name"], ada["mechanic_name"]) == ("Bob Builder", "Ada Lovelace")
+    assert stats(ada) == (6, 5, 1, 16.67, 3, 60.0, pytest.approx(600.0), pytest.approx(600.0))
+    assert stats(bob) == (3, 3, 1, 33.33, 1, 33.33, pytest.approx(30.0), pytest.approx(30.0))
+    assert stats({**data["totals"]}) == (9, 8, 2, 22.22, 4, 50.0, pytest.approx(315.0), pytest.approx(315.0))
+
+
+def test_offset_in_since_is_honoured(conn, known):
+    conn.execute("UPDATE session_requests SET created_at = '2025-03-01T00:30:00Z' WHERE id = %s", (known["bob_30"],))
+    # 01:00 at +01:00 is 00:00Z, so the request at 00:30Z is in; at UTC 01:00 it would be out
+    inside = cli("report", "--dsn", conn.info.dsn, "--since", "2025-03-01T01:00:00+01:00", "--format", "json")
+    outside = cli("report", "--dsn", conn.info.dsn, "--since", "2025-03-01T01:00:00", "--format", "json")
+    assert inside.json()["totals"]["requests"] == 1
+    assert outside.json()["totals"]["requests"] == 0
+
+
+def test_empty_range_gives_zero_totals_and_no_division_by_zero(conn, known):
+    report = priority_report(conn, target(), ReportOptions(since=None, until=None))
+    assert report.totals.requests == 11
+    result = cli("report", "--dsn", conn.info.dsn, "--since", "2030-01-01", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert data["mechanics"] == []
+    assert stats(data["totals"]) == (0, 0, 0, None, 0, None, None, None)
+
+
+def test_rates_are_empty_not_an_error_when_nothing_was_notified(conn, known):
+    conn.execute("UPDATE session_requests SET priority_notified_at = NULL WHERE preferred_mechanic_id = %s",
+                 (known["bob"],))
+    bob = next(m for m in priority_report(conn, target()).mechanics if m.mechanic_id == known["bob"])
+    assert (bob.requests, bob.notified, bob.timed_out, bob.timeout_rate_pct) == (3, 0, 0, None)
+    assert (bob.accepted_by_preferred, bob.success_rate_pct, bob.avg_response_s) == (1, 33.33, None)
+
+
+def test_a_request_whose_mechanic_row_is_missing_is_kept(conn, known):
+    # possible while the foreign key is NOT VALID (or after it was dropped): the LEFT JOIN keeps the row
+    conn.execute("ALTER TABLE session_requests DROP CONSTRAINT session_requests_preferred_mechanic_id_fkey")
+    ghost = "00000000-0000-4000-8000-000000000001"
+    add_request(conn, preferred=ghost, status="accepted", mechanic=None, notified_ago_s=HOUR, accepted_after_s=10)
+    data = priority_report(conn, target()).to_dict()
+    (row,) = [m for m in data["mechanics"] if m["mechanic_id"] == ghost]
+    assert row["mechanic_name"] is None and row["requests"] == 1 and row["accepted_by_preferred"] == 0
+    assert data["totals"]["requests"] == 12
+    text = cli("report", "--dsn", conn.info.dsn)
+    assert text.exit_code == 0 and f"(unknown) {ghost}" in text.stdout
+
+
+def test_csv_has_a_header_and_one_row_per_mechanic(conn, known):
+    result = cli("report", "--dsn", conn.info.dsn, "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    table = list(csv.reader(io.StringIO(result.stdout)))
+    assert tuple(table[0]) == CSV_COLUMNS
+    assert [row[:8] for row in table[1:]] == [
+        [known["ada"], "Ada Lovelace", "8", "7", "3", "37.5", "3", "42.86"],
+        [known["bob"], "Bob Builder", "3", "3", "1", "33.33", "1", "33.33"],
+    ]
+    assert float(table[1][8]) == pytest.approx(260.0) and float(table[1][9]) == pytest.approx(120.0)
+
+
+def test_text_output(conn, known):
+    result = cli("report", "--dsn", conn.info.dsn)
+    assert result.exit_code == 0, result.stderr
+    assert "Ada Lovelace" in result.stdout and "37.50%" in result.stdout and "4m 20s" in result.stdout
+    assert "totals" in result.stdout and "36.36%" in result.stdout
+
+
+def test_missing_index_is_noted(conn, known):
+    conn.execute("DROP INDEX session_requests_preferred_mechanic_idx")
+    report = priority_report(conn, target())
+    assert report.totals.requests == 11
+    assert report.notes == ("index session_requests_preferred_mechanic_idx missing: the report read the table "
+                            "without it",)
+
+
+def test_runs_in_a_read_only_transaction_that_leaves_nothing_open(conn, known):
+    before = conn.execute("SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_xact_user_tables "
+                          "WHERE relname = 'session_requests'").fetchone()
+    priority_report(conn, target())
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    after = conn.execute("SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_xact_user_tables "
+                         "WHERE relname = 'session_requests'").fetchone()
+    assert before == after
+
+
+def test_before_the_migration_is_applied(conn):
+    with pytest.raises(PreflightFailed, match="not applied"):
+        priority_report(conn, target())
+    result = cli("report", "--dsn", conn.info.dsn, "--format", "json")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "the migration is not applied" in result.stderr and "favmigrate apply" in result.stderr
+
+
+def test_bad_options_exit_2(conn, known):
+    dsn = conn.info.dsn
+    backwards = cli("report", "--dsn", dsn, "--since", "2025-02-01", "--until", "2025-01-01")
+    assert backwards.exit_code == 2 and "--since must be before --until" in backwards.stderr
+    garbage = cli("report", "--dsn", dsn, "--until", "last tuesday")
+    assert garbage.exit_code == 2 and "not an ISO 8601" in garbage.stderr
+    with pytest.raises(UsageError):
+        priority_report(conn, target(), ReportOptions(since=_utc("2025-02-01"), until=_utc("2025-02-01")))
+
+
+def _utc(day: str) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(day).replace(tzinfo=UTC)
