@@ -482,16 +482,20 @@ _FOREIGN_DEPENDENTS = sql.SQL(
       AND NOT (d.classid = 'pg_class'::regclass
                AND d.objid IN (SELECT c.oid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
                                WHERE i.indrelid = %(table)s::regclass AND c.relname = ANY (%(indexes)s)))
+      -- our own constraints, and a column's NOT NULL (a pg_constraint row from PostgreSQL 18)
       AND NOT (d.classid = 'pg_constraint'::regclass
                AND d.objid IN (SELECT oid FROM pg_constraint
-                               WHERE conrelid = %(table)s::regclass AND conname = ANY (%(constraints)s)))
+                               WHERE conrelid = %(table)s::regclass
+                                 AND (conname = ANY (%(constraints)s) OR contype = 'n')))
     ORDER BY 1
     """
 )
 
 
-def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot) -> None:
-    """Refuse (PreflightFailed, nothing changed) a rollback that would drop what is not the migration's. Read-only."""
+def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot, *, preserve: bool = True) -> None:
+    """Refuse (PreflightFailed, nothing changed) a rollback that would drop what is not the migration's, or
+    could not write the values back (``preserve``). Read-only.
+    """
     spec = target.spec
     if not snapshot.table_exists:
         raise PreflightFailed(f"table {target.table_name} does not exist (wrong --schema or database?)")
@@ -503,8 +507,13 @@ def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot)
             problems.append(f"column {column.name} has type {found}, not the migration's {column.type}: it is not "
                             "ours to drop; rename or drop it by hand")
     for needed in (spec.primary_key, spec.metadata_column):
-        if present and needed not in snapshot.columns:
+        if present and preserve and needed not in snapshot.columns:
             problems.append(f"column {spec.table}.{needed} (needed to preserve the values) does not exist")
+    if present and preserve and scalar(conn, sql.SQL("SELECT row_security_active(%s::regclass)"),
+                                       (target.table_name,)):
+        problems.append(f"row level security applies to {snapshot.current_user} on {target.table_name}: the values "
+                        "of the rows its policies hide could not be written back; connect as the table owner or a "
+                        "role with BYPASSRLS")
     if present:
         dependents = rows(conn, _FOREIGN_DEPENDENTS, {
             "table": target.table_name, "columns": [c.name for c in present],
@@ -642,7 +651,7 @@ def plan_rollback(conn: psycopg.Connection[Any], target: Target, options: Rollba
     """Read the catalogs and survey the rows holding values; raises PreflightFailed. Read-only."""
     options = options or RollbackOptions()
     snapshot = read_snapshot(conn, target)
-    preflight(conn, target, snapshot)
+    preflight(conn, target, snapshot, preserve=not options.discard_data)
     checkpoint = checkpoint_present(conn, target)
     columns = [c for c in target.spec.columns if c.name in snapshot.columns]
     survey = preserve_pass(conn, target, columns, options, write=False, progress=progress)[0] if columns else None
@@ -719,21 +728,24 @@ class _Executor:
 
 
 def _preservation_dict(passes: list[Preservation], discard: bool, survey: Preservation | None) -> dict[str, Any]:
-    """The preservation outcome: writes add up over the passes; conflicts and losses are the last pass's."""
+    """The preservation outcome over the passes: writes add up; kept conflicts and losses are the last pass's
+    (the state before the drop), overwritten conflicts add up (a later pass sees only new ones).
+    """
     if discard or not passes:
         lost = survey.values_lost(discard) if survey else 0
         return {"discarded": discard, "values_written": 0, "rows_written": 0, "values_lost": lost, "passes": []}
     last = passes[-1]
+    counted = passes if last.prefer_columns else [last]
     return {
         "discarded": False,
         "values_written": sum(p.values_to_write for p in passes),
         "rows_written": sum(p.rows_written for p in passes),
-        "conflicts": last.conflict_count,
-        "unreadable_conflicts": last.unreadable_conflicts,
+        "conflicts": sum(p.conflict_count for p in counted),
+        "unreadable_conflicts": sum(p.unreadable_conflicts for p in counted),
         "conflict_resolution": "column" if last.prefer_columns else "metadata",
         "not_object_rows": last.not_object_rows,
         "values_lost": last.values_lost(),
-        "conflict_sample": [c.to_dict() for c in last.conflicts],
+        "conflict_sample": [c.to_dict() for p in counted for c in p.conflicts][:SAMPLE_LIMIT],
         "not_object_sample": list(last.not_object_sample),
         "passes": [p.to_dict() for p in passes],
     }
@@ -777,7 +789,7 @@ def rollback_migration(
             ensure_history(conn)
             # re-plan under the lock: another run may have changed the table while we waited or asked
             snapshot = read_snapshot(conn, target)
-            preflight(conn, target, snapshot)
+            preflight(conn, target, snapshot, preserve=not options.discard_data)
             columns = [c for c in target.spec.columns if c.name in snapshot.columns]
             planned = plan_steps(target, snapshot, discard_data=options.discard_data,
                                  checkpoint=checkpoint_present(conn, target))

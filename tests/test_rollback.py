@@ -1,0 +1,503 @@
+"""rollback on a real PostgreSQL: values back into metadata, objects dropped, any partial state, locks.
+
+Plus the pure rules deciding what "the same value" is and what is written back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from clihelp import cli
+from favmigrate.apply import apply_migration
+from favmigrate.backfill import BackfillOptions, backfill
+from favmigrate.db import advisory_key
+from favmigrate.rollback import (
+    KeyState,
+    RollbackOptions,
+    classify,
+    legacy_json,
+    parse_timestamp,
+    patch_for,
+    plan_rollback,
+    read_legacy,
+    rollback_migration,
+    same_meaning,
+    values_to_preserve,
+)
+from favmigrate.spec import Target, load_spec
+
+SPEC = load_spec()
+MECHANIC, WINDOW, NOTIFIED = (SPEC.column(n) for n in
+                              ("preferred_mechanic_id", "priority_window_minutes", "priority_notified_at"))
+KEYS = {c.name: c.legacy_key for c in SPEC.columns}
+COLUMNS = tuple(KEYS)
+
+
+def target() -> Target:
+    return Target(SPEC)
+
+
+# ---------------------------------------------------------------- pure rules
+
+
+@pytest.mark.parametrize(("column", "raw", "value", "same"), [
+    (MECHANIC, "0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11", uuid.UUID("0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11"), True),
+    (MECHANIC, "0B9D6F7E-3C1A-4F55-9A4E-2B7C8D9E0F11", uuid.UUID("0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11"), True),
+    (MECHANIC, "{0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11}", uuid.UUID("0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11"), False),
+    (MECHANIC, "abc", uuid.UUID("0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11"), False),
+    (WINDOW, 10, 10, True),
+    (WINDOW, "10", 10, True),
+    (WINDOW, 10.0, 10, True),
+    (WINDOW, "0010", 10, True),
+    (WINDOW, "10.0", 10, False),  # the backfill does not read a decimal string
+    (WINDOW, True, 1, False),
+    (WINDOW, [10], 10, False),
+    (WINDOW, 15, 10, False),
+    (NOTIFIED, "2025-11-02T01:00:00Z", "2025-11-02T01:00:00.000000Z", True),
+    (NOTIFIED, "2025-11-02T06:30:00+05:30", "2025-11-02T01:00:00.000000Z", True),
+    (NOTIFIED, "2025-11-02T01:00:00", "2025-11-02T01:00:00.000000Z", True),  # no offset: UTC
+    (NOTIFIED, "2025-11-02T01:00:00.5Z", "2025-11-02T01:00:00.500000Z", True),
+    (NOTIFIED, "2025-11-02T01:00:01Z", "2025-11-02T01:00:00.000000Z", False),
+    (NOTIFIED, "Sun Nov 02 2025 01:00:00 GMT+0000", "2025-11-02T01:00:00.000000Z", False),
+    (NOTIFIED, 1762045200, "2025-11-02T01:00:00.000000Z", False),
+])
+def test_same_meaning_compares_values_not_text(column, raw, value, same):
+    assert same_meaning(column, raw, value) is same
+
+
+def test_timestamps_follow_the_backfill_rule():
+    assert parse_timestamp("2025-11-02T01:00Z") == datetime(2025, 11, 2, 1, 0, tzinfo=UTC)
+    assert parse_timestamp("2025-11-02T01:00:00.123456-02:00") == datetime(2025, 11, 2, 3, 0, 0, 123456, tzinfo=UTC)
+    for bad in ("2025-02-30T10:00:00Z", "2025-11-02T24:00:00Z", "2025-11-02T01:00:00.1234567Z", "now",
+                "2025-11-02 01:00:00Z", "infinity"):
+        assert parse_timestamp(bad) is None, bad
+
+
+def test_written_values_read_back_as_the_same_value():
+    mechanic = uuid.uuid4()
+    for column, value in ((MECHANIC, mechanic), (WINDOW, 25), (NOTIFIED, "2025-11-02T01:00:00.000000Z"),
+                          (NOTIFIED, "2025-11-02T01:00:00.123400Z")):
+        written = legacy_json(column, value)
+        assert same_meaning(column, written, value)
+    assert legacy_json(MECHANIC, mechanic) == str(mechanic).lower()
+    assert legacy_json(NOTIFIED, "2025-11-02T01:00:00.000000Z") == "2025-11-02T01:00:00Z"
+    assert read_legacy(WINDOW, legacy_json(WINDOW, 25)) == 25
+
+
+def test_the_default_window_counts_only_beside_another_value():
+    mechanic = uuid.uuid4()
+    row = {"preferred_mechanic_id": None, "priority_window_minutes": 10, "priority_notified_at": None}
+    assert values_to_preserve(SPEC, row) == {}
+    assert values_to_preserve(SPEC, {**row, "priority_window_minutes": 15}) == {"priority_window_minutes": 15}
+    assert values_to_preserve(SPEC, {**row, "priority_notified_at": "2025-11-02T01:00:00.000000Z"}) == {
+        "priority_window_minutes": 10, "priority_notified_at": "2025-11-02T01:00:00.000000Z"}
+    assert values_to_preserve(SPEC, {**row, "preferred_mechanic_id": mechanic}) == {
+        "preferred_mechanic_id": mechanic, "priority_window_minutes": 10}
+    assert values_to_preserve(SPEC, {**row, "priority_window_minutes": None}) == {}
+
+
+def test_classify_and_patch():
+    mechanic = uuid.uuid4()
+    values = {"preferred_mechanic_id": mechanic, "priority_window_minutes": 20,
+              "priority_notified_at": "2025-11-02T01:00:00.000000Z"}
+    legacy = {"priority_mechanic_id": str(mechanic).upper(), "priority_window_minutes": 15,
+              "priority_notified_at": None}
+    states = classify(SPEC, "object", legacy, values)
+    assert states == {"preferred_mechanic_id": KeyState.SAME, "priority_window_minutes": KeyState.CONFLICT,
+                      "priority_notified_at": KeyState.MISSING}
+    assert patch_for(SPEC, values, states, prefer_columns=False) == {"priority_notified_at": "2025-11-02T01:00:00Z"}
+    assert patch_for(SPEC, values, states, prefer_columns=True) == {"priority_notified_at": "2025-11-02T01:00:00Z",
+                                                                    "priority_window_minutes": 20}
+    assert set(classify(SPEC, "array", {}, values).values()) == {KeyState.NOT_OBJECT}
+    assert set(classify(SPEC, None, {}, values).values()) == {KeyState.MISSING}  # SQL NULL: a new object
+
+
+# ---------------------------------------------------------------- helpers on the database
+
+
+def table_catalog(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """Everything of session_requests but its rows: columns, indexes, constraints, triggers, policies, RLS."""
+    oid = conn.execute("SELECT 'public.session_requests'::regclass::oid").fetchone()[0]
+    return {
+        "columns": conn.execute("SELECT attname, format_type(atttypid, atttypmod), attnotnull, "
+                                "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a LEFT JOIN pg_attrdef d "
+                                "ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attrelid = %s "
+                                "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY attnum", (oid,)).fetchall(),
+        "indexes": conn.execute("SELECT pg_get_indexdef(indexrelid), indisvalid FROM pg_index WHERE indrelid = %s "
+                                "ORDER BY 1", (oid,)).fetchall(),
+        "constraints": conn.execute("SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
+                                    "WHERE conrelid = %s ORDER BY 1", (oid,)).fetchall(),
+        "triggers": conn.execute("SELECT tgname, pg_get_triggerdef(oid), tgenabled FROM pg_trigger "
+                                 "WHERE tgrelid = %s AND NOT tgisinternal ORDER BY 1", (oid,)).fetchall(),
+        "policies": conn.execute("SELECT polname, polcmd, pg_get_expr(polqual, polrelid) FROM pg_policy "
+                                 "WHERE polrelid = %s ORDER BY 1", (oid,)).fetchall(),
+        "rls": conn.execute("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %s",
+                            (oid,)).fetchone(),
+    }
+
+
+def apply(conn: psycopg.Connection[Any]) -> None:
+    assert apply_migration(conn, target()).ok
+
+
+def run_backfill(conn: psycopg.Connection[Any]) -> None:
+    report = backfill(conn, target(), BackfillOptions(batch_size=500))
+    assert report.counters.rows_updated > 0
+
+
+def mechanic_ids(conn: psycopg.Connection[Any], n: int) -> list[uuid.UUID]:
+    return [r[0] for r in conn.execute("SELECT id FROM mechanics ORDER BY id LIMIT %s", (n,))]
+
+
+def plain_rows(conn: psycopg.Connection[Any], n: int, offset: int = 0) -> list[uuid.UUID]:
+    """Rows whose metadata is an object without any legacy key."""
+    return [r[0] for r in conn.execute(
+        "SELECT id FROM session_requests WHERE jsonb_typeof(metadata) = 'object' AND NOT metadata ?| %s "
+        "ORDER BY id LIMIT %s OFFSET %s", (list(KEYS.values()), n, offset))]
+
+
+def app_writes(conn: psycopg.Connection[Any]) -> None:
+    """What the Phase 4 code writes: only the columns, in new rows and in existing ones."""
+    m = mechanic_ids(conn, 3)
+    conn.execute(
+        """
+        INSERT INTO session_requests (customer_id, preferred_mechanic_id, priority_window_minutes,
+                                      priority_notified_at, metadata)
+        VALUES (gen_random_uuid(), %(m0)s, 25, '2025-11-03T10:15:30.123456Z', '{"source": "app"}'),
+               (gen_random_uuid(), %(m1)s, 10, NULL, '{}'),
+               (gen_random_uuid(), NULL, 10, '2025-11-03T11:00:00+02:00', '{}'),
+               (gen_random_uuid(), NULL, 45, NULL, '{"client_version": "4.0.0"}')
+        """, {"m0": m[0], "m1": m[1]})
+    conn.execute("UPDATE session_requests SET preferred_mechanic_id = %s, priority_notified_at = now() "
+                 "WHERE id = ANY (%s)", (m[2], plain_rows(conn, 5)))
+    conn.execute("UPDATE session_requests SET priority_window_minutes = 5 WHERE id = ANY (%s)",
+                 (plain_rows(conn, 5, offset=5),))
+    conn.execute("UPDATE session_requests SET priority_window_minutes = 10, priority_notified_at = now() "
+                 "WHERE id = ANY (%s)", (plain_rows(conn, 3, offset=10),))
+
+
+def state(conn: psycopg.Connection[Any]) -> dict[uuid.UUID, dict[str, Any]]:
+    """Every row: its metadata, the migration's columns when they exist, and xmin (changes when it is updated)."""
+    present = {r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'session_requests'")}
+    columns = ", ".join(c for c in COLUMNS if c in present)
+    found = conn.execute(f"SELECT id, metadata, xmin::text {', ' + columns if columns else ''} "
+                         "FROM session_requests").fetchall()
+    names = ["metadata", "xmin", *[c for c in COLUMNS if c in present]]
+    return {row[0]: dict(zip(names, row[1:], strict=True)) for row in found}
+
+
+def held(row: dict[str, Any]) -> dict[str, Any]:
+    """The column values the test expects rollback to keep (restated from the requirement)."""
+    kept = {c: row[c] for c in ("preferred_mechanic_id", "priority_notified_at") if row[c] is not None}
+    if row["priority_window_minutes"] is not None and (row["priority_window_minutes"] != 10 or kept):
+        kept["priority_window_minutes"] = row["priority_window_minutes"]
+    return kept
+
+
+def means(column: str, legacy: Any, value: Any) -> bool:
+    """An independent restatement of "same value" for the sample's data."""
+    if legacy is None:
+        return False
+    if column == "preferred_mechanic_id":
+        return isinstance(legacy, str) and legacy.lower() == str(value)
+    if column == "priority_window_minutes":
+        return not isinstance(legacy, bool) and (legacy == value or legacy == str(value))
+    if not isinstance(legacy, str):
+        return False
+    try:
+        moment = datetime.fromisoformat(legacy)
+    except ValueError:
+        return False
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) == value
+
+
+def unrelated(metadata: Any) -> Any:
+    if not isinstance(metadata, dict):
+        return metadata
+    return {k: v for k, v in metadata.items() if k not in KEYS.values()}
+
+
+# ---------------------------------------------------------------- the lifecycle
+
+
+def test_apply_backfill_write_rollback_keeps_every_value_and_apply_again_restores_them(conn, db_dsn):
+    catalog_before = table_catalog(conn)
+    apply(conn)
+    run_backfill(conn)
+    app_writes(conn)
+    before = state(conn)
+
+    report = rollback_migration(conn, target(), RollbackOptions(batch_size=200))
+    data = report.to_dict()
+    assert report.exit_code == 0 and data["verification"]["ok"], data
+    assert [s["step"] for s in data["steps"]] == [
+        "preserve-metadata", "index-priority-timeout", "index-priority-analytics", "index-preferred-mechanic",
+        "add-fk-not-valid", "preserve-late-writes", "add-columns", "clear-backfill-checkpoint"]
+    after = state(conn)
+    assert after.keys() == before.keys(), "rows were added or lost"
+    assert table_catalog(conn) == catalog_before, "rollback touched another object of the table"
+
+    conflicts = written_rows = 0
+    for row_id, row in before.items():
+        metadata_before, metadata_after = row["metadata"], after[row_id]["metadata"]
+        assert unrelated(metadata_after) == unrelated(metadata_before)
+        needed = False
+        for column, value in held(row).items():
+            key = KEYS[column]
+            legacy_before = metadata_before.get(key) if isinstance(metadata_before, dict) else None
+            if means(column, legacy_before, value):
+                assert metadata_after[key] == legacy_before, "a key with the same meaning was rewritten"
+            elif legacy_before is not None:
+                conflicts += 1  # kept as it was, reported
+                assert metadata_after[key] == legacy_before
+            else:
+                needed = True
+                assert means(column, metadata_after.get(key), value), (row_id, key, value, metadata_after)
+        written_rows += needed
+        if not needed:
+            assert after[row_id]["xmin"] == row["xmin"], "a row that needed nothing was updated"
+    preservation = data["preservation"]
+    assert written_rows >= 4 + 5 + 5 + 3
+    assert preservation["rows_written"] == written_rows
+    assert preservation["conflicts"] == conflicts > 0  # the sample's unreadable windows beside the default 10
+    assert preservation["values_lost"] == conflicts and preservation["not_object_rows"] == 0
+    assert cli("verify", "--dsn", db_dsn, "--absent").exit_code == 0
+    with psycopg.connect(db_dsn) as other:
+        history = other.execute("SELECT step, outcome, checksum FROM favmigrate.history WHERE command = 'rollback' "
+                                "ORDER BY id").fetchall()
+        assert other.execute("SELECT count(*) FROM favmigrate.backfill_checkpoint").fetchone()[0] == 0
+    assert [h[0] for h in history] == [s["step"] for s in data["steps"]]
+    assert {h[1] for h in history} == {"applied"} and {h[2] for h in history} == {None}
+
+    again = cli("rollback", "--dsn", db_dsn, "--format", "json")
+    assert again.exit_code == 0 and again.json()["notes"] == ["already rolled back: nothing to do"]
+
+    apply(conn)
+    run_backfill(conn)
+    restored = state(conn)
+    for row_id, row in before.items():
+        assert {c: restored[row_id][c] for c in COLUMNS} == {c: row[c] for c in COLUMNS}, row_id
+
+
+# ---------------------------------------------------------------- partial states
+
+
+def test_rollback_from_a_half_applied_migration_with_a_backfill_in_progress(conn):
+    t = target()
+    for name in ("add-columns", "add-fk-not-valid", "index-priority-timeout", "index-preferred-mechanic"):
+        for statement in t.up_statements(SPEC.step(name)):
+            conn.execute(statement)
+    conn.execute("UPDATE pg_index SET indisvalid = false "
+                 "WHERE indexrelid = 'session_requests_preferred_mechanic_idx'::regclass")
+    conn.execute("ALTER TABLE session_requests ADD CONSTRAINT session_requests_priority_window_not_null "
+                 "CHECK (priority_window_minutes IS NOT NULL) NOT VALID")
+    run_backfill(conn)
+    conn.execute("UPDATE favmigrate.backfill_checkpoint SET phase = 'main', position = '(3,1)', finished_at = NULL")
+    rows = plain_rows(conn, 4)
+    conn.execute("UPDATE session_requests SET priority_window_minutes = 30 WHERE id = ANY (%s)", (rows,))
+
+    plan = plan_rollback(conn, t)
+    assert plan.objects == (
+        "index session_requests_priority_timeout_idx",
+        "index session_requests_preferred_mechanic_idx (INVALID)",
+        "constraint session_requests_preferred_mechanic_id_fkey (NOT VALID)",
+        "column preferred_mechanic_id", "column priority_window_minutes", "column priority_notified_at",
+        "constraint session_requests_priority_window_not_null")
+    assert plan.checkpoint
+
+    report = rollback_migration(conn, t)
+    assert report.exit_code == 0 and report.verification is not None and report.verification.ok
+    assert [s.step for s in report.steps] == [
+        "preserve-metadata", "index-priority-timeout", "index-preferred-mechanic", "add-fk-not-valid",
+        "preserve-late-writes", "add-columns", "clear-backfill-checkpoint"]
+    assert report.extra["checkpoint_cleared"]
+    assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conname = "
+                        "'session_requests_priority_window_not_null'").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM favmigrate.backfill_checkpoint").fetchone()[0] == 0
+    windows = conn.execute("SELECT metadata -> 'priority_window_minutes' FROM session_requests WHERE id = ANY (%s)",
+                           (rows,)).fetchall()
+    assert windows == [(30,)] * 4
+
+
+def test_only_the_columns_left_and_nothing_at_all(conn, db_dsn):
+    for statement in target().up_statements(SPEC.step("add-columns")):
+        conn.execute(statement)
+    result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert [s["step"] for s in result.json()["steps"]] == ["preserve-metadata", "preserve-late-writes", "add-columns"]
+    nothing = cli("rollback", "--dsn", db_dsn)  # no confirmation needed when there is nothing to do
+    assert nothing.exit_code == 0 and "already rolled back" in nothing.stdout
+
+
+def test_interrupted_between_batches_exits_3_and_a_rerun_finishes(conn, db_dsn):
+    apply(conn)
+    app_writes(conn)
+
+    def stop(event: Any) -> None:
+        if event.kind.value == "progress" and event.step == "preserve-metadata":
+            raise KeyboardInterrupt
+
+    report = rollback_migration(conn, target(), RollbackOptions(batch_size=5), on_event=stop)
+    assert report.exit_code == 3
+    assert report.steps[-1].outcome.value == "interrupted"
+    assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'session_requests' "
+                        "AND column_name = 'preferred_mechanic_id'").fetchone()[0] == 1
+    written = conn.execute("SELECT count(*) FROM session_requests WHERE metadata ? 'priority_mechanic_id' "
+                           "AND preferred_mechanic_id IS NOT NULL").fetchone()[0]
+    assert 0 < written < 12, "the first batch stays written, the rest waits for the re-run"
+    result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
+    assert result.exit_code == 0 and result.json()["verification"]["ok"]
+
+
+# ---------------------------------------------------------------- locks
+
+
+def test_a_held_table_lock_is_retried_then_exits_2_naming_the_blocker(conn, db_dsn):
+    apply(conn)
+    holder = psycopg.connect(db_dsn, application_name="long-report")
+    holder.execute("LOCK TABLE session_requests IN ACCESS SHARE MODE")
+    holder_pid = holder.info.backend_pid
+    try:
+        result = cli("rollback", "--dsn", db_dsn, "--yes", "--lock-timeout", "0.2", "--retries", "2")
+    finally:
+        holder.close()
+    assert result.exit_code == 2, result.stderr
+    assert f"pid {holder_pid}" in result.stderr and "long-report" in result.stderr
+    assert result.stderr.count("retry") >= 2 and "Traceback" not in result.stderr
+    done = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
+    assert done.exit_code == 0 and done.json()["verification"]["ok"], "a re-run finishes once the lock is gone"
+
+
+def test_a_running_backfill_or_apply_blocks_rollback_cleanly(conn, db_dsn):
+    apply(conn)
+    app_writes(conn)
+    before = state(conn)
+    with psycopg.connect(db_dsn, autocommit=True, application_name="favmigrate-backfill") as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (advisory_key(target().lock_name),))
+        result = cli("rollback", "--dsn", db_dsn, "--yes", "--lock-wait", "0.3")
+        assert result.exit_code == 2
+        assert f"pid {other.info.backend_pid}" in result.stderr and "favmigrate-backfill" in result.stderr
+    assert state(conn) == before, "nothing may change while another run holds the lock"
+
+
+# ---------------------------------------------------------------- options and refusals
+
+
+def test_discard_data_drops_the_values_and_leaves_metadata_alone(conn, db_dsn):
+    apply(conn)
+    app_writes(conn)
+    before = state(conn)
+    expected_lost = sum(len(held(row)) for row in before.values())
+    result = cli("rollback", "--dsn", db_dsn, "--yes", "--discard-data", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert data["preservation"]["discarded"] and data["preservation"]["values_lost"] == expected_lost > 0
+    assert data["steps"][0]["step"] == "preserve-metadata" and data["steps"][0]["outcome"] == "skipped"
+    after = state(conn)
+    assert {k: v["metadata"] for k, v in after.items()} == {k: v["metadata"] for k, v in before.items()}
+    assert not set(COLUMNS) & set(next(iter(after.values())))
+    dry = cli("rollback", "--dsn", db_dsn, "--discard-data", "--dry-run")
+    assert dry.exit_code == 0 and "already rolled back" in dry.stdout
+
+
+def test_without_a_terminal_rollback_refuses_unless_yes(conn, db_dsn):
+    apply(conn)
+    app_writes(conn)
+    refused = cli("rollback", "--dsn", db_dsn, input="y\n")
+    assert refused.exit_code == 2
+    assert "--yes" in refused.stderr and "nothing was changed" in refused.stderr
+    assert "drops index session_requests_priority_timeout_idx" in refused.stderr  # what it would have done
+    assert plan_rollback(conn, target()).objects[-1] == "column priority_notified_at"
+    assert cli("rollback", "--dsn", db_dsn, "--prefer-columns", "--discard-data", "--yes").exit_code == 2
+
+
+@pytest.mark.parametrize("prefer_columns", [False, True], ids=["keep-metadata", "prefer-columns"])
+def test_conflicts_are_kept_and_reported_or_overwritten(conn, db_dsn, prefer_columns):
+    apply(conn)
+    m = mechanic_ids(conn, 2)
+    rows = {}
+    cases = {  # name: (metadata, mechanic, window, notified, conflicting key or None)
+        "window differs": ({"priority_window_minutes": 15, "source": "web"}, None, 20, None, "priority_window_minutes"),
+        "window as text": ({"priority_window_minutes": "10", "priority_notified_at": "2025-11-02T01:00:00Z"},
+                           None, 10, "2025-11-02T01:00:00Z", None),
+        "upper-case uuid": ({"priority_mechanic_id": str(m[0]).upper(), "priority_window_minutes": 10},
+                            m[0], 10, None, None),
+        "same instant": ({"priority_notified_at": "2025-11-02T06:30:00+05:30", "priority_window_minutes": 10.0},
+                         None, 10, "2025-11-02T01:00:00Z", None),
+        "instant differs": ({"priority_notified_at": "2025-11-02T01:00:00Z", "priority_window_minutes": 10},
+                            None, 10, "2025-11-02T02:00:00Z", "priority_notified_at"),
+        "other mechanic": ({"priority_mechanic_id": str(m[1]), "priority_window_minutes": 10},
+                           m[0], 10, None, "priority_mechanic_id"),
+    }
+    for name, (metadata, mechanic, window, notified, _) in cases.items():
+        rows[name] = conn.execute(
+            "INSERT INTO session_requests (customer_id, metadata, preferred_mechanic_id, priority_window_minutes, "
+            "priority_notified_at) VALUES (gen_random_uuid(), %s, %s, %s, %s) RETURNING id",
+            (Jsonb(metadata), mechanic, window, notified)).fetchone()[0]
+    before = state(conn)
+    args = ["rollback", "--dsn", db_dsn, "--yes", "--format", "json"] + (["--prefer-columns"] if prefer_columns else [])
+    result = cli(*args)
+    assert result.exit_code == 0, result.stderr
+    preservation = result.json()["preservation"]
+    assert preservation["conflicts"] == 3
+    sampled = {(c["row"], c["key"]) for c in preservation["conflict_sample"]}
+    assert sampled == {(str(rows[n]), c[4]) for n, c in cases.items() if c[4]}
+    after = state(conn)
+    for name, (metadata, mechanic, window, notified, conflict) in cases.items():
+        row_id = rows[name]
+        if conflict is None:
+            assert after[row_id] == {k: before[row_id][k] for k in ("metadata", "xmin")}, (
+                f"{name}: the same value is not a conflict, nothing to write")
+        elif prefer_columns:
+            column = next(c for c, k in KEYS.items() if k == conflict)
+            value = {"preferred_mechanic_id": mechanic, "priority_window_minutes": window,
+                     "priority_notified_at": parse_timestamp(notified) if notified else None}[column]
+            assert means(column, after[row_id]["metadata"][conflict], value), name
+            assert after[row_id]["metadata"].get("source") == metadata.get("source")
+        else:
+            assert after[row_id]["metadata"] == metadata, f"{name}: a conflict is kept"
+
+
+def test_rows_whose_metadata_is_not_an_object_are_reported_not_clobbered(conn, db_dsn):
+    apply(conn)
+    odd = [r[0] for r in conn.execute("SELECT id FROM session_requests WHERE jsonb_typeof(metadata) <> 'object'")]
+    assert odd
+    conn.execute("UPDATE session_requests SET priority_window_minutes = 20 WHERE id = ANY (%s)", (odd,))
+    before = {k: v["metadata"] for k, v in state(conn).items()}
+    result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    preservation = result.json()["preservation"]
+    assert preservation["not_object_rows"] == len(odd) and preservation["values_lost"] == len(odd)
+    assert set(preservation["not_object_sample"]) == {str(i) for i in odd}
+    assert {k: v["metadata"] for k, v in state(conn).items()} == before
+
+
+def test_dry_run_prints_the_sql_and_counts_and_changes_nothing(conn, db_dsn):
+    apply(conn)
+    app_writes(conn)
+    before, catalog = state(conn), table_catalog(conn)
+    dry = cli("rollback", "--dsn", db_dsn, "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert "DROP INDEX CONCURRENTLY IF EXISTS" in dry.stdout and "DROP COLUMN IF EXISTS" in dry.stdout
+    assert "values to write" in dry.stdout and "dry run: nothing was changed" in dry.stdout
+    data = cli("rollback", "--dsn", db_dsn, "--dry-run", "--format", "json").json()
+    assert data["dry_run"] and {s["outcome"] for s in data["steps"]} == {"would-apply"}
+    assert data["plan"]["survey"]["values_to_write"] > 0
+    assert state(conn) == before and table_catalog(conn) == catalog
+    assert conn.execute("SELECT count(*) FROM favmigrate.history WHERE command = 'rollback'").fetchone()[0] == 0
+
+
+def test_refuses_to_drop_an_object_that_uses_the_columns(conn, db_dsn):
+    apply(conn)
+    conn.execute("CREATE VIEW priority_requests AS SELECT id, preferred_mechanic_id FROM session_requests")
+    result = cli("rollback", "--dsn", db_dsn, "--yes")
+    assert result.exit_code == 2
+    assert "view priority_requests" in result.stderr and "nothing was changed" in result.stderr
+    assert cli("verify", "--dsn", db_dsn, "--no-data").exit_code == 0, "the migration is still in place"
