@@ -193,6 +193,23 @@ def read_snapshot(conn: psycopg.Connection[Any], target: Target) -> Snapshot:
     )
 
 
+_WITHOUT_STATISTICS = sql.SQL(
+    """
+    SELECT c.name
+    FROM unnest(%s::text[]) AS c(name)
+    WHERE NOT EXISTS (SELECT 1 FROM pg_stats s
+                      WHERE s.schemaname = %s AND s.tablename = %s AND s.attname = c.name)
+    """
+)
+
+
+def columns_without_statistics(conn: psycopg.Connection[Any], target: Target) -> tuple[str, ...]:
+    """The migration's columns that ANALYZE has not sampled yet (the planner guesses their selectivity). Read-only."""
+    names = [column.name for column in target.spec.columns]
+    found = rows(conn, _WITHOUT_STATISTICS, (names, target.schema, target.spec.table))
+    return tuple(row["name"] for row in found)
+
+
 @dataclass(frozen=True)
 class DataStats:
     """Counts from the table itself (verify's data checks); each needs a scan."""

@@ -19,16 +19,15 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from favmigrate.catalog import IndexInfo, Snapshot, read_snapshot
+from favmigrate.catalog import IndexInfo, Snapshot, columns_without_statistics, read_snapshot
 from favmigrate.checks import describe_index, normalize_predicate
 from favmigrate.errors import ExitCode, UsageError
 from favmigrate.queries import (
     QuerySpec,
     check_param_names,
-    first_line,
-    is_write_refused,
     load_queries,
     read_only_query,
+    rejected,
     require_applied,
     resolve_params,
 )
@@ -224,13 +223,7 @@ def _run(
     except psycopg.Error as exc:
         if isinstance(exc, psycopg.OperationalError):
             raise
-        if is_write_refused(exc):
-            raise UsageError(
-                f"query file {query.file} writes: the server refused it in the READ ONLY transaction "
-                f"({first_line(exc)})",
-                hint="explain only runs queries that read; nothing was changed",
-            ) from None
-        raise UsageError(f"query {query.id} ({query.file}) failed: {first_line(exc)}") from None
+        raise rejected(query, exc) from None
     if row is None:
         raise UsageError(f"query {query.id}: EXPLAIN returned no plan")
     return read_plan(row[0], mode, table=target.spec.table, table_indexes=table_indexes)
@@ -283,6 +276,17 @@ def _verdict(
         f"neither the natural plan ({natural.access()}) nor the forced plan ({forced_text}) uses {wanted}",
         "compare the query's WHERE clause with the index's columns and predicate (--show-plan)",
     )
+
+
+def _statistics_warnings(target: Target, unsampled: tuple[str, ...]) -> Iterator[CheckResult]:
+    if unsampled:
+        yield CheckResult(
+            f"no-statistics:{target.spec.table}", CheckStatus.WARN, "sampled by ANALYZE", "no statistics",
+            f"column {', '.join(unsampled)} of {target.table_name} has no planner statistics yet (added or filled "
+            "since the last ANALYZE): the planner guesses how many rows match, and its plans above may differ "
+            "from the ones it will choose",
+            f"run ANALYZE {target.table_name} (it reads a sample and does not block writes), then explain again",
+        )
 
 
 def _covers(wide: IndexInfo | IndexSpec, narrow: IndexSpec) -> bool:
@@ -361,6 +365,7 @@ def explain(
     with read_only(conn):
         snapshot = read_snapshot(conn, target)
         require_applied(snapshot, target)
+        unsampled = columns_without_statistics(conn, target)
     table_indexes = frozenset(snapshot.indexes)
     results = []
     for query in queries:
@@ -373,7 +378,11 @@ def explain(
         natural, forced = runs[PlanMode.NATURAL], runs[PlanMode.FORCED]
         status, message, hint = _verdict(query, natural, forced, snapshot)
         results.append(QueryExplain(query, status, message, params, natural, forced, hint))
-    warnings = (*_unused_index_warnings(target, snapshot, results), *duplicate_index_warnings(target, snapshot))
+    warnings = (
+        *_statistics_warnings(target, unsampled),
+        *_unused_index_warnings(target, snapshot, results),
+        *duplicate_index_warnings(target, snapshot),
+    )
     return ExplainReport(
         schema=target.schema,
         table=target.table_name,

@@ -177,6 +177,11 @@ def resolve_params(
             try:
                 with conn.transaction():
                     values[param.name] = scalar(conn, statement)
+            except pg_errors.QueryCanceled:
+                raise UsageError(
+                    f"query file {query.file}: the default of {param.name} was cancelled by statement_timeout",
+                    hint=f"raise --timeout, or pass --param {param.name}=VALUE",
+                ) from None
             except psycopg.Error as exc:
                 if isinstance(exc, psycopg.OperationalError):
                     raise
@@ -211,6 +216,12 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def is_write_refused(exc: BaseException) -> bool:
-    """True when the server refused a statement because the transaction is READ ONLY (SQLSTATE 25006)."""
-    return isinstance(exc, pg_errors.ReadOnlySqlTransaction)
+def rejected(query: QuerySpec, exc: psycopg.Error) -> UsageError:
+    """The error for a query the server rejected: one that writes (refused by the READ ONLY transaction,
+    SQLSTATE 25006), or one that fails."""
+    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+        return UsageError(
+            f"query file {query.file} writes: the server refused it in the READ ONLY transaction ({first_line(exc)})",
+            hint="only queries that read are run; nothing was changed",
+        )
+    return UsageError(f"query {query.id} ({query.file}) failed: {first_line(exc)}")

@@ -241,16 +241,20 @@ def _pct(value: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """Seconds for people: 42.5s, 3m 07s, 2h 05m; "-" for None."""
+    """Seconds for people: 42.5s, 3m 07s, 2h 05m, 3d 04h; "-" for None."""
     if seconds is None:
         return "-"
     if abs(seconds) < 60:
         return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if abs(minutes) < 60:
-        return f"{minutes}m {secs:02d}s"
+    sign = "-" if seconds < 0 else ""
+    minutes, secs = divmod(round(abs(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{sign}{days}d {hours:02d}h"
+    if hours:
+        return f"{sign}{hours}h {minutes:02d}m"
+    return f"{sign}{minutes}m {secs:02d}s"
 
 
 def render_report(data: dict[str, Any], console: Console) -> None:
@@ -264,7 +268,11 @@ def render_report(data: dict[str, Any], console: Console) -> None:
     ]
     columns = ("mechanic", "requests", "accepted by preferred", "success", "timed out",
                "timeout rate", "avg response", "median response")
-    console.print(table(f"priority by preferred mechanic, {span}", columns, rows))
+    if rows:
+        console.print(table(f"priority by preferred mechanic, {span}", columns, rows))
+    else:
+        console.print(f"no priority request (a request with a preferred mechanic) has {span}", markup=False,
+                      highlight=False)
     t = data["totals"]
     console.print(table("totals", ("priority requests", "notified", "accepted by preferred", "success", "timed out",
                                    "timeout rate", "avg response", "median response"),

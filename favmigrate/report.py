@@ -22,12 +22,13 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg import sql
 
 from favmigrate.catalog import read_snapshot
 from favmigrate.db import rows, scalar
 from favmigrate.errors import UsageError
-from favmigrate.queries import first_line, is_write_refused, load_query, read_only_query, require_applied
+from favmigrate.queries import load_query, read_only_query, rejected, require_applied
 from favmigrate.spec import Target
 
 REPORT_QUERY = "priority-analytics"
@@ -151,13 +152,13 @@ def priority_report(
         generated_at: datetime = scalar(conn, sql.SQL("SELECT now()"))
         try:
             found = rows(conn, query.statement(target), {"since": options.since, "until": options.until})
+        except pg_errors.QueryCanceled:
+            raise UsageError(f"the report query was cancelled by statement_timeout after {options.timeout_s:g}s",
+                             hint="raise --timeout, or narrow --since/--until") from None
         except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError) or is_write_refused(exc):
+            if isinstance(exc, psycopg.OperationalError):
                 raise
-            if isinstance(exc, psycopg.errors.QueryCanceled):
-                raise UsageError(f"the report query was cancelled by statement_timeout after {options.timeout_s:g}s",
-                                 hint="raise --timeout, or narrow --since/--until") from None
-            raise UsageError(f"the report query failed: {first_line(exc)}") from None
+            raise rejected(query, exc) from None
     missing = [i.name for i in target.spec.indexes if i.name not in snapshot.indexes]
     notes = (f"index {', '.join(missing)} missing: the report read the table without it",) if missing else ()
     totals = next((PriorityStats.from_row(r) for r in found if r["is_total"]), _EMPTY)

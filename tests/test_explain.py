@@ -353,3 +353,14 @@ def test_before_the_migration_is_applied(conn):
     result = cli("explain", "--dsn", conn.info.dsn)
     assert result.exit_code == 2 and "the migration is not applied" in result.stderr
     assert "favmigrate apply" in result.stderr
+
+
+@pytest.mark.db
+def test_columns_without_statistics_are_reported_until_analyze(conn):
+    apply(conn)  # adds the columns; nothing has analyzed them yet
+    report = explain(conn, target())
+    (warning,) = [w for w in report.warnings if w.id == "no-statistics:session_requests"]
+    assert "preferred_mechanic_id, priority_window_minutes, priority_notified_at" in warning.message
+    assert warning.hint.startswith('run ANALYZE "public"."session_requests"')
+    conn.execute("ANALYZE session_requests")
+    assert not [w for w in explain(conn, target()).warnings if w.id.startswith("no-statistics:")]

@@ -12,9 +12,8 @@ from prioritydata import add_mechanic, add_request, apply, target
 
 from clihelp import cli
 from favmigrate.errors import PreflightFailed, UsageError
+from favmigrate.queries import parse_query
 from favmigrate.report import CSV_COLUMNS, ReportOptions, priority_report
-
-pytestmark = pytest.mark.db
 
 HOUR = 3600.0
 
@@ -62,6 +61,7 @@ def stats(row: dict[str, Any]) -> tuple[Any, ...]:
             row["timed_out"], row["timeout_rate_pct"], row["avg_response_s"], row["median_response_s"])
 
 
+@pytest.mark.db
 def test_exact_numbers_per_mechanic_and_totals(conn, known):
     report = priority_report(conn, target())
     data = report.to_dict()
@@ -76,6 +76,7 @@ def test_exact_numbers_per_mechanic_and_totals(conn, known):
     assert data["ok"] and data["since"] is None and data["until"] is None and data["notes"] == []
 
 
+@pytest.mark.db
 def test_since_inclusive_until_exclusive(conn, known):
     moved = {
         "ada_60": "2025-02-01T00:00:00Z",  # == until: out
@@ -97,6 +98,7 @@ def test_since_inclusive_until_exclusive(conn, known):
     assert stats({**data["totals"]}) == (9, 8, 2, 22.22, 4, 50.0, pytest.approx(315.0), pytest.approx(315.0))
 
 
+@pytest.mark.db
 def test_offset_in_since_is_honoured(conn, known):
     conn.execute("UPDATE session_requests SET created_at = '2025-03-01T00:30:00Z' WHERE id = %s", (known["bob_30"],))
     # 01:00 at +01:00 is 00:00Z, so the request at 00:30Z is in; at UTC 01:00 it would be out
@@ -106,6 +108,7 @@ def test_offset_in_since_is_honoured(conn, known):
     assert outside.json()["totals"]["requests"] == 0
 
 
+@pytest.mark.db
 def test_empty_range_gives_zero_totals_and_no_division_by_zero(conn, known):
     report = priority_report(conn, target(), ReportOptions(since=None, until=None))
     assert report.totals.requests == 11
@@ -116,6 +119,7 @@ def test_empty_range_gives_zero_totals_and_no_division_by_zero(conn, known):
     assert stats(data["totals"]) == (0, 0, 0, None, 0, None, None, None)
 
 
+@pytest.mark.db
 def test_rates_are_empty_not_an_error_when_nothing_was_notified(conn, known):
     conn.execute("UPDATE session_requests SET priority_notified_at = NULL WHERE preferred_mechanic_id = %s",
                  (known["bob"],))
@@ -124,6 +128,7 @@ def test_rates_are_empty_not_an_error_when_nothing_was_notified(conn, known):
     assert (bob.accepted_by_preferred, bob.success_rate_pct, bob.avg_response_s) == (1, 33.33, None)
 
 
+@pytest.mark.db
 def test_a_request_whose_mechanic_row_is_missing_is_kept(conn, known):
     # possible while the foreign key is NOT VALID (or after it was dropped): the LEFT JOIN keeps the row
     conn.execute("ALTER TABLE session_requests DROP CONSTRAINT session_requests_preferred_mechanic_id_fkey")
@@ -137,6 +142,7 @@ def test_a_request_whose_mechanic_row_is_missing_is_kept(conn, known):
     assert text.exit_code == 0 and f"(unknown) {ghost}" in text.stdout
 
 
+@pytest.mark.db
 def test_csv_has_a_header_and_one_row_per_mechanic(conn, known):
     result = cli("report", "--dsn", conn.info.dsn, "--format", "csv")
     assert result.exit_code == 0, result.stderr
@@ -149,6 +155,7 @@ def test_csv_has_a_header_and_one_row_per_mechanic(conn, known):
     assert float(table[1][8]) == pytest.approx(260.0) and float(table[1][9]) == pytest.approx(120.0)
 
 
+@pytest.mark.db
 def test_text_output(conn, known):
     result = cli("report", "--dsn", conn.info.dsn)
     assert result.exit_code == 0, result.stderr
@@ -156,6 +163,7 @@ def test_text_output(conn, known):
     assert "totals" in result.stdout and "36.36%" in result.stdout
 
 
+@pytest.mark.db
 def test_missing_index_is_noted(conn, known):
     conn.execute("DROP INDEX session_requests_preferred_mechanic_idx")
     report = priority_report(conn, target())
@@ -164,16 +172,27 @@ def test_missing_index_is_noted(conn, known):
                             "without it",)
 
 
-def test_runs_in_a_read_only_transaction_that_leaves_nothing_open(conn, known):
-    before = conn.execute("SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_xact_user_tables "
-                          "WHERE relname = 'session_requests'").fetchone()
-    priority_report(conn, target())
+@pytest.mark.db
+def test_runs_in_a_read_only_transaction(conn, known, monkeypatch):
+    writing = parse_query("priority_analytics.sql", "-- expects: x\nUPDATE {table} SET priority_window_minutes = 3 "
+                          "WHERE %(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL RETURNING id")
+    monkeypatch.setattr("favmigrate.report.load_query", lambda _: writing)
+    with pytest.raises(UsageError, match="writes: the server refused it in the READ ONLY transaction"):
+        priority_report(conn, target())
     assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    after = conn.execute("SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_xact_user_tables "
-                         "WHERE relname = 'session_requests'").fetchone()
-    assert before == after
+    assert conn.execute("SELECT count(*) FROM session_requests WHERE priority_window_minutes = 3").fetchone() == (0,)
 
 
+@pytest.mark.db
+def test_statement_timeout(conn, known, monkeypatch):
+    slow = parse_query("priority_analytics.sql", "-- expects: x\nSELECT * FROM pg_sleep(1) "
+                       "WHERE %(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL")
+    monkeypatch.setattr("favmigrate.report.load_query", lambda _: slow)
+    with pytest.raises(UsageError, match=r"cancelled by statement_timeout after 0\.1s"):
+        priority_report(conn, target(), ReportOptions(timeout_s=0.1))
+
+
+@pytest.mark.db
 def test_before_the_migration_is_applied(conn):
     with pytest.raises(PreflightFailed, match="not applied"):
         priority_report(conn, target())
@@ -183,6 +202,7 @@ def test_before_the_migration_is_applied(conn):
     assert "the migration is not applied" in result.stderr and "favmigrate apply" in result.stderr
 
 
+@pytest.mark.db
 def test_bad_options_exit_2(conn, known):
     dsn = conn.info.dsn
     backwards = cli("report", "--dsn", dsn, "--since", "2025-02-01", "--until", "2025-01-01")
@@ -197,3 +217,19 @@ def _utc(day: str) -> Any:
     from datetime import UTC, datetime
 
     return datetime.fromisoformat(day).replace(tzinfo=UTC)
+
+
+@pytest.mark.db
+def test_text_output_of_an_empty_range(conn, known):
+    result = cli("report", "--dsn", conn.info.dsn, "--until", "2000-01-01")
+    assert result.exit_code == 0, result.stderr
+    assert "no priority request (a request with a preferred mechanic) has created_at in [-inf," in result.stdout
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (None, "-"), (42.46, "42.5s"), (260, "4m 20s"), (7300, "2h 01m"), (273_600, "3d 04h"), (-700, "-11m 40s"),
+])
+def test_durations_for_people(seconds, text):
+    from favmigrate.render import duration
+
+    assert duration(seconds) == text
