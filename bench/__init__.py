@@ -1,0 +1,1 @@
+"""Benchmarks of favmigrate against a disposable PostgreSQL (scripts, not tests)."""
