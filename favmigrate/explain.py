@@ -25,6 +25,7 @@ from favmigrate.errors import ExitCode, UsageError
 from favmigrate.queries import (
     QuerySpec,
     check_param_names,
+    hidden_by_row_security,
     load_queries,
     read_only_query,
     rejected,
@@ -124,7 +125,8 @@ class QueryExplain:
             "accepted_indexes": list(self.query.expects),
             "message": self.message,
             "hint": self.hint,
-            "params": self.params,
+            "params": {name: value if isinstance(value, int | float | str | None) else str(value)
+                       for name, value in self.params.items()},
             "natural": self.natural.to_dict(),
             "forced": self.forced.to_dict(),
         }
@@ -278,6 +280,16 @@ def _verdict(
     )
 
 
+def _row_security_warnings(target: Target, filtered: bool) -> Iterator[CheckResult]:
+    if filtered:
+        yield CheckResult(
+            f"row-security:{target.spec.table}", CheckStatus.WARN, "no row level security for this role", "active",
+            f"row level security is active for this role on {target.table_name}: the plans include its policies' "
+            "filters, which the application's service role does not run",
+            "connect as the table owner or a role with BYPASSRLS to see the plans the service role gets",
+        )
+
+
 def _statistics_warnings(target: Target, unsampled: tuple[str, ...]) -> Iterator[CheckResult]:
     if unsampled:
         yield CheckResult(
@@ -366,6 +378,7 @@ def explain(
         snapshot = read_snapshot(conn, target)
         require_applied(snapshot, target)
         unsampled = columns_without_statistics(conn, target)
+        filtered = hidden_by_row_security(conn, target)
     table_indexes = frozenset(snapshot.indexes)
     results = []
     for query in queries:
@@ -379,6 +392,7 @@ def explain(
         status, message, hint = _verdict(query, natural, forced, snapshot)
         results.append(QueryExplain(query, status, message, params, natural, forced, hint))
     warnings = (
+        *_row_security_warnings(target, filtered),
         *_statistics_warnings(target, unsampled),
         *_unused_index_warnings(target, snapshot, results),
         *duplicate_index_warnings(target, snapshot),

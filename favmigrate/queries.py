@@ -146,6 +146,11 @@ def require_applied(snapshot: Snapshot, target: Target) -> None:
         )
 
 
+def hidden_by_row_security(conn: psycopg.Connection[Any], target: Target) -> bool:
+    """True when row level security filters what the current role sees of the table. Read-only."""
+    return bool(scalar(conn, sql.SQL("SELECT row_security_active(%s::regclass)"), (target.table_name,)))
+
+
 def _type(param: QueryParam, query: QuerySpec) -> sql.SQL:
     if not re.fullmatch(r"[a-z_][a-z0-9_ .]*(\[\])?", param.type, re.IGNORECASE):
         raise UsageError(f"query file {query.file}: param {param.name} has an unusable type {param.type!r}")

@@ -28,7 +28,7 @@ from psycopg import sql
 from favmigrate.catalog import read_snapshot
 from favmigrate.db import rows, scalar
 from favmigrate.errors import UsageError
-from favmigrate.queries import load_query, read_only_query, rejected, require_applied
+from favmigrate.queries import hidden_by_row_security, load_query, read_only_query, rejected, require_applied
 from favmigrate.spec import Target
 
 REPORT_QUERY = "priority-analytics"
@@ -149,6 +149,7 @@ def priority_report(
     with read_only_query(conn, timeout_s=options.timeout_s):
         snapshot = read_snapshot(conn, target)
         require_applied(snapshot, target)
+        filtered = hidden_by_row_security(conn, target)
         generated_at: datetime = scalar(conn, sql.SQL("SELECT now()"))
         try:
             found = rows(conn, query.statement(target), {"since": options.since, "until": options.until})
@@ -160,7 +161,12 @@ def priority_report(
                 raise
             raise rejected(query, exc) from None
     missing = [i.name for i in target.spec.indexes if i.name not in snapshot.indexes]
-    notes = (f"index {', '.join(missing)} missing: the report read the table without it",) if missing else ()
+    notes = []
+    if filtered:
+        notes.append(f"row level security is active for this role: the numbers cover only the rows its policies "
+                     f"let it see of {target.table_name} (connect as the table owner or a role with BYPASSRLS)")
+    if missing:
+        notes.append(f"index {', '.join(missing)} missing: the report read the table without it")
     totals = next((PriorityStats.from_row(r) for r in found if r["is_total"]), _EMPTY)
     return PriorityReport(
         schema=target.schema,
@@ -169,5 +175,5 @@ def priority_report(
         generated_at=generated_at,
         totals=totals,
         mechanics=tuple(PriorityStats.from_row(r) for r in found if not r["is_total"]),
-        notes=notes,
+        notes=tuple(notes),
     )

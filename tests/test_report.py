@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from typing import Any
 
 import psycopg
 import pytest
 from prioritydata import add_mechanic, add_request, apply, target
+from psycopg import sql
 
 from clihelp import cli
+from favmigrate.apply import apply_migration
 from favmigrate.errors import PreflightFailed, UsageError
+from favmigrate.explain import explain
 from favmigrate.queries import parse_query
 from favmigrate.report import CSV_COLUMNS, ReportOptions, priority_report
+from favmigrate.sample import load_sample
+from favmigrate.spec import Target, load_spec
 
 HOUR = 3600.0
 
@@ -233,3 +239,44 @@ def test_durations_for_people(seconds, text):
     from favmigrate.render import duration
 
     assert duration(seconds) == text
+
+
+@pytest.mark.db
+def test_row_level_security_is_noted(conn, known):
+    role = f"analyst_{uuid.uuid4().hex[:12]}"
+    conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    try:
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA auth TO {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        report = priority_report(conn, target())
+        # the sample's policy shows a customer only their own requests: this role sees none
+        assert report.totals.requests == 0
+        assert report.notes[0].startswith("row level security is active for this role")
+        warnings = {w.id for w in explain(conn, target()).warnings}
+        assert "row-security:session_requests" in warnings
+    finally:
+        conn.execute("RESET ROLE")
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.mark.db
+def test_another_schema(empty_db_dsn):
+    garage = Target(load_spec(), "garage")
+    with psycopg.connect(empty_db_dsn, autocommit=True) as conn:
+        load_sample(conn, rows=30, schema="garage")
+        assert apply_migration(conn, garage).ok
+        conn.execute("SET search_path TO garage, public")
+        ada = add_mechanic(conn, "Ada", "Lovelace")
+        add_request(conn, preferred=ada, status="accepted", mechanic=ada, notified_ago_s=HOUR, accepted_after_s=90)
+        add_request(conn, preferred=ada, notified_ago_s=HOUR)
+        assert priority_report(conn, garage).totals.requests == 2
+    result = cli("report", "--dsn", empty_db_dsn, "--schema", "garage", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    (row,) = result.json()["mechanics"]
+    assert stats(row) == (2, 2, 1, 50.0, 1, 50.0, pytest.approx(90.0), pytest.approx(90.0))
+    assert cli("report", "--dsn", empty_db_dsn, "--format", "json").exit_code == 2  # nothing in public
+    explained = cli("explain", "--dsn", empty_db_dsn, "--schema", "garage", "--format", "json")
+    assert explained.exit_code == 0, explained.stderr
+    assert explained.json()["table"] == '"garage"."session_requests"'
