@@ -19,6 +19,7 @@ from favmigrate.backfill import BackfillOptions, backfill
 from favmigrate.db import advisory_key
 from favmigrate.rollback import (
     KeyState,
+    NotConfirmed,
     RollbackOptions,
     classify,
     legacy_json,
@@ -417,6 +418,18 @@ def test_without_a_terminal_rollback_refuses_unless_yes(conn, db_dsn):
     assert plan_rollback(conn, target()).objects[-1] == "column priority_notified_at"
     assert cli("rollback", "--dsn", db_dsn, "--prefer-columns", "--discard-data", "--yes").exit_code == 2
 
+    seen = []
+    with pytest.raises(NotConfirmed):
+        rollback_migration(conn, target(), confirm=lambda plan: seen.append(plan) or False)
+    assert seen[0].survey.values_to_write > 0 and seen[0].needed
+    assert plan_rollback(conn, target()).objects[-1] == "column priority_notified_at", "declined: nothing changed"
+    assert conn.execute("SELECT count(*) FROM favmigrate.history WHERE command = 'rollback'").fetchone()[0] == 0
+
+
+def test_a_missing_table_is_refused(empty_db_dsn):
+    result = cli("rollback", "--dsn", empty_db_dsn, "--yes")
+    assert result.exit_code == 2 and "session_requests" in result.stderr and "does not exist" in result.stderr
+
 
 @pytest.mark.parametrize("prefer_columns", [False, True], ids=["keep-metadata", "prefer-columns"])
 def test_conflicts_are_kept_and_reported_or_overwritten(conn, db_dsn, prefer_columns):
@@ -471,7 +484,7 @@ def test_rows_whose_metadata_is_not_an_object_are_reported_not_clobbered(conn, d
     assert odd
     conn.execute("UPDATE session_requests SET priority_window_minutes = 20 WHERE id = ANY (%s)", (odd,))
     before = {k: v["metadata"] for k, v in state(conn).items()}
-    result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
+    result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json", "--batch-size", "2", "--sleep", "0.01")
     assert result.exit_code == 0, result.stderr
     preservation = result.json()["preservation"]
     assert preservation["not_object_rows"] == len(odd) and preservation["values_lost"] == len(odd)
