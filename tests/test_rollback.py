@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from clihelp import cli
@@ -187,10 +188,9 @@ def state(conn: psycopg.Connection[Any]) -> dict[uuid.UUID, dict[str, Any]]:
     """Every row: its metadata, the migration's columns when they exist, and xmin (changes when it is updated)."""
     present = {r[0] for r in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'session_requests'")}
-    columns = ", ".join(c for c in COLUMNS if c in present)
-    found = conn.execute(f"SELECT id, metadata, xmin::text {', ' + columns if columns else ''} "
-                         "FROM session_requests").fetchall()
     names = ["metadata", "xmin", *[c for c in COLUMNS if c in present]]
+    selected = sql.SQL(", ").join(sql.SQL("xmin::text") if n == "xmin" else sql.Identifier(n) for n in names)
+    found = conn.execute(sql.SQL("SELECT id, {} FROM session_requests").format(selected)).fetchall()
     return {row[0]: dict(zip(names, row[1:], strict=True)) for row in found}
 
 
