@@ -260,7 +260,9 @@ def _swap_handlers(signals: Sequence[signal.Signals],
                    handler: Callable[[int, FrameType | None], Any]) -> dict[signal.Signals, Any]:
     previous: dict[signal.Signals, Any] = {}
     for sig in signals:
-        previous[sig] = signal.signal(sig, handler)
+        # An ignored signal stays ignored (nohup ignores SIGHUP, for one).
+        if signal.getsignal(sig) != signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, handler)
     return previous
 
 
