@@ -396,6 +396,13 @@ def _step_names(target: Target) -> set[str]:
     return {s.name for s in (*target.spec.steps, *target.spec.converge)}
 
 
+def _analyze(conn: psycopg.Connection[Any], target: Target, options: ApplyOptions) -> None:
+    """New columns have no planner statistics until analysed, so queries would not pick the new indexes yet."""
+    set_session(conn, statement_timeout=ms(options.statement_timeout_s))
+    with_lock_retries(conn, lambda: conn.execute(sql.SQL("ANALYZE {}").format(target.table)),
+                      policy=options.retry_policy, what="ANALYZE")
+
+
 def apply_migration(
     conn: psycopg.Connection[Any], target: Target, options: ApplyOptions | None = None,
     on_event: OnEvent | None = None,
@@ -430,15 +437,18 @@ def apply_migration(
             # re-plan under the lock: another run may have finished steps while we waited
             planned = plan_steps(target, read_snapshot(conn, target), replace=options.replace)
             results = runner.run_all(planned)
+            interrupted = any(r.outcome is StepOutcome.INTERRUPTED for r in results)
+            if not interrupted:
+                _analyze(conn, target, options)
     finally:
         runner.watch.close()
-    interrupted = any(r.outcome is StepOutcome.INTERRUPTED for r in results)
     verification: CheckReport | None = None
-    if not interrupted:
-        set_session(conn, lock_timeout="0", statement_timeout="0")
-        verification = checks_for(conn, target, read_snapshot(conn, target), data=False, absent=False)
     notes: tuple[str, ...] = ()
     if interrupted:
         notes = ("interrupted: re-run `favmigrate apply` to finish; it repairs what was left",)
+    else:
+        set_session(conn, lock_timeout="0", statement_timeout="0")
+        verification = checks_for(conn, target, read_snapshot(conn, target), data=False, absent=False)
+        notes = ("planner statistics refreshed (ANALYZE)",)
     return RunReport("apply", tuple(results), notes=notes, verification=verification,
                      extra={"run_id": str(runner.run_id)})

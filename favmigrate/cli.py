@@ -97,6 +97,10 @@ def run(job: Callable[[], int]) -> NoReturn:
         if _State.debug:
             raise
         fail(exc.message, hint=exc.hint, code=exc.exit_code)
+    except BrokenPipeError:
+        # the reader went away (`favmigrate report --format csv | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(int(ExitCode.OK)) from None
     except KeyboardInterrupt:
         if _State.debug:
             raise
