@@ -73,6 +73,14 @@ def test_same_meaning_compares_values_not_text(column, raw, value, same):
     assert same_meaning(column, raw, value) is same
 
 
+def test_the_reading_rules_are_the_backfills():
+    from favmigrate import backfill as backfill_module
+    from favmigrate import rollback as rollback_module
+
+    for name in ("UUID_PATTERN", "DIGITS_PATTERN", "TIMESTAMP_PATTERN"):
+        assert getattr(rollback_module, name) == getattr(backfill_module, name), name
+
+
 def test_timestamps_follow_the_backfill_rule():
     assert parse_timestamp("2025-11-02T01:00Z") == datetime(2025, 11, 2, 1, 0, tzinfo=UTC)
     assert parse_timestamp("2025-11-02T01:00:00.123456-02:00") == datetime(2025, 11, 2, 3, 0, 0, 123456, tzinfo=UTC)
