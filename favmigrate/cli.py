@@ -276,12 +276,14 @@ def apply(
     def job() -> int:
         from favmigrate.apply import ApplyOptions, apply_migration
         from favmigrate.db import open_session
+        from favmigrate.render import ProgressEvents
 
         options = ApplyOptions(lock_timeout_s=lock_timeout, retries=retries, statement_timeout_s=statement_timeout,
                                lock_wait_s=lock_wait, batch_size=batch_size, replace=replace, force=force,
                                dry_run=dry_run)
-        with open_session(dsn, writes=not dry_run, warn=warn) as conn:
-            report = apply_migration(conn, target_for(schema), options, on_event=progress_printer(quiet))
+        with (open_session(dsn, writes=not dry_run, warn=warn) as conn,
+              ProgressEvents(progress_printer(quiet), enabled=not quiet) as events):
+            report = apply_migration(conn, target_for(schema), options, on_event=events)
         emit(report.to_dict(), fmt, lambda d: _render_apply(d, dry_run))
         return int(report.exit_code)
 

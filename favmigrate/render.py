@@ -312,6 +312,8 @@ class ProgressEvents:
         self.close()
 
     def __call__(self, event: Any) -> None:
+        if event.kind.value == "step-start" and self._enabled:
+            self._advance(event.step, 0, None)  # a spinner with the elapsed time until the step is done
         if event.kind.value == "progress" and getattr(event, "done", None) is not None:
             if self._enabled:
                 self._advance(event.step, event.done, event.total)
@@ -321,10 +323,17 @@ class ProgressEvents:
         self._fallback(event)
 
     def _advance(self, step: str, done: int, total: int | None) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         if self._bar is None:
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=stderr_console(), transient=True)
             self._bar.start()
         if step not in self._tasks:
