@@ -1,0 +1,997 @@
+"""backfill: copy the legacy values of ``metadata`` into the migration's columns, online and resumably.
+
+The table is walked in short batches, one transaction each, under ``lock_timeout`` and
+``statement_timeout``. One statement per batch (sql/backfill_classify.sql + sql/backfill_batch.sql)
+validates every legacy value set-based, looks the mechanics up in one semi-join, fills only the
+columns that are still empty, records every reject and conflict, and returns the batch's counts;
+the checkpoint is updated in the same transaction, so progress and data never disagree.
+
+Batches are page ranges (``ctid``, PostgreSQL 14+: sequential I/O, no index walk) or primary-key
+ranges (keyset, PostgreSQL 12/13). After the main pass, a catch-up pass visits the rows that were
+still pending when it started (rows inserted or moved behind the main pass by older application
+code), so the run ends with nothing left that it could have backfilled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from favmigrate.catalog import read_snapshot
+from favmigrate.db import (
+    BlockerWatch,
+    RetryPolicy,
+    describe_blockers,
+    ms,
+    rows,
+    run_lock,
+    scalar,
+    set_local,
+    set_session,
+    with_lock_retries,
+)
+from favmigrate.errors import ExitCode, Interrupted, LockHeld, PreflightFailed, StepFailed, UsageError
+from favmigrate.history import HISTORY_SCHEMA
+from favmigrate.resources import read_sql
+from favmigrate.spec import ColumnSpec, Target
+
+DEFAULT_BATCH_SIZE = 5_000
+MIN_SERVER_VERSION = 120000
+TID_RANGE_SERVER_VERSION = 140000  # TID Range Scan: a page range is read without touching an index
+EXACT_ESTIMATE_ROWS = 200_000  # above this the pre-run count samples the table instead of scanning it
+_SAMPLE_ROWS = 50_000
+
+# Validation patterns, applied in SQL. [0-9] rather than \d: \d follows the locale's notion of a digit.
+UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+DIGITS_PATTERN = r"^[0-9]+$"
+# YYYY-MM-DDTHH:MM[:SS[.ffffff]] then Z, +-HH:MM, +-HHMM or +-HH (offsets up to 15:59, as PostgreSQL's own).
+# No capturing groups: they make PostgreSQL's regex engine several times slower. The fields sit at fixed
+# positions, so backfill_classify.sql reads them with substr().
+TIMESTAMP_PATTERN = (
+    r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+    r"(?:Z|[+-](?:0[0-9]|1[0-5])(?::?[0-5][0-9])?)?$"
+)
+
+
+class RejectReason(StrEnum):
+    """Why a legacy value was not copied (the reasons backfill_classify.sql returns)."""
+
+    INVALID_UUID = "invalid_uuid"
+    UNKNOWN_MECHANIC = "unknown_mechanic"
+    OUT_OF_RANGE = "out_of_range"
+    INVALID_INTEGER = "invalid_integer"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    METADATA_NOT_OBJECT = "metadata_not_object"
+
+
+CONFLICT = "conflict"
+
+
+class Scan(StrEnum):
+    """How the table is cut into batches."""
+
+    AUTO = "auto"  # ctid on PostgreSQL 14+, else pk
+    CTID = "ctid"  # page ranges (TID Range Scan)
+    PK = "pk"  # primary-key keyset
+
+
+class Phase(StrEnum):
+    MAIN = "main"
+    CATCH_UP = "catch-up"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    """How the backfill runs. ``batch_size`` counts rows scanned per transaction."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    sleep_s: float = 0.0
+    max_rows_per_second: float | None = None
+    dry_run: bool = False
+    restart: bool = False
+    overwrite: bool = False
+    disable_triggers: bool = False
+    rejects_path: Path | None = None
+    max_replica_lag_s: float | None = None
+    lock_timeout_s: float = 1.0
+    retries: int = 10
+    statement_timeout_s: float | None = 60.0
+    lock_wait_s: float = 30.0
+    scan: Scan = Scan.AUTO
+    catch_up: bool = True
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(lock_timeout_s=self.lock_timeout_s, retries=self.retries)
+
+
+# ---------------------------------------------------------------- progress and results
+
+
+class BackfillEventKind(StrEnum):
+    PLAN = "plan"  # before the first batch: the triggers each update fires and the rows it will touch
+    START = "start"
+    BATCH = "batch"
+    PHASE = "phase"
+    RETRY = "retry"
+    PAUSE = "pause"
+    WARNING = "warning"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class BackfillEvent:
+    """Progress reported to the caller after each batch and at every turn of the run."""
+
+    kind: BackfillEventKind
+    message: str = ""
+    phase: Phase = Phase.MAIN
+    scanned: int = 0
+    total_estimate: int | None = None
+    rows_updated: int = 0
+    rejected: int = 0
+    conflicts: int = 0
+    batches: int = 0
+    rows_per_s: float = 0.0
+
+
+OnBackfillEvent = Callable[[BackfillEvent], None]
+
+
+def _silent(_: BackfillEvent) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Cumulative counts of one backfill pass (kept in the checkpoint, so a resumed run reports the whole pass)."""
+
+    scanned: int = 0
+    updated: Mapping[str, int] = field(default_factory=dict)
+    rows_updated: int = 0
+    rejected: Mapping[str, int] = field(default_factory=dict)
+    conflicts: int = 0
+    batches: int = 0
+    catch_up_rows: int = 0
+    catch_up_updated: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def plus(self, batch: BatchCounts, phase: Phase) -> Counters:
+        updated = dict(self.updated)
+        for column, n in batch.updated.items():
+            updated[column] = updated.get(column, 0) + n
+        rejected = dict(self.rejected)
+        for reason, n in batch.rejected.items():
+            if reason != CONFLICT:
+                rejected[reason] = rejected.get(reason, 0) + n
+        main = phase is Phase.MAIN
+        return Counters(
+            scanned=self.scanned + (batch.in_range if main else 0),
+            updated=updated,
+            rows_updated=self.rows_updated + batch.rows_updated,
+            rejected=rejected,
+            conflicts=self.conflicts + batch.rejected.get(CONFLICT, 0),
+            batches=self.batches + 1,
+            catch_up_rows=self.catch_up_rows + (0 if main else batch.candidates),
+            catch_up_updated=self.catch_up_updated + (0 if main else batch.rows_updated),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scanned": self.scanned, "updated": dict(self.updated), "rows_updated": self.rows_updated,
+            "rejected": dict(self.rejected), "conflicts": self.conflicts, "batches": self.batches,
+            "catch_up_rows": self.catch_up_rows, "catch_up_updated": self.catch_up_updated,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Counters:
+        return cls(
+            scanned=int(data.get("scanned", 0)), updated={k: int(v) for k, v in data.get("updated", {}).items()},
+            rows_updated=int(data.get("rows_updated", 0)),
+            rejected={k: int(v) for k, v in data.get("rejected", {}).items()},
+            conflicts=int(data.get("conflicts", 0)), batches=int(data.get("batches", 0)),
+            catch_up_rows=int(data.get("catch_up_rows", 0)), catch_up_updated=int(data.get("catch_up_updated", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """What one batch statement reported."""
+
+    in_range: int
+    last: str | None
+    candidates: int
+    updated: Mapping[str, int]
+    rows_updated: int
+    rejected: Mapping[str, int]  # includes "conflict"
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any]) -> BatchCounts:
+        return cls(
+            in_range=int(summary["in_range"]), last=summary.get("last"), candidates=int(summary["candidates"]),
+            updated={k: int(v) for k, v in summary["updated"].items()}, rows_updated=int(summary["rows_updated"]),
+            rejected={k: int(v) for k, v in summary["rejected"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class TriggerInfo:
+    """A user trigger that fires on UPDATE of the table (so it runs for every row the backfill updates)."""
+
+    name: str
+    timing: str
+    function: str
+    enabled: str  # origin, always, replica, disabled
+    fires: bool  # fires during this backfill (given --disable-triggers or not)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "timing": self.timing, "function": self.function, "enabled": self.enabled,
+                "fires": self.fires}
+
+
+@dataclass(frozen=True)
+class BackfillReport:
+    """The outcome of one backfill run (for a resumed run, the counts cover the whole pass)."""
+
+    counters: Counters
+    columns: tuple[str, ...]
+    dry_run: bool
+    resumed: bool
+    scan: Scan
+    batch_size: int
+    elapsed_s: float
+    scanned_this_run: int
+    longest_batch_s: float
+    lock_retries: int
+    legacy_rows_estimate: int | None
+    triggers: tuple[TriggerInfo, ...]
+    triggers_disabled: bool
+    overwrite: bool
+    rejects_file: str | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        return {reason.value: self.counters.rejected.get(reason.value, 0) for reason in RejectReason}
+
+    def to_dict(self) -> dict[str, Any]:
+        counters = self.counters
+        return {
+            "ok": True,
+            "command": "backfill",
+            "dry_run": self.dry_run,
+            "scanned": counters.scanned,
+            "updated": {column: counters.updated.get(column, 0) for column in self.columns},
+            "rows_updated": counters.rows_updated,
+            "rejected": self.rejected,
+            "rejected_total": counters.rejected_total,
+            "conflicts": counters.conflicts,
+            "batches": counters.batches,
+            "catch_up": {"rows": counters.catch_up_rows, "rows_updated": counters.catch_up_updated},
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rows_per_s": round(self.scanned_this_run / self.elapsed_s, 1) if self.elapsed_s > 0 else None,
+            "longest_batch_s": round(self.longest_batch_s, 3),
+            "lock_retries": self.lock_retries,
+            "resumed": self.resumed,
+            "scan": self.scan.value,
+            "batch_size": self.batch_size,
+            "overwrite": self.overwrite,
+            "legacy_rows_estimate": self.legacy_rows_estimate,
+            "triggers": [trigger.to_dict() for trigger in self.triggers],
+            "triggers_disabled": self.triggers_disabled,
+            "rejects_file": self.rejects_file,
+            "notes": list(self.notes),
+        }
+
+
+# ---------------------------------------------------------------- the columns and their SQL
+
+
+@dataclass(frozen=True)
+class _Columns:
+    mechanic: ColumnSpec
+    window: ColumnSpec
+    notified: ColumnSpec
+
+    @classmethod
+    def of(cls, target: Target) -> _Columns:
+        by_type = {column.type: column for column in target.spec.columns}
+        try:
+            return cls(by_type["uuid"], by_type["integer"], by_type["timestamp with time zone"])
+        except KeyError as exc:
+            raise UsageError(f"the migration spec has no {exc.args[0]} column to backfill") from None
+
+    @property
+    def all(self) -> tuple[ColumnSpec, ColumnSpec, ColumnSpec]:
+        return self.mechanic, self.window, self.notified
+
+
+_STATE_CHECKPOINT = sql.Identifier(HISTORY_SCHEMA, "backfill_checkpoint")
+_STATE_REJECTS = sql.Identifier(HISTORY_SCHEMA, "backfill_rejects")
+
+
+def _candidate(target: Target, alias: str, *, pending: bool) -> sql.Composed:
+    """Rows worth a look: metadata that is not an object, or that holds a legacy key.
+
+    ``pending`` narrows it to what a catch-up pass must revisit: a legacy value whose column is still
+    empty (the window: NULL, or its default while the value differs from it) and that was not already
+    reported as rejected with this very value. Reads the rejects table, so only for real runs.
+    """
+    cols = _Columns.of(target)
+    meta = sql.Identifier(alias, target.spec.metadata_column)
+    not_object = sql.SQL("jsonb_typeof({meta}) <> 'object'").format(meta=meta)
+    if not pending:
+        keys = sql.SQL(", ").join(sql.Literal(c.legacy_key) for c in cols.all)
+        return sql.SQL("({not_object} OR {meta} ?| ARRAY[{keys}])").format(not_object=not_object, meta=meta,
+                                                                            keys=keys)
+
+    def unreported(key: str, value: sql.Composable) -> sql.Composed:
+        # a correlated scalar subquery: one primary-key probe per row that gets this far (NOT EXISTS
+        # would be planned as a hash of every reject, rebuilt for every batch)
+        return sql.SQL(
+            "{value} IS DISTINCT FROM (SELECT r.value FROM {rejects} AS r WHERE r.migration_id = %(migration_id)s "
+            "AND r.target_schema = %(target_schema)s AND r.row_id = {pk}::text AND r.key = {key})"
+        ).format(rejects=_STATE_REJECTS, pk=sql.Identifier(alias, target.spec.primary_key), key=sql.Literal(key),
+                 value=value)
+
+    parts = [sql.SQL("({not_object} AND {unreported})").format(not_object=not_object,
+                                                               unreported=unreported("", meta))]
+    for column in cols.all:
+        col = sql.Identifier(alias, column.name)
+        value = sql.SQL("({meta} -> {key})").format(meta=meta, key=sql.Literal(column.legacy_key))
+        empty = sql.SQL("{col} IS NULL").format(col=col)
+        if column.default is not None:
+            empty = sql.SQL("({col} IS NULL OR ({col} = {default} AND {value} <> to_jsonb({default})))").format(
+                col=col, default=sql.Literal(int(column.default)), value=value)
+        parts.append(sql.SQL("(jsonb_typeof({meta}) = 'object' AND {empty} AND nullif({value}, 'null') IS NOT NULL "
+                             "AND {unreported})").format(meta=meta, empty=empty, value=value,
+                                                         unreported=unreported(column.legacy_key, value)))
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
+
+
+def _compose_batch(target: Target, *, scan: Scan, phase: Phase, dry_run: bool, first: bool,
+                   lock_mechanics: bool = False) -> sql.Composed:
+    spec = target.spec
+    cols = _Columns.of(target)
+    pk = sql.Identifier(spec.primary_key)
+    pending = phase is Phase.CATCH_UP
+    last_key: sql.Composable = sql.SQL("NULL::text")
+    if scan is Scan.CTID:
+        in_batch: sql.Composable = sql.SQL("t.ctid >= %(lo)s::tid AND t.ctid < %(hi)s::tid")
+    else:
+        lower = sql.SQL("TRUE") if first else sql.SQL("k.{pk} > %(after)s").format(pk=pk)
+        keyset_filter = _candidate(target, "k", pending=True) if pending else sql.SQL("TRUE")
+        upper = sql.SQL(
+            "(SELECT b.{pk} FROM (SELECT k.{pk} FROM {table} AS k WHERE {lower} AND {filter} "
+            "ORDER BY k.{pk} LIMIT %(batch_size)s) AS b ORDER BY b.{pk} DESC LIMIT 1)"
+        ).format(pk=pk, table=target.table, lower=lower, filter=keyset_filter)
+        t_lower = sql.SQL("TRUE") if first else sql.SQL("t.{pk} > %(after)s").format(pk=pk)
+        in_batch = sql.SQL("{t_lower} AND t.{pk} <= {upper}").format(t_lower=t_lower, pk=pk, upper=upper)
+        last_key = sql.SQL("{upper}::text").format(upper=upper)
+    classify = sql.SQL(read_sql("backfill_classify.sql").strip()).format(
+        **_common_arguments(target, cols),
+        in_batch=in_batch,
+        candidate=_candidate(target, "t", pending=pending),
+        row_lock=sql.SQL("") if dry_run else sql.SQL("FOR NO KEY UPDATE OF t"),
+        # with triggers on, the foreign key's own check locks each mechanic (a mechanic deleted after our
+        # look-up makes it fail, and the batch is retried); with them off, only this lock guards it
+        mechanic_lock=sql.SQL("FOR KEY SHARE OF m") if lock_mechanics else sql.SQL(""),
+    )
+    template = read_sql("backfill_dry_run.sql" if dry_run else "backfill_batch.sql")
+    return sql.SQL(template.strip().rstrip(";")).format(
+        **_common_arguments(target, cols),
+        classify=classify,
+        in_batch=in_batch,
+        last_key=last_key,
+        rejects_table=_STATE_REJECTS,
+        # by ctid: a direct heap fetch instead of a walk down the primary key for every updated row
+        row_match=sql.SQL("t.ctid = d.row_ctid") if scan is Scan.CTID else sql.SQL("t.{pk} = d.row_id").format(pk=pk),
+        mechanic_name=sql.Literal(cols.mechanic.name),
+        window_name=sql.Literal(cols.window.name),
+        notified_name=sql.Literal(cols.notified.name),
+    )
+
+
+def _common_arguments(target: Target, cols: _Columns) -> dict[str, sql.Composable]:
+    spec = target.spec
+    window = cols.window
+    if window.min is None or window.max is None or window.default is None:
+        raise UsageError(f"the migration spec gives {window.name} no min, max or default")
+    return {
+        "table": target.table,
+        "referenced_table": target.referenced_table,
+        "referenced_column": sql.Identifier(spec.referenced_column),
+        "pk": sql.Identifier(spec.primary_key),
+        "metadata": sql.Identifier(spec.metadata_column),
+        "mechanic_column": sql.Identifier(cols.mechanic.name),
+        "window_column": sql.Identifier(window.name),
+        "notified_column": sql.Identifier(cols.notified.name),
+        "mechanic_key": sql.Literal(cols.mechanic.legacy_key),
+        "window_key": sql.Literal(window.legacy_key),
+        "notified_key": sql.Literal(cols.notified.legacy_key),
+        "uuid_pattern": sql.Literal(UUID_PATTERN),
+        "digits_pattern": sql.Literal(DIGITS_PATTERN),
+        "timestamp_pattern": sql.Literal(TIMESTAMP_PATTERN),
+        "window_min": sql.Literal(window.min),
+        "window_max": sql.Literal(window.max),
+        "window_default": sql.Literal(int(window.default)),
+    }
+
+
+def batch_statement(target: Target, *, scan: Scan = Scan.CTID, phase: Phase = Phase.MAIN, dry_run: bool = False,
+                    first: bool = False, disable_triggers: bool = False) -> sql.Composed:
+    """The SQL of one batch (for display and tests). Read-only: builds text, runs nothing."""
+    return _compose_batch(target, scan=scan, phase=phase, dry_run=dry_run, first=first,
+                          lock_mechanics=disable_triggers and not dry_run)
+
+
+# ---------------------------------------------------------------- preflight
+
+
+_TRIGGERS = sql.SQL(
+    """
+    SELECT t.tgname AS name,
+           CASE WHEN t.tgtype::integer & 2 <> 0 THEN 'BEFORE'
+                WHEN t.tgtype::integer & 64 <> 0 THEN 'INSTEAD OF' ELSE 'AFTER' END
+           || CASE WHEN t.tgtype::integer & 1 <> 0 THEN ' UPDATE FOR EACH ROW' ELSE ' UPDATE FOR EACH STATEMENT' END
+               AS timing,
+           p.oid::regprocedure::text AS function,
+           t.tgenabled::text AS enabled
+    FROM pg_trigger t
+    JOIN pg_proc p ON p.oid = t.tgfoid
+    WHERE t.tgrelid = %s::regclass AND NOT t.tgisinternal AND t.tgtype::integer & 16 <> 0
+    ORDER BY t.tgname
+    """
+)
+
+_ENABLED = {"O": "origin", "A": "always", "R": "replica", "D": "disabled"}
+
+
+def update_triggers(conn: psycopg.Connection[Any], target: Target, *, replica: bool) -> tuple[TriggerInfo, ...]:
+    """The user triggers an UPDATE of the table fires (``replica``: with session_replication_role=replica).
+
+    Read-only.
+    """
+    found = []
+    for row in rows(conn, _TRIGGERS, (target.table_name,)):
+        enabled = row["enabled"]
+        fires = enabled == "A" or (enabled == "R" if replica else enabled == "O")
+        found.append(TriggerInfo(row["name"], row["timing"], row["function"], _ENABLED.get(enabled, enabled), fires))
+    return tuple(found)
+
+
+def _can_disable_triggers(conn: psycopg.Connection[Any], version: int) -> bool:
+    if scalar(conn, sql.SQL("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")):
+        return True
+    if version >= 150000:
+        return bool(scalar(conn, sql.SQL("SELECT has_parameter_privilege('session_replication_role', 'SET')")))
+    return False
+
+
+def _preflight(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions,
+               emit: OnBackfillEvent) -> int:
+    """Refuse to start (PreflightFailed, nothing changed) unless the columns exist and the role may do the work.
+
+    A dry run only warns about missing privileges (it needs none to count), but row level security
+    fails both: it would hide rows from the count as well. Returns the server version number.
+    """
+    spec = target.spec
+    snapshot = read_snapshot(conn, target)
+    if snapshot.server_version_num < MIN_SERVER_VERSION:
+        raise PreflightFailed(f"PostgreSQL {snapshot.server_version_num} is too old; backfill needs 12 or later")
+    if not snapshot.table_exists or not snapshot.referenced_table_exists:
+        name = target.table_name if not snapshot.table_exists else target.referenced_table_name
+        raise PreflightFailed(f"table {name} does not exist", hint="check --schema")
+    missing = [c.name for c in spec.columns if c.name not in snapshot.columns]
+    if missing:
+        raise PreflightFailed(
+            f"{target.table_name} has no column {', '.join(missing)} yet: there is nothing to backfill into",
+            problems=[f"column {name} is missing" for name in missing],
+            hint="run `favmigrate apply` first",
+        )
+    who = snapshot.current_user
+    found = rows(conn, sql.SQL("SELECT has_table_privilege(%s, 'UPDATE') AS can_update, "
+                               "row_security_active(%s) AS rls"), (target.table_name, target.table_name))[0]
+    if found["rls"]:
+        raise PreflightFailed(
+            f"row level security applies to {who} on {target.table_name}: the backfill would silently skip "
+            "the rows its policies hide", hint="connect as the table owner or a role with BYPASSRLS")
+    problems: list[tuple[str, str]] = []
+    if not found["can_update"]:
+        problems.append((f"{who} may not UPDATE {target.table_name}",
+                         "connect as the table owner (on Supabase: postgres)"))
+    if options.disable_triggers and not _can_disable_triggers(conn, snapshot.server_version_num):
+        problems.append((f"--disable-triggers needs SET on session_replication_role, which {who} lacks",
+                         "connect as a superuser, GRANT SET ON PARAMETER session_replication_role TO the role "
+                         "(PostgreSQL 15+), or run without --disable-triggers"))
+    for message, hint in problems:
+        if not options.dry_run:
+            raise PreflightFailed(message, hint=hint)
+        emit(BackfillEvent(BackfillEventKind.WARNING, f"the real run would fail: {message} ({hint})"))
+    return snapshot.server_version_num
+
+
+def _estimate(conn: psycopg.Connection[Any], target: Target) -> tuple[int, int, bool]:
+    """(rows, rows carrying legacy data, exact?) — a full count on small tables, a page sample on large ones."""
+    reltuples = int(scalar(conn, sql.SQL("SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+                                         "WHERE oid = %s::regclass"), (target.table_name,)) or 0)
+    candidate = _candidate(target, "t", pending=False)
+    if reltuples <= EXACT_ESTIMATE_ROWS:
+        query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE {c}) FROM {table} AS t").format(
+            c=candidate, table=target.table)
+        found = conn.execute(query).fetchone()
+        assert found is not None
+        return int(found[0]), int(found[1]), True
+    percent = min(100.0, 100.0 * _SAMPLE_ROWS / reltuples)
+    query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE {c}) FROM {table} AS t TABLESAMPLE SYSTEM (%s)").format(
+        c=candidate, table=target.table)
+    found = conn.execute(query, (percent,)).fetchone()
+    assert found is not None
+    sampled, legacy = int(found[0]), int(found[1])
+    if sampled == 0:
+        return reltuples, 0, False
+    return reltuples, round(legacy * reltuples / sampled), False
+
+
+# ---------------------------------------------------------------- state
+
+
+def _ensure_state(conn: psycopg.Connection[Any]) -> None:
+    exists = scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL"),
+                    (f"{HISTORY_SCHEMA}.backfill_checkpoint", f"{HISTORY_SCHEMA}.backfill_rejects"))
+    if exists:
+        return
+    ddl = sql.SQL(read_sql("backfill_state.sql")).format(
+        state_schema=sql.Identifier(HISTORY_SCHEMA), checkpoint_table=_STATE_CHECKPOINT, rejects_table=_STATE_REJECTS)
+    with conn.transaction():
+        conn.execute(ddl)
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    scan: Scan
+    phase: Phase
+    position: str | None
+    end_position: str | None
+    counters: Counters
+    options: Mapping[str, Any]
+
+
+def _read_checkpoint(conn: psycopg.Connection[Any], target: Target) -> _Checkpoint | None:
+    found = rows(conn, sql.SQL(
+        "SELECT scan, phase, position, end_position, counters, options FROM {} "
+        "WHERE migration_id = %s AND target_schema = %s").format(_STATE_CHECKPOINT),
+        (target.spec.id, target.schema))
+    if not found:
+        return None
+    row = found[0]
+    return _Checkpoint(Scan(row["scan"]), Phase(row["phase"]), row["position"], row["end_position"],
+                       Counters.from_json(row["counters"]), row["options"])
+
+
+def read_checkpoint(conn: psycopg.Connection[Any], target: Target) -> dict[str, Any] | None:
+    """The saved progress of the backfill in ``target`` (None if it never ran). Read-only."""
+    if not scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"), (f"{HISTORY_SCHEMA}.backfill_checkpoint",)):
+        return None
+    found = rows(conn, sql.SQL(
+        "SELECT scan, phase, position, end_position, counters, options, started_at, updated_at, finished_at "
+        "FROM {} WHERE migration_id = %s AND target_schema = %s").format(_STATE_CHECKPOINT),
+        (target.spec.id, target.schema))
+    return found[0] if found else None
+
+
+_SAVE = sql.SQL(
+    "UPDATE {} SET phase = %(phase)s, position = %(position)s, end_position = %(end_position)s, "
+    "counters = %(counters)s, updated_at = now(), "
+    "finished_at = CASE WHEN %(phase)s = 'done' THEN now() END "
+    "WHERE migration_id = %(migration_id)s AND target_schema = %(target_schema)s"
+).format(_STATE_CHECKPOINT)
+
+
+def _start_pass(conn: psycopg.Connection[Any], target: Target, scan: Scan, end_position: str | None,
+                options: BackfillOptions) -> None:
+    """Forget the previous pass (its checkpoint and rejects) and record a fresh one. Writes."""
+    key = {"migration_id": target.spec.id, "target_schema": target.schema}
+    saved = {"overwrite": options.overwrite, "disable_triggers": options.disable_triggers}
+    with conn.transaction():
+        conn.execute(sql.SQL("DELETE FROM {} WHERE migration_id = %(migration_id)s "
+                             "AND target_schema = %(target_schema)s").format(_STATE_REJECTS), key)
+        conn.execute(sql.SQL(
+            "INSERT INTO {} (migration_id, target_schema, scan, phase, position, end_position, counters, options) "
+            "VALUES (%(migration_id)s, %(target_schema)s, %(scan)s, 'main', NULL, %(end)s, %(counters)s, %(options)s) "
+            "ON CONFLICT (migration_id, target_schema) DO UPDATE SET scan = EXCLUDED.scan, phase = 'main', "
+            "position = NULL, end_position = EXCLUDED.end_position, counters = EXCLUDED.counters, "
+            "options = EXCLUDED.options, started_at = now(), updated_at = now(), finished_at = NULL"
+        ).format(_STATE_CHECKPOINT), {**key, "scan": scan.value, "end": end_position,
+                                      "counters": Jsonb(Counters().to_json()), "options": Jsonb(saved)})
+
+
+def _relation_pages(conn: psycopg.Connection[Any], target: Target) -> int:
+    return int(scalar(conn, sql.SQL(
+        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint"), (target.table_name,)))
+
+
+def _rows_per_page(conn: psycopg.Connection[Any], target: Target) -> float:
+    found = rows(conn, sql.SQL("SELECT reltuples, relpages FROM pg_class WHERE oid = %s::regclass"),
+                 (target.table_name,))[0]
+    if found["relpages"] > 0 and found["reltuples"] > 0:
+        return max(1.0, float(found["reltuples"]) / float(found["relpages"]))
+    return 50.0
+
+
+def _replica_lag_s(conn: psycopg.Connection[Any]) -> tuple[float, bool]:
+    """(worst replay lag in seconds, whether the lag columns are visible to us)."""
+    found = rows(conn, sql.SQL(
+        "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 AS lag, "
+        "count(*) FILTER (WHERE state IS NULL) AS hidden FROM pg_stat_replication"))[0]
+    return float(found["lag"]), found["hidden"] == 0
+
+
+# ---------------------------------------------------------------- the run
+
+
+class _Run:
+    """One invocation: walks the passes batch by batch, saves progress after each, throttles, reports."""
+
+    def __init__(self, conn: psycopg.Connection[Any], target: Target, options: BackfillOptions, emit: OnBackfillEvent,
+                 scan: Scan, total_estimate: int | None, rejects_out: IO[str] | None) -> None:
+        self.conn = conn
+        self.target = target
+        self.options = options
+        self.emit = emit
+        self.scan = scan
+        self.total_estimate = total_estimate
+        self.rejects_out = rejects_out  # a dry run writes its rejects as it goes
+        self.cols = _Columns.of(target)
+        self.counters = Counters()
+        self.phase = Phase.MAIN
+        self.end_position: str | None = None
+        self.started = time.monotonic()
+        self.scanned_this_run = 0
+        self.longest_batch_s = 0.0
+        self.lock_retries = 0
+        self.watch = None if options.dry_run else BlockerWatch.for_connection(conn)
+        self._statements: dict[tuple[Phase, bool], sql.Composed] = {}
+        self._lag_warned = False
+
+    @property
+    def key(self) -> dict[str, Any]:
+        return {"migration_id": self.target.spec.id, "target_schema": self.target.schema}
+
+    def statement(self, first: bool) -> sql.Composed:
+        key = (self.phase, first and self.scan is Scan.PK)
+        if key not in self._statements:
+            self._statements[key] = batch_statement(self.target, scan=self.scan, phase=self.phase,
+                                                    dry_run=self.options.dry_run, first=key[1],
+                                                    disable_triggers=self.options.disable_triggers)
+        return self._statements[key]
+
+    def event(self, kind: BackfillEventKind, message: str = "") -> None:
+        elapsed = time.monotonic() - self.started
+        c = self.counters
+        self.emit(BackfillEvent(
+            kind, message, self.phase, scanned=c.scanned, total_estimate=self.total_estimate,
+            rows_updated=c.rows_updated, rejected=c.rejected_total, conflicts=c.conflicts, batches=c.batches,
+            rows_per_s=self.scanned_this_run / elapsed if elapsed > 0 else 0.0))
+
+    def save(self, position: str | None, counters: Counters) -> None:
+        """Write the checkpoint (inside the caller's transaction)."""
+        self.conn.execute(_SAVE, {**self.key, "phase": self.phase.value, "position": position,
+                                  "end_position": self.end_position, "counters": Jsonb(counters.to_json())})
+
+    def enter(self, phase: Phase, end_position: str | None) -> None:
+        """Start ``phase`` at its beginning (saved, unless this is a dry run)."""
+        self.phase, self.end_position = phase, end_position
+        if not self.options.dry_run:
+            with self.conn.transaction():
+                self.save(None, self.counters)
+
+    def _on_retry(self, attempt: int, delay: float, blockers: list[dict[str, Any]]) -> None:
+        who = describe_blockers(blockers) or "unknown backends"
+        self.event(BackfillEventKind.RETRY, f"rows locked for more than {self.options.lock_timeout_s:g}s (retry "
+                   f"{attempt}/{self.options.retries} in {delay:.1f}s); blocked by {who}")
+
+    def run_batch(self, params: dict[str, Any], first: bool, next_position: str | None) -> BatchCounts:
+        """One batch in one transaction with its checkpoint (rolled back for a dry run); retries lock waits."""
+        statement = self.statement(first)
+        rejects: list[tuple[Any, ...]] = []
+
+        def action() -> BatchCounts:
+            rejects.clear()
+            with self.conn.transaction(force_rollback=self.options.dry_run):
+                if self.options.dry_run:
+                    self.conn.execute(sql.SQL("SET TRANSACTION READ ONLY"))
+                elif self.options.disable_triggers:
+                    set_local(self.conn, session_replication_role="replica")
+                found = self.conn.execute(statement, params).fetchall()
+                counts = BatchCounts.from_summary(next(row[6] for row in found if row[0] == "summary"))
+                rejects.extend(row for row in found if row[0] == "reject")
+                exhausted = self.scan is Scan.PK and counts.last is None
+                if not self.options.dry_run and not exhausted:
+                    position = next_position if self.scan is Scan.CTID else counts.last
+                    self.save(position, self.counters.plus(counts, self.phase))
+            return counts
+
+        races = 0
+        while True:
+            began = time.monotonic()
+            try:
+                counts, retries = with_lock_retries(self.conn, action, policy=self.options.retry_policy,
+                                                    watch=self.watch, on_retry=self._on_retry, what="a backfill batch")
+            except (pg_errors.DeadlockDetected, pg_errors.ForeignKeyViolation):
+                # the application locked two of the batch's rows in the other order, or deleted a mechanic
+                # between our look-up and the foreign key's check: the retry sees the new state
+                races += 1
+                if races > self.options.retries:
+                    raise
+                time.sleep(self.options.retry_policy.delay(races))
+                continue
+            self.longest_batch_s = max(self.longest_batch_s, time.monotonic() - began)
+            self.lock_retries += retries
+            break
+        if self.rejects_out is not None:
+            for row in rejects:
+                self.rejects_out.write(_reject_line(row[1], row[2], row[3], row[4], row[5], self.cols) + "\n")
+        return counts
+
+    def throttle(self, rows_done: int, batch_s: float) -> None:
+        pause = self.options.sleep_s
+        if self.options.max_rows_per_second:
+            pause = max(pause, rows_done / self.options.max_rows_per_second - batch_s)
+        if pause > 0:
+            time.sleep(pause)
+        limit = self.options.max_replica_lag_s
+        if limit is None:
+            return
+        announced = False
+        while True:
+            lag, visible = _replica_lag_s(self.conn)
+            if not visible and not self._lag_warned:
+                self._lag_warned = True
+                self.event(BackfillEventKind.WARNING, "pg_stat_replication hides the replay lag from this role "
+                           "(it needs pg_monitor): --max-replica-lag cannot see the replicas")
+            if lag <= limit:
+                return
+            if not announced:
+                announced = True
+                self.event(BackfillEventKind.PAUSE, f"replica replay lag {lag:.1f}s is above {limit:g}s: pausing")
+            time.sleep(1.0)
+
+    def walk(self, position: str | None) -> None:
+        """Run the current phase from ``position`` (None: its beginning) to its end."""
+        common = {"overwrite": self.options.overwrite, **self.key}
+        if self.scan is Scan.CTID:
+            assert self.end_position is not None
+            end_page, page = int(self.end_position), int(position or 0)
+            density = _rows_per_page(self.conn, self.target)
+            pages_seen = rows_seen = 0
+            while page < end_page:
+                if pages_seen and rows_seen:
+                    density = rows_seen / pages_seen
+                # the catch-up pass reads many rows for each one it locks: 4x the pages cost no longer locks
+                span = math.ceil(self.options.batch_size / density) * (4 if self.phase is Phase.CATCH_UP else 1)
+                hi = page + max(1, min(end_page - page, span))
+                counts = self.one({"lo": f"({page},0)", "hi": f"({hi},0)", **common}, False, str(hi))
+                pages_seen, rows_seen, page = pages_seen + hi - page, rows_seen + counts.in_range, hi
+            return
+        after = position
+        while True:
+            counts = self.one({"after": after, "batch_size": self.options.batch_size, **common}, after is None, None)
+            if counts.last is None:
+                return
+            after = counts.last
+
+    def one(self, params: dict[str, Any], first: bool, next_position: str | None) -> BatchCounts:
+        began = time.monotonic()
+        counts = self.run_batch(params, first, next_position)
+        if self.scan is Scan.PK and counts.last is None:
+            return counts  # the keyset is exhausted: nothing was read
+        self.counters = self.counters.plus(counts, self.phase)
+        if self.phase is Phase.MAIN:
+            self.scanned_this_run += counts.in_range
+        self.event(BackfillEventKind.BATCH)
+        self.throttle(counts.in_range if self.phase is Phase.MAIN else counts.candidates, time.monotonic() - began)
+        return counts
+
+
+def _reject_line(row_id: Any, key: Any, reason: Any, value: Any, current: Any, cols: _Columns) -> str:
+    line: dict[str, Any] = {"id": row_id, "key": key or None, "value": value, "reason": reason}
+    if reason == CONFLICT:
+        line["column"] = next((c.name for c in cols.all if c.legacy_key == key), None)
+        line["current"] = current
+    return json.dumps(line, ensure_ascii=False)
+
+
+@contextmanager
+def _rejects_file(path: Path | None) -> Iterator[IO[str] | None]:
+    if path is None:
+        yield None
+        return
+    try:
+        handle = path.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write the rejects file {path}: {exc.strerror}") from None
+    with handle:
+        yield handle
+
+
+def _dump_rejects(conn: psycopg.Connection[Any], target: Target, out: IO[str], cols: _Columns) -> None:
+    query = sql.SQL(
+        "SELECT row_id, key, reason, value, current_value FROM {} "
+        "WHERE migration_id = %s AND target_schema = %s ORDER BY row_id, key").format(_STATE_REJECTS)
+    with conn.cursor() as cur:
+        for row in cur.stream(query, (target.spec.id, target.schema)):
+            out.write(_reject_line(row[0], row[1], row[2], row[3], row[4], cols) + "\n")
+
+
+def _resolve_scan(requested: Scan, version: int) -> Scan:
+    if requested is Scan.CTID and version < TID_RANGE_SERVER_VERSION:
+        raise UsageError("--scan ctid needs PostgreSQL 14 or later (TID Range Scan)", hint="use --scan pk")
+    if requested is Scan.AUTO:
+        return Scan.CTID if version >= TID_RANGE_SERVER_VERSION else Scan.PK
+    return requested
+
+
+def _check_options(options: BackfillOptions) -> None:
+    if options.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if options.sleep_s < 0:
+        raise UsageError("--sleep cannot be negative")
+    if options.max_rows_per_second is not None and options.max_rows_per_second <= 0:
+        raise UsageError("--max-rows-per-second must be positive")
+    if options.max_replica_lag_s is not None and options.max_replica_lag_s < 0:
+        raise UsageError("--max-replica-lag cannot be negative")
+    if options.dry_run and options.restart:
+        raise UsageError("--restart and --dry-run do not go together: a dry run never saves progress")
+
+
+def backfill(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions | None = None,
+             on_event: OnBackfillEvent | None = None) -> BackfillReport:
+    """Copy the legacy metadata values into the migration's columns. Writes (unless ``dry_run``).
+
+    Resumes an unfinished pass from its checkpoint (``restart`` starts over; a finished pass is never
+    resumed: the next run is a fresh pass, which changes nothing that is already backfilled). Raises
+    PreflightFailed before any change when the columns are missing or the role may not do the work,
+    LockHeld when another run holds the run lock, Interrupted (progress saved, re-run to continue) on
+    Ctrl-C or a lost connection, StepFailed when a batch fails.
+    """
+    options = options or BackfillOptions()
+    emit = on_event or _silent
+    _check_options(options)
+    # session level, before the first query: a role's own statement_timeout must not apply to us.
+    # No JIT: compiling costs ~100 ms, more than a whole batch, and the estimate for the catch-up
+    # filter invites it.
+    set_session(conn, statement_timeout=ms(options.statement_timeout_s), lock_timeout=ms(options.lock_timeout_s),
+                TimeZone="UTC", jit="off")
+    saved = "" if options.dry_run else "; every finished batch is saved: run `favmigrate backfill` again to continue"
+    try:
+        version = _preflight(conn, target, options, emit)
+        scan = _resolve_scan(options.scan, version)
+        if scan is Scan.PK:
+            # a generic plan cannot see how few keys a batch spans (a page range it estimates well)
+            set_session(conn, plan_cache_mode="force_custom_plan")
+        if options.dry_run:
+            return _run(conn, target, options, emit, scan)
+        with run_lock(conn, target.lock_name, wait_s=options.lock_wait_s):
+            _ensure_state(conn)
+            return _run(conn, target, options, emit, scan)
+    except KeyboardInterrupt:
+        raise Interrupted(f"backfill interrupted{saved}") from None
+    except pg_errors.QueryCanceled as exc:
+        if "statement timeout" in str(exc):
+            raise StepFailed(f"a backfill batch ran into the statement_timeout ({ms(options.statement_timeout_s)})",
+                             hint=f"lower --batch-size or raise --statement-timeout{saved}") from None
+        raise Interrupted(f"backfill interrupted (the batch was cancelled){saved}") from None
+    except psycopg.OperationalError as exc:
+        raise Interrupted(f"lost the connection during the backfill ({_first_line(exc)}){saved}") from None
+    except LockHeld as exc:
+        if exc.message.startswith("another favmigrate run"):
+            raise
+        raise StepFailed(exc.message, hint=f"end or wait for the blocking transactions{saved}") from None
+    except psycopg.Error as exc:
+        raise StepFailed(f"a backfill batch failed: {_first_line(exc)}", hint=f"fix the cause{saved}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions, emit: OnBackfillEvent,
+         scan: Scan) -> BackfillReport:
+    cols = _Columns.of(target)
+    checkpoint = None if options.dry_run else _read_checkpoint(conn, target)
+    resumed = checkpoint is not None and checkpoint.phase is not Phase.DONE and not options.restart
+    if checkpoint is not None and resumed:
+        if bool(checkpoint.options.get("overwrite", False)) != options.overwrite:
+            raise UsageError(
+                "the unfinished backfill ran " + ("with" if checkpoint.options.get("overwrite") else "without")
+                + " --overwrite; continue it the same way", hint="or pass --restart to start a new pass")
+        if options.scan is not Scan.AUTO and checkpoint.scan is not scan:
+            raise UsageError(f"the unfinished backfill walks by {checkpoint.scan.value}, not {scan.value}",
+                             hint="drop --scan to continue it, or pass --restart")
+        scan = checkpoint.scan
+    total, legacy, exact = _estimate(conn, target)
+    triggers = update_triggers(conn, target, replica=options.disable_triggers)
+    firing = [t for t in triggers if t.fires]
+    approx = "" if exact else "~"
+    plan = (f"up to {approx}{legacy:,} of {approx}{total:,} rows of {target.table_name} carry legacy metadata and "
+            "may be updated; ")
+    plan += ("each update fires " + ", ".join(f"{t.name} ({t.timing}, {t.function})" for t in firing)
+             if firing else "no user trigger fires")
+    if options.disable_triggers:
+        plan += " (session_replication_role=replica: ordinary triggers and foreign-key checks are off)"
+    notes = []
+    with _rejects_file(options.rejects_path) as out:
+        run = _Run(conn, target, options, emit, scan, total, out if options.dry_run else None)
+        try:
+            _walk_passes(run, checkpoint if resumed else None, plan, out)
+        finally:
+            if run.watch is not None:
+                run.watch.close()
+    if options.dry_run:
+        notes.append("dry run: nothing was changed")
+    return BackfillReport(
+        counters=run.counters, columns=tuple(c.name for c in cols.all), dry_run=options.dry_run, resumed=resumed,
+        scan=run.scan, batch_size=options.batch_size, elapsed_s=time.monotonic() - run.started,
+        scanned_this_run=run.scanned_this_run, longest_batch_s=run.longest_batch_s, lock_retries=run.lock_retries,
+        legacy_rows_estimate=legacy, triggers=triggers, triggers_disabled=options.disable_triggers,
+        overwrite=options.overwrite, rejects_file=str(options.rejects_path) if options.rejects_path else None,
+        notes=tuple(notes),
+    )
+
+
+def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: IO[str] | None) -> None:
+    """The main pass (from ``checkpoint`` when resuming), the catch-up pass, then the rejects file."""
+    conn, target, options, scan = run.conn, run.target, run.options, run.scan
+    run.event(BackfillEventKind.PLAN, plan)
+    position: str | None = None
+    if checkpoint is not None:
+        run.counters = checkpoint.counters
+        run.phase, run.end_position, position = checkpoint.phase, checkpoint.end_position, checkpoint.position
+        run.event(BackfillEventKind.START, f"resuming the {run.phase.value} pass after {checkpoint.counters.batches} "
+                  f"batches ({checkpoint.counters.scanned:,} rows scanned)")
+    else:
+        pages = str(_relation_pages(conn, target)) if scan is Scan.CTID else None
+        if not options.dry_run:
+            _start_pass(conn, target, scan, pages, options)
+        run.phase, run.end_position = Phase.MAIN, pages
+        run.event(BackfillEventKind.START, f"walking {target.table_name} by {scan.value} in batches of "
+                  f"{options.batch_size:,} rows" + (" (dry run)" if options.dry_run else ""))
+    if run.phase is Phase.MAIN:
+        run.walk(position)
+        position = None
+        if not options.dry_run:
+            # bounded by the table's size now: rows written during the catch-up itself are not chased
+            run.enter(Phase.CATCH_UP, str(_relation_pages(conn, target)) if scan is Scan.CTID else None)
+    if run.phase is Phase.CATCH_UP and not options.dry_run:
+        if options.catch_up:
+            run.event(BackfillEventKind.PHASE, "catch-up pass: revisiting the rows still pending (inserted or "
+                      "moved meanwhile by the application)")
+            run.walk(position)
+        run.enter(Phase.DONE, None)
+        if out is not None:
+            _dump_rejects(conn, target, out, run.cols)
+    run.phase = Phase.DONE
+    run.event(BackfillEventKind.DONE)

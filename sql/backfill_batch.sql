@@ -1,0 +1,42 @@
+-- One batch of the backfill, real run: the classification (backfill_classify.sql), the update of
+-- the columns, every reject and conflict recorded once per row and key, and the batch's counts.
+-- Runs in its own short transaction together with the checkpoint update. row_match joins the
+-- update to the locked rows (by ctid for page batches: a row that changed between the statement's
+-- snapshot and its lock is then left for the catch-up pass, and the counts, taken from RETURNING,
+-- say so).
+{classify},
+updated AS (
+    UPDATE {table} AS t
+    SET {mechanic_column} = CASE WHEN d.mechanic_action = 'update' THEN d.mechanic_value ELSE t.{mechanic_column} END,
+        {window_column} = CASE WHEN d.window_action = 'update' THEN d.window_value ELSE t.{window_column} END,
+        {notified_column} = CASE WHEN d.notified_action = 'update' THEN d.notified_value ELSE t.{notified_column} END
+    FROM decided AS d
+    WHERE {row_match}
+      AND 'update' IN (d.mechanic_action, d.window_action, d.notified_action)
+    RETURNING d.mechanic_action = 'update' AS mechanic_updated,
+              d.window_action = 'update' AS window_updated,
+              d.notified_action = 'update' AS notified_updated
+),
+recorded AS (
+    -- a row visited twice (the catch-up pass, a row moved by an update) is reported once
+    INSERT INTO {rejects_table} (migration_id, target_schema, row_id, key, reason, value, current_value)
+    SELECT %(migration_id)s, %(target_schema)s, r.row_id::text, coalesce(r.key, ''), r.reason, r.value, r.current_value
+    FROM rejects AS r
+    ON CONFLICT DO NOTHING
+    RETURNING reason
+)
+SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS reason, NULL::jsonb AS value,
+       NULL::jsonb AS current_value,
+       jsonb_build_object(
+           'in_range', (SELECT count(*) FROM {table} AS t WHERE {in_batch}),
+           'last', {last_key},
+           'candidates', (SELECT count(*) FROM decided),
+           'updated', jsonb_build_object(
+               {mechanic_name}, (SELECT count(*) FROM updated WHERE mechanic_updated),
+               {window_name}, (SELECT count(*) FROM updated WHERE window_updated),
+               {notified_name}, (SELECT count(*) FROM updated WHERE notified_updated)),
+           'rows_updated', (SELECT count(*) FROM updated),
+           'rejected', coalesce((SELECT jsonb_object_agg(x.reason, x.n)
+                                 FROM (SELECT reason, count(*) AS n FROM recorded GROUP BY reason) AS x),
+                                jsonb_build_object())
+       ) AS summary

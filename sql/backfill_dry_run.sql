@@ -1,0 +1,23 @@
+-- One batch of the backfill, dry run: the same classification (backfill_classify.sql) without row
+-- locks, run in a READ ONLY transaction that is rolled back. Returns the counts the real batch would
+-- report, then one row per reject and conflict.
+{classify}
+SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS reason, NULL::jsonb AS value,
+       NULL::jsonb AS current_value,
+       jsonb_build_object(
+           'in_range', (SELECT count(*) FROM {table} AS t WHERE {in_batch}),
+           'last', {last_key},
+           'candidates', (SELECT count(*) FROM decided),
+           'updated', jsonb_build_object(
+               {mechanic_name}, (SELECT count(*) FROM decided WHERE mechanic_action = 'update'),
+               {window_name}, (SELECT count(*) FROM decided WHERE window_action = 'update'),
+               {notified_name}, (SELECT count(*) FROM decided WHERE notified_action = 'update')),
+           'rows_updated', (SELECT count(*) FROM decided
+                            WHERE 'update' IN (mechanic_action, window_action, notified_action)),
+           'rejected', coalesce((SELECT jsonb_object_agg(x.reason, x.n)
+                                 FROM (SELECT reason, count(*) AS n FROM rejects GROUP BY reason) AS x),
+                                jsonb_build_object())
+       ) AS summary
+UNION ALL
+SELECT 'reject', r.row_id::text, r.key, r.reason, r.value, r.current_value, NULL
+FROM rejects AS r
