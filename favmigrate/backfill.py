@@ -47,7 +47,7 @@ from favmigrate.history import HISTORY_SCHEMA
 from favmigrate.resources import read_sql
 from favmigrate.spec import ColumnSpec, Target
 
-DEFAULT_BATCH_SIZE = 5_000
+DEFAULT_BATCH_SIZE = 10_000
 MIN_SERVER_VERSION = 120000
 TID_RANGE_SERVER_VERSION = 140000  # TID Range Scan: a page range is read without touching an index
 EXACT_ESTIMATE_ROWS = 200_000  # above this the pre-run count samples the table instead of scanning it

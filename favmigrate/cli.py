@@ -517,6 +517,79 @@ def report(
 
 
 @app.command()
+def backfill(
+    dsn: DsnOption = None,
+    schema: SchemaOption = "public",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows scanned per batch (one short "
+                                            "transaction each).")] = 10_000,
+    sleep: Annotated[float, typer.Option("--sleep", min=0, help="Seconds to pause after every batch.")] = 0.0,
+    max_rows_per_second: Annotated[float | None, typer.Option("--max-rows-per-second", min=1, show_default="none",
+                                                              help="Throttle to at most this many rows scanned "
+                                                              "per second.")] = None,
+    max_replica_lag: Annotated[float | None, typer.Option("--max-replica-lag", min=0, show_default="none",
+                                                          help="Pause between batches while a replica's replay lag "
+                                                          "(pg_stat_replication) exceeds this many seconds.")] = None,
+    rejects: Annotated[Path | None, typer.Option("--rejects", dir_okay=False, show_default=False,
+                                                 help="Write every rejected value and conflict as JSON Lines "
+                                                 "{id, key, value, reason} to this file.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a differing value already in a column "
+                                            "(default: keep it and report a conflict).")] = False,
+    disable_triggers: Annotated[bool, typer.Option("--disable-triggers", help="Run the batches with "
+                                                   "session_replication_role=replica, so user triggers (updated_at) "
+                                                   "and FK checks do not fire. Needs superuser or SET on the "
+                                                   "parameter.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Start a new pass instead of resuming an unfinished "
+                                          "one.")] = False,
+    scan: Annotated[str, typer.Option("--scan", help="Batches by page range (ctid, PostgreSQL 14+), by primary "
+                                      "key (pk), or auto.")] = "auto",
+    lock_timeout: LockTimeoutOption = 1.0,
+    retries: RetriesOption = 10,
+    statement_timeout: Annotated[float, typer.Option("--statement-timeout", min=0, help="Seconds one batch may "
+                                                     "run (0: no limit).")] = 60.0,
+    lock_wait: LockWaitOption = 30.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what a real run would update, reject and "
+                                          "leave as conflicts; change nothing.")] = False,
+    quiet: QuietOption = False,
+    fmt: FormatOption = OutputFormat.text,
+) -> None:
+    """Copy the legacy metadata values into the new columns, in short resumable batches.
+
+    Validates every value in SQL (canonical uuid of an existing mechanic; integer window 1..1440;
+    ISO-8601 timestamp, UTC when it has no offset), fills only empty columns (the window: NULL or the
+    default 10), never changes metadata, and reports each rejected value and conflict. Progress is
+    checkpointed in the favmigrate schema with every batch: Ctrl-C (exit 3) and a re-run continues;
+    a re-run after completion changes nothing. Before the first batch it lists the triggers each
+    update fires. Needs the columns: run `favmigrate apply` first (exit 2 otherwise).
+
+    Example: favmigrate backfill --dsn postgresql://postgres@db.example.com:5432/postgres --rejects rejects.jsonl
+    """
+
+    def job() -> int:
+        from favmigrate.backfill import BackfillOptions, Scan
+        from favmigrate.backfill import backfill as run_backfill
+        from favmigrate.db import open_session
+        from favmigrate.errors import UsageError
+        from favmigrate.render import BackfillProgress, render_backfill, stdout_console
+
+        try:
+            scan_mode = Scan(scan)
+        except ValueError:
+            raise UsageError(f"--scan must be auto, ctid or pk, not {scan!r}") from None
+        options = BackfillOptions(
+            batch_size=batch_size, sleep_s=sleep, max_rows_per_second=max_rows_per_second, dry_run=dry_run,
+            restart=restart, overwrite=overwrite, disable_triggers=disable_triggers, rejects_path=rejects,
+            max_replica_lag_s=max_replica_lag, lock_timeout_s=lock_timeout, retries=retries,
+            statement_timeout_s=statement_timeout or None, lock_wait_s=lock_wait, scan=scan_mode)
+        with (open_session(dsn, writes=not dry_run, warn=warn) as conn,
+              BackfillProgress(quiet=quiet) as progress):
+            report = run_backfill(conn, target_for(schema), options, on_event=progress)
+        emit(report.to_dict(), fmt, lambda d: render_backfill(d, stdout_console()))
+        return int(report.exit_code)
+
+    run(job)
+
+
+@app.command()
 def sandbox(
     rows: Annotated[int, typer.Option("--rows", min=0, help="session_requests rows to generate.")] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the deterministic data generator.")] = 42,

@@ -366,3 +366,94 @@ def render_preservation(data: dict[str, Any], console: Console) -> None:
         console.print(f"rows whose metadata is not a JSON object (left as they are, first "
                       f"{len(found['not_object_sample'])}): {', '.join(found['not_object_sample'])}",
                       markup=False, highlight=False)
+
+
+class BackfillProgress:
+    """The backfill's progress on stderr: a bar (rows scanned of the estimate, rows/s, ETA, rejects so far)
+    on a terminal, one line every ``log_every_s`` seconds otherwise; the run's notices (triggers that
+    fire, lock retries, pauses, warnings) as lines above it. A context manager, so the bar is gone
+    before the summary or an error message.
+    """
+
+    def __init__(self, *, quiet: bool = False, log_every_s: float = 10.0) -> None:
+        self._console = stderr_console()
+        self._quiet = quiet
+        self._log_every_s = log_every_s
+        self._last_log = 0.0
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> BackfillProgress:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __call__(self, event: Any) -> None:
+        kind = event.kind.value
+        if kind == "batch":
+            if not self._quiet:
+                self._show(event)
+            return
+        if kind == "done":
+            self.close()
+            return
+        if kind == "warning":
+            self._print(f"[yellow]warning:[/yellow] {event.message}")
+        elif not self._quiet and event.message:
+            mark = {"retry": "[yellow]…[/yellow]", "pause": "[yellow]‖[/yellow]"}.get(kind, "[cyan]>[/cyan]")
+            self._print(f"{mark} {event.message}")
+
+    def _print(self, text: str) -> None:
+        (self._bar.console if self._bar is not None else self._console).print(text, highlight=False)
+
+    def _show(self, event: Any) -> None:
+        import time
+
+        rejects = f"{event.rejected:,} rejected, {event.conflicts:,} conflicts"
+        if not self._console.is_terminal:
+            now = time.monotonic()
+            if now - self._last_log >= self._log_every_s:
+                self._last_log = now
+                total = f"/{event.total_estimate:,}" if event.total_estimate else ""
+                self._console.print(f"backfill {event.phase.value}: {event.scanned:,}{total} rows scanned, "
+                                    f"{event.rows_updated:,} updated, {event.rows_per_s:,.0f} rows/s, {rejects}",
+                                    highlight=False, markup=False)
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if self._bar is None:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]} rows/s"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[rejects]}"), console=self._console, transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("backfill", total=event.total_estimate, rate="0", rejects="")
+        expected = max(event.total_estimate or 0, event.scanned) or None
+        description = "backfill" if event.phase.value == "main" else f"backfill ({event.phase.value})"
+        self._bar.update(self._task, completed=event.scanned, total=expected, description=description,
+                         rate=f"{event.rows_per_s:,.0f}", rejects=rejects)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def render_backfill(data: dict[str, Any], console: Console) -> None:
+    """backfill's summary: rows updated per column, rejects per reason, conflicts, throughput."""
+    title = "backfill (dry run: would update)" if data["dry_run"] else "backfill"
+    rows = [(column, f"{n:,}") for column, n in data["updated"].items()]
+    console.print(table(title, ("column", "rows updated"), rows))
+    rejected = [(reason, f"{n:,}") for reason, n in data["rejected"].items()]
+    rejected.append(("conflict (left as is)" if not data["overwrite"] else "conflict", f"{data['conflicts']:,}"))
+    console.print(table("rejected values", ("reason", "values"), rejected))
+    rate = f", {data['rows_per_s']:,.0f} rows/s" if data.get("rows_per_s") else ""
+    console.print(f"{data['scanned']:,} rows scanned in {data['batches']:,} batches ({data['scan']}), "
+                  f"{data['rows_updated']:,} rows updated, {data['elapsed_s']:.1f}s{rate}; longest batch "
+                  f"{data['longest_batch_s'] * 1000:.0f} ms; catch-up pass {data['catch_up']['rows']:,} rows, "
+                  f"{data['catch_up']['rows_updated']:,} updated", highlight=False, markup=False)
+    if data.get("rejects_file"):
+        console.print(f"rejects and conflicts written to {data['rejects_file']} (JSON Lines)", highlight=False,
+                      markup=False)
+    for note in data["notes"]:
+        console.print(f"- {note}", highlight=False, markup=False)
