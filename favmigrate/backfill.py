@@ -389,6 +389,11 @@ def _compose_batch(target: Target, *, scan: Scan, phase: Phase, dry_run: bool, f
         t_lower = sql.SQL("TRUE") if first else sql.SQL("t.{pk} > %(after)s").format(pk=pk)
         in_batch = sql.SQL("{t_lower} AND t.{pk} <= {upper}").format(t_lower=t_lower, pk=pk, upper=upper)
         last_key = sql.SQL("{upper}::text").format(upper=upper)
+    if not pending:
+        # The main pass reads rows as they were when it began. A row written since (by one of our own
+        # batches, then moved ahead of the walk; or by the application) is the catch-up pass's business:
+        # so nothing is visited twice, and scanned counts each row once.
+        in_batch = sql.SQL("{in_batch} AND age(t.xmin) > age(%(pass_xid)s::xid)").format(in_batch=in_batch)
     classify = sql.SQL(read_sql("backfill_classify.sql").strip()).format(
         **_common_arguments(target, cols),
         in_batch=in_batch,
@@ -558,14 +563,27 @@ def _estimate(conn: psycopg.Connection[Any], target: Target) -> tuple[int, int, 
 
 
 def _ensure_state(conn: psycopg.Connection[Any]) -> None:
+    """Create the checkpoint and rejects tables (and the favmigrate schema) if missing. Writes.
+
+    Raises PreflightFailed when the role may not create them.
+    """
     exists = scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL"),
                     (f"{HISTORY_SCHEMA}.backfill_checkpoint", f"{HISTORY_SCHEMA}.backfill_rejects"))
     if exists:
         return
-    ddl = sql.SQL(read_sql("backfill_state.sql")).format(
-        state_schema=sql.Identifier(HISTORY_SCHEMA), checkpoint_table=_STATE_CHECKPOINT, rejects_table=_STATE_REJECTS)
-    with conn.transaction():
-        conn.execute(ddl)
+    # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema is there
+    schema_exists = scalar(conn, sql.SQL("SELECT to_regnamespace(%s) IS NOT NULL"), (HISTORY_SCHEMA,))
+    ddl = sql.SQL(read_sql("backfill_state.sql")).format(checkpoint_table=_STATE_CHECKPOINT,
+                                                         rejects_table=_STATE_REJECTS)
+    try:
+        with conn.transaction():
+            if not schema_exists:
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(HISTORY_SCHEMA)))
+            conn.execute(ddl)
+    except pg_errors.InsufficientPrivilege as exc:
+        raise PreflightFailed(f"cannot create the backfill's checkpoint tables: {_first_line(exc)}",
+                              hint=f"create them once as the owner, or GRANT CREATE ON SCHEMA {HISTORY_SCHEMA} "
+                              "(or ON DATABASE) to this role") from None
 
 
 @dataclass(frozen=True)
@@ -574,20 +592,21 @@ class _Checkpoint:
     phase: Phase
     position: str | None
     end_position: str | None
+    pass_xid: int
     counters: Counters
     options: Mapping[str, Any]
 
 
 def _read_checkpoint(conn: psycopg.Connection[Any], target: Target) -> _Checkpoint | None:
     found = rows(conn, sql.SQL(
-        "SELECT scan, phase, position, end_position, counters, options FROM {} "
+        "SELECT scan, phase, position, end_position, pass_xid, counters, options FROM {} "
         "WHERE migration_id = %s AND target_schema = %s").format(_STATE_CHECKPOINT),
         (target.spec.id, target.schema))
     if not found:
         return None
     row = found[0]
     return _Checkpoint(Scan(row["scan"]), Phase(row["phase"]), row["position"], row["end_position"],
-                       Counters.from_json(row["counters"]), row["options"])
+                       int(row["pass_xid"]), Counters.from_json(row["counters"]), row["options"])
 
 
 def read_checkpoint(conn: psycopg.Connection[Any], target: Target) -> dict[str, Any] | None:
@@ -609,22 +628,31 @@ _SAVE = sql.SQL(
 ).format(_STATE_CHECKPOINT)
 
 
+def _next_xid(conn: psycopg.Connection[Any]) -> int:
+    """The first transaction id not yet assigned (64-bit): rows with an xmin from here on are newer."""
+    return int(scalar(conn, sql.SQL("SELECT txid_snapshot_xmax(txid_current_snapshot())")))
+
+
 def _start_pass(conn: psycopg.Connection[Any], target: Target, scan: Scan, end_position: str | None,
-                options: BackfillOptions) -> None:
-    """Forget the previous pass (its checkpoint and rejects) and record a fresh one. Writes."""
+                options: BackfillOptions) -> int:
+    """Forget the previous pass (its checkpoint and rejects) and record a fresh one. Writes. Returns pass_xid."""
     key = {"migration_id": target.spec.id, "target_schema": target.schema}
     saved = {"overwrite": options.overwrite, "disable_triggers": options.disable_triggers}
     with conn.transaction():
+        pass_xid = _next_xid(conn)
         conn.execute(sql.SQL("DELETE FROM {} WHERE migration_id = %(migration_id)s "
                              "AND target_schema = %(target_schema)s").format(_STATE_REJECTS), key)
         conn.execute(sql.SQL(
-            "INSERT INTO {} (migration_id, target_schema, scan, phase, position, end_position, counters, options) "
-            "VALUES (%(migration_id)s, %(target_schema)s, %(scan)s, 'main', NULL, %(end)s, %(counters)s, %(options)s) "
+            "INSERT INTO {} (migration_id, target_schema, scan, phase, position, end_position, pass_xid, counters, "
+            "options) VALUES (%(migration_id)s, %(target_schema)s, %(scan)s, 'main', NULL, %(end)s, %(pass_xid)s, "
+            "%(counters)s, %(options)s) "
             "ON CONFLICT (migration_id, target_schema) DO UPDATE SET scan = EXCLUDED.scan, phase = 'main', "
-            "position = NULL, end_position = EXCLUDED.end_position, counters = EXCLUDED.counters, "
-            "options = EXCLUDED.options, started_at = now(), updated_at = now(), finished_at = NULL"
-        ).format(_STATE_CHECKPOINT), {**key, "scan": scan.value, "end": end_position,
+            "position = NULL, end_position = EXCLUDED.end_position, pass_xid = EXCLUDED.pass_xid, "
+            "counters = EXCLUDED.counters, options = EXCLUDED.options, started_at = now(), updated_at = now(), "
+            "finished_at = NULL"
+        ).format(_STATE_CHECKPOINT), {**key, "scan": scan.value, "end": end_position, "pass_xid": pass_xid,
                                       "counters": Jsonb(Counters().to_json()), "options": Jsonb(saved)})
+    return pass_xid
 
 
 def _relation_pages(conn: psycopg.Connection[Any], target: Target) -> int:
@@ -667,6 +695,7 @@ class _Run:
         self.counters = Counters()
         self.phase = Phase.MAIN
         self.end_position: str | None = None
+        self.pass_xid = 0
         self.started = time.monotonic()
         self.scanned_this_run = 0
         self.longest_batch_s = 0.0
@@ -780,7 +809,7 @@ class _Run:
 
     def walk(self, position: str | None) -> None:
         """Run the current phase from ``position`` (None: its beginning) to its end."""
-        common = {"overwrite": self.options.overwrite, **self.key}
+        common = {"overwrite": self.options.overwrite, "pass_xid": str(self.pass_xid % 2**32), **self.key}
         if self.scan is Scan.CTID:
             assert self.end_position is not None
             end_page, page = int(self.end_position), int(position or 0)
@@ -970,12 +999,12 @@ def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: IO[s
     if checkpoint is not None:
         run.counters = checkpoint.counters
         run.phase, run.end_position, position = checkpoint.phase, checkpoint.end_position, checkpoint.position
+        run.pass_xid = checkpoint.pass_xid
         run.event(BackfillEventKind.START, f"resuming the {run.phase.value} pass after {checkpoint.counters.batches} "
                   f"batches ({checkpoint.counters.scanned:,} rows scanned)")
     else:
         pages = str(_relation_pages(conn, target)) if scan is Scan.CTID else None
-        if not options.dry_run:
-            _start_pass(conn, target, scan, pages, options)
+        run.pass_xid = _next_xid(conn) if options.dry_run else _start_pass(conn, target, scan, pages, options)
         run.phase, run.end_position = Phase.MAIN, pages
         run.event(BackfillEventKind.START, f"walking {target.table_name} by {scan.value} in batches of "
                   f"{options.batch_size:,} rows" + (" (dry run)" if options.dry_run else ""))

@@ -1,7 +1,7 @@
--- The backfill's own state in the favmigrate schema: where a run got to (written in the same
+-- The backfill's own state in the favmigrate schema (created first if missing): where a run got to (written in the same
 -- transaction as each batch, so it can never disagree with the data) and every reject it reported.
-CREATE SCHEMA IF NOT EXISTS {state_schema};
-
+-- pass_xid: the first transaction id after the pass began; the main pass leaves rows written since
+-- to the catch-up pass.
 CREATE TABLE IF NOT EXISTS {checkpoint_table} (
     migration_id  text NOT NULL,
     target_schema text NOT NULL,
@@ -9,6 +9,7 @@ CREATE TABLE IF NOT EXISTS {checkpoint_table} (
     phase         text NOT NULL,
     position      text,
     end_position  text,
+    pass_xid      bigint NOT NULL,
     counters      jsonb NOT NULL,
     options       jsonb NOT NULL,
     started_at    timestamptz NOT NULL DEFAULT now(),
