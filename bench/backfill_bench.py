@@ -1,0 +1,344 @@
+"""How fast is `favmigrate backfill`, and what does it cost the application? Measured against the ceiling.
+
+One run starts a disposable PostgreSQL, loads the sample ``session_requests`` (about a third of the
+rows carry the legacy keys) into a template database, gives the table the extra indexes a real one
+carries (20+ in all), and then, each on a fresh ``CREATE DATABASE ... TEMPLATE`` clone, while a
+writer thread commits small INSERT/UPDATE transactions at ~50 txn/s on its own connection:
+
+* ``single``: one hand-written ``UPDATE ... FROM`` doing the same validated work in one statement
+  (the physical ceiling: no batches, no checkpoint, no reject bookkeeping, parallel scan, no JIT);
+* ``favmigrate backfill`` (the installed command) at its default batch size, at smaller and larger
+  batches, and walking by primary key instead of page ranges;
+* the other order: ``favmigrate backfill`` before the migration's three indexes exist, then
+  ``favmigrate apply`` building them, against building them first (on empty columns) and
+  backfilling after.
+
+Throughput is rows updated per second; every figure is reported as a ratio to the single statement.
+Writes only to the disposable server, which is always stopped and deleted.
+
+    python -m bench.backfill_bench                    # 1M rows (~6 min on 2 cores)
+    python -m bench.backfill_bench --rows 100000      # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from favmigrate.apply import apply_migration
+from favmigrate.backfill import DEFAULT_BATCH_SIZE, _candidate, _Columns, _common_arguments
+from favmigrate.resources import read_sql
+from favmigrate.sample import load_sample
+from favmigrate.sandbox import Server, disposable_postgres, find_local_bindir
+from favmigrate.spec import Target, load_spec
+
+WRITER_RATE = 50.0  # transactions per second
+LEAD_S = 1.0  # the writer runs alone this long before and after the measured operation
+THROUGHPUT_TARGET = 0.85  # of the single statement's rows/s, at the default batch size
+STALL_TARGET = 50.0  # the writer's worst stall at least this many times below the single statement's
+
+# Indexes a production session_requests carries besides its primary key, the sample's two and the
+# migration's three: every non-HOT update of a row touches each of them.
+EXTRA_INDEXES = (
+    "(customer_id)", "(mechanic_id)", "(session_type)", "(plan_code)", "(accepted_at)", "(notification_sent_at)",
+    "(updated_at)", "(status, created_at)", "(customer_id, status)", "(mechanic_id, status)",
+    "(session_type, status)", "(lower(plan_code))", "(created_at DESC, status)", "((metadata ->> 'source'))",
+    "((metadata ->> 'client_version'))", "(customer_id, created_at)", "(plan_code, created_at)",
+)
+MIGRATION_INDEX_STEPS = ("index-preferred-mechanic", "index-priority-analytics", "index-priority-timeout")
+
+
+# ---------------------------------------------------------------- the writer
+
+
+@dataclass
+class Stalls:
+    latencies_ms: list[float]
+
+    @property
+    def worst_ms(self) -> float:
+        return max(self.latencies_ms, default=0.0)
+
+    @property
+    def p99_ms(self) -> float:
+        if len(self.latencies_ms) < 2:
+            return self.worst_ms
+        return statistics.quantiles(self.latencies_ms, n=100)[98]
+
+
+@contextmanager
+def writer(dsn: str) -> Iterator[Stalls]:
+    """Small application transactions at WRITER_RATE on their own connection, each latency recorded."""
+    stalls = Stalls([])
+    stop = threading.Event()
+    with psycopg.connect(dsn, autocommit=True, application_name="bench-writer") as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM session_requests TABLESAMPLE SYSTEM (5) LIMIT 20000")]
+        mechanic = conn.execute("SELECT id::text FROM mechanics LIMIT 1").fetchone()[0]
+
+        def loop() -> None:
+            n = 0
+            next_at = time.monotonic()
+            while not stop.is_set():
+                n += 1
+                began = time.monotonic()
+                if n % 3 == 0:  # older application code: a new request with legacy metadata
+                    conn.execute("INSERT INTO session_requests (customer_id, metadata) VALUES (gen_random_uuid(), "
+                                 "jsonb_build_object('source', 'web', 'priority_mechanic_id', %s::text, "
+                                 "'priority_window_minutes', 15))", (mechanic,))
+                else:  # any request changes status
+                    conn.execute("UPDATE session_requests SET status = 'cancelled' WHERE id = %s",
+                                 (ids[n % len(ids)],))
+                stalls.latencies_ms.append((time.monotonic() - began) * 1000)
+                next_at += 1 / WRITER_RATE
+                stop.wait(max(0.0, next_at - time.monotonic()))
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        time.sleep(LEAD_S)
+        try:
+            yield stalls
+        finally:
+            time.sleep(LEAD_S)
+            stop.set()
+            thread.join(timeout=60)
+
+
+# ---------------------------------------------------------------- the database
+
+
+def execute(dsn: str, statement: sql.Composable | str, params: Any = None) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(statement, params).fetchall() if params is not None else conn.execute(statement)
+
+
+def clone(server: Server, template: str) -> str:
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    strategy = sql.SQL(" STRATEGY = FILE_COPY") if server.version_num >= 150000 else sql.SQL("")
+    with psycopg.connect(server.dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
+            sql.Identifier(name), sql.Identifier(template), strategy))
+    dsn = server.dsn_for(name)
+    execute(dsn, "CHECKPOINT")
+    return dsn
+
+
+def drop(server: Server, dsn: str) -> None:
+    name = sql.Identifier(str(conninfo_to_dict(dsn)["dbname"]))
+    force = sql.SQL(" WITH (FORCE)") if server.version_num >= 130000 else sql.SQL("")
+    with psycopg.connect(server.dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(name, force))
+
+
+def build_templates(server: Server, rows: int, say: Callable[[str], None]) -> tuple[str, str, float]:
+    """(template with the whole migration applied, template without its three indexes, build time of those)."""
+    target = Target(load_spec())
+    with psycopg.connect(server.dsn, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE bench_base")
+    base = server.dsn_for("bench_base")
+    with psycopg.connect(base, autocommit=True) as conn:
+        say(f"loading {rows:,} rows")
+        load_sample(conn, rows=rows)
+        say(f"building {len(EXTRA_INDEXES)} more indexes")
+        for n, columns in enumerate(EXTRA_INDEXES):
+            conn.execute(sql.SQL("CREATE INDEX {} ON session_requests {}").format(
+                sql.Identifier(f"session_requests_extra_{n}_idx"), sql.SQL(columns)))
+        for step in target.spec.steps:  # columns and foreign key, not the indexes
+            if step.name not in MIGRATION_INDEX_STEPS:
+                for statement in target.up_statements(step):
+                    conn.execute(statement)
+        conn.execute("VACUUM ANALYZE session_requests")
+    with psycopg.connect(server.dsn, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE bench_no_index TEMPLATE bench_base")
+        admin.execute("CREATE DATABASE bench_applied TEMPLATE bench_base")
+    with psycopg.connect(server.dsn_for("bench_applied"), autocommit=True) as conn:
+        began = time.monotonic()
+        report = apply_migration(conn, target)
+        index_build_s = time.monotonic() - began
+        assert report.ok, report.to_dict()
+        conn.execute("VACUUM ANALYZE session_requests")
+    drop(server, base)
+    return "bench_applied", "bench_no_index", index_build_s
+
+
+# ---------------------------------------------------------------- what is measured
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: float
+    rows_updated: int
+    longest_txn_s: float
+    stalls: Stalls
+    note: str = ""
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_updated / self.seconds if self.seconds else 0.0
+
+
+def single_statement(target: Target) -> sql.Composed:
+    """The same validation and the same fill rules, as one UPDATE over the whole table."""
+    cols = _Columns.of(target)
+    classify = sql.SQL(read_sql("backfill_classify.sql").strip()).format(
+        **_common_arguments(target, cols), in_batch=sql.SQL("TRUE"), candidate=_candidate(target, "t", pending=False),
+        row_lock=sql.SQL(""), mechanic_lock=sql.SQL(""))
+    return classify + sql.SQL(
+        """,
+        updated AS (
+            UPDATE {table} AS t
+            SET {mechanic} = CASE WHEN d.mechanic_action = 'update' THEN d.mechanic_value ELSE t.{mechanic} END,
+                {window} = CASE WHEN d.window_action = 'update' THEN d.window_value ELSE t.{window} END,
+                {notified} = CASE WHEN d.notified_action = 'update' THEN d.notified_value ELSE t.{notified} END
+            FROM decided AS d
+            WHERE t.ctid = d.row_ctid AND 'update' IN (d.mechanic_action, d.window_action, d.notified_action)
+            RETURNING 1
+        )
+        SELECT count(*) FROM updated
+        """
+    ).format(table=target.table, mechanic=sql.Identifier(cols.mechanic.name),
+             window=sql.Identifier(cols.window.name), notified=sql.Identifier(cols.notified.name))
+
+
+def run_single(dsn: str) -> Result:
+    statement = single_statement(Target(load_spec()))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET jit = off")
+        with writer(dsn) as stalls:
+            began = time.monotonic()
+            with conn.transaction():
+                updated = conn.execute(statement, {"overwrite": False}).fetchone()[0]
+            seconds = time.monotonic() - began
+    return Result("single UPDATE ... FROM (ceiling)", seconds, updated, seconds, stalls)
+
+
+def favmigrate_command() -> list[str]:
+    found = shutil.which("favmigrate")
+    return [found] if found else [sys.executable, "-m", "favmigrate.cli"]
+
+
+def run_backfill(dsn: str, name: str, *args: str) -> Result:
+    command = [*favmigrate_command(), "backfill", "--dsn", dsn, "--format", "json", "--quiet", *args]
+    with writer(dsn) as stalls:
+        began = time.monotonic()
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        seconds = time.monotonic() - began
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed ({done.returncode}): {done.stderr.strip()}")
+    report = json.loads(done.stdout)
+    return Result(name, seconds, report["rows_updated"], report["longest_batch_s"], stalls,
+                  f"{report['batches']} batches, catch-up {report['catch_up']['rows_updated']} rows")
+
+
+def run_apply(dsn: str) -> float:
+    began = time.monotonic()
+    done = subprocess.run([*favmigrate_command(), "apply", "--dsn", dsn, "--format", "json", "--quiet"],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"apply failed: {done.stderr.strip()}")
+    return time.monotonic() - began
+
+
+# ---------------------------------------------------------------- the report
+
+
+def table(results: list[Result], ceiling: Result) -> str:
+    lines = ["| run | rows updated/s | throughput vs single | longest transaction | writer worst stall | "
+             "writer p99 | worst stall vs single | notes |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        ratio = r.rows_per_s / ceiling.rows_per_s if ceiling.rows_per_s else 0.0
+        stall = ceiling.stalls.worst_ms / r.stalls.worst_ms if r.stalls.worst_ms else float("inf")
+        lines.append(f"| {r.name} | {r.rows_per_s:,.0f} | {ratio:.2f} | {r.longest_txn_s * 1000:,.0f} ms | "
+                     f"{r.stalls.worst_ms:,.0f} ms | {r.stalls.p99_ms:,.0f} ms | 1/{stall:,.0f} | {r.note} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--backend", default=None, help="docker, local or embedded (default: FAVMIGRATE_PG, "
+                        "else local when present, else embedded)")
+    parser.add_argument("--batch-sizes", default="2000,30000", help="extra batch sizes to compare with the default")
+    args = parser.parse_args(argv)
+    backend = args.backend or os.environ.get("FAVMIGRATE_PG") or ("local" if find_local_bindir() else "embedded")
+    sizes = [int(s) for s in args.batch_sizes.split(",") if s]
+
+    def say(message: str) -> None:
+        print(f"# {message}", file=sys.stderr, flush=True)
+
+    started = time.monotonic()
+    with disposable_postgres(backend) as server:
+        say(f"PostgreSQL {server.version} ({server.backend})")
+        applied, no_index, index_build_first_s = build_templates(server, args.rows, say)
+        indexes = execute(server.dsn_for(applied), "SELECT count(*) FROM pg_indexes WHERE tablename = "
+                          "'session_requests'", ())[0][0]
+        results: list[Result] = []
+
+        def on_clone(template: str, measure: Callable[[str], Result]) -> Result:
+            dsn = clone(server, template)
+            try:
+                result = measure(dsn)
+            finally:
+                drop(server, dsn)
+            say(f"{result.name}: {result.seconds:.1f}s, {result.rows_updated:,} rows, "
+                f"worst stall {result.stalls.worst_ms:.0f} ms")
+            results.append(result)
+            return result
+
+        ceiling = on_clone(applied, run_single)
+        default = on_clone(applied, lambda dsn: run_backfill(dsn, f"backfill, batch {DEFAULT_BATCH_SIZE:,} (default)"))
+        for size in sizes:
+            on_clone(applied, lambda dsn, size=size: run_backfill(dsn, f"backfill, batch {size:,}",
+                                                                  "--batch-size", str(size)))
+        on_clone(applied, lambda dsn: run_backfill(dsn, f"backfill --scan pk, batch {DEFAULT_BATCH_SIZE:,}",
+                                                   "--scan", "pk"))
+
+        def backfill_then_index(dsn: str) -> Result:
+            result = run_backfill(dsn, "backfill before the 3 indexes exist")
+            result.note += f"; then apply (indexes) {run_apply(dsn):.1f}s"
+            return result
+
+        before = on_clone(no_index, backfill_then_index)
+
+    ratio = default.rows_per_s / ceiling.rows_per_s
+    stall_ratio = ceiling.stalls.worst_ms / max(default.stalls.worst_ms, 0.001)
+    index_after_s = float(before.note.rsplit("apply (indexes) ", 1)[1].rstrip("s"))
+    order_first = index_build_first_s + default.seconds
+    order_after = before.seconds + index_after_s
+    print(f"## favmigrate backfill vs one UPDATE: {args.rows:,} rows, PostgreSQL {server.version} "
+          f"({server.backend}), session_requests with {indexes} indexes, writer at {WRITER_RATE:.0f} txn/s\n")
+    print(table(results, ceiling))
+    print()
+    print(f"- default batch size {DEFAULT_BATCH_SIZE:,}: {ratio:.2f} of the single statement's rows/s "
+          f"(target >= {THROUGHPUT_TARGET}) {'PASS' if ratio >= THROUGHPUT_TARGET else 'MISS'}; writer's worst "
+          f"stall 1/{stall_ratio:,.0f} of the single statement's (target <= 1/{STALL_TARGET:.0f}) "
+          f"{'PASS' if stall_ratio >= STALL_TARGET else 'MISS'}")
+    print(f"- order: indexes first, then backfill: {index_build_first_s:.1f}s + {default.seconds:.1f}s = "
+          f"{order_first:.1f}s; backfill first, then indexes: {before.seconds:.1f}s + {index_after_s:.1f}s = "
+          f"{order_after:.1f}s ({order_first / order_after:.2f}x)")
+    print(f"- bench runtime {time.monotonic() - started:.0f}s")
+    options = shlex.join(argv if argv is not None else sys.argv[1:])
+    print(f"\nReproduce: `{' '.join(['FAVMIGRATE_PG=' + server.backend, 'python -m bench.backfill_bench', options]).strip()}`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
