@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{order_after:.1f}s ({order_first / order_after:.2f}x)")
     print(f"- bench runtime {time.monotonic() - started:.0f}s")
     options = shlex.join(argv if argv is not None else sys.argv[1:])
-    print(f"\nReproduce: `{' '.join(['FAVMIGRATE_PG=' + server.backend, 'python -m bench.backfill_bench', options]).strip()}`")
+    command = " ".join(["FAVMIGRATE_PG=" + server.backend, "python -m bench.backfill_bench", options]).strip()
+    print(f"\nReproduce: `{command}`")
     return 0
 
 
