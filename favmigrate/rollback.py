@@ -28,6 +28,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from favmigrate.apply import WINDOW_CHECK_CONSTRAINT, ApplyOptions, Event, EventKind, OnEvent, PlannedStep, StepRunner
+from favmigrate.backfill import DIGITS_PATTERN, TIMESTAMP_PATTERN, UUID_PATTERN
 from favmigrate.catalog import Snapshot, read_snapshot
 from favmigrate.db import RetryPolicy, ms, rows, run_lock, scalar, set_session, with_lock_retries
 from favmigrate.errors import FavmigrateError, PreflightFailed, StepFailed
@@ -76,14 +77,7 @@ class RollbackOptions:
 
 # ---------------------------------------------------------------- meaning of legacy values (pure)
 
-# The backfill's reading rules (favmigrate/backfill.py applies the same patterns in SQL).
-UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
-DIGITS_PATTERN = r"^[0-9]+$"
-TIMESTAMP_PATTERN = (
-    r"^([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-    r"T([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9])(\.[0-9]{1,6})?)?"
-    r"(Z|([+-])(0[0-9]|1[0-5])(?::?([0-5][0-9]))?)?$"
-)
+# The backfill's reading rules: one source, so rollback's "same value" is exactly what backfill would read.
 _UUID = re.compile(UUID_PATTERN)
 _DIGITS = re.compile(DIGITS_PATTERN)
 _TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
@@ -91,14 +85,24 @@ _TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 
 def parse_timestamp(text: str) -> datetime | None:
     """An ISO-8601 time as the backfill reads it (``YYYY-MM-DDTHH:MM[:SS[.f]]`` + Z/±HH[:MM], none = UTC). Pure."""
-    match = _TIMESTAMP.fullmatch(text)
-    if match is None:
+    if _TIMESTAMP.fullmatch(text) is None:
         return None
-    year, month, day, hour, minute, second, fraction, _, sign, zone_hour, zone_minute = match.groups()
-    offset = timedelta(hours=int(zone_hour or 0), minutes=int(zone_minute or 0))
+    # the pattern fixes the positions of the fields, as backfill_classify.sql reads them with substr()
+    rest = text[16:]
+    second, fraction = 0, 0
+    if rest.startswith(":"):
+        second, rest = int(rest[1:3]), rest[3:]
+    if rest.startswith("."):
+        digits = re.match(r"\.([0-9]+)", rest)
+        assert digits is not None
+        fraction, rest = int(digits.group(1).ljust(6, "0")), rest[digits.end():]
+    offset = timedelta(0)
+    if rest not in ("", "Z"):
+        zone = rest[1:].replace(":", "")
+        offset = timedelta(hours=int(zone[:2]), minutes=int(zone[2:] or 0)) * (-1 if rest[0] == "-" else 1)
     try:
-        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0),
-                        int((fraction or ".")[1:].ljust(6, "0")), tzinfo=timezone(-offset if sign == "-" else offset))
+        return datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]), second,
+                        fraction, tzinfo=timezone(offset))
     except ValueError:  # 2025-02-30, year 0
         return None
 
