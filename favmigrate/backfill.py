@@ -380,12 +380,13 @@ def _compose_batch(target: Target, *, scan: Scan, phase: Phase, dry_run: bool, f
     if scan is Scan.CTID:
         in_batch: sql.Composable = sql.SQL("t.ctid >= %(lo)s::tid AND t.ctid < %(hi)s::tid")
     else:
+        # the next batch_size keys, whatever the phase: a catch-up batch filters inside its range, so no
+        # batch ever walks the whole index looking for the few rows still pending
         lower = sql.SQL("TRUE") if first else sql.SQL("k.{pk} > %(after)s").format(pk=pk)
-        keyset_filter = _candidate(target, "k", pending=True) if pending else sql.SQL("TRUE")
         upper = sql.SQL(
-            "(SELECT b.{pk} FROM (SELECT k.{pk} FROM {table} AS k WHERE {lower} AND {filter} "
+            "(SELECT b.{pk} FROM (SELECT k.{pk} FROM {table} AS k WHERE {lower} "
             "ORDER BY k.{pk} LIMIT %(batch_size)s) AS b ORDER BY b.{pk} DESC LIMIT 1)"
-        ).format(pk=pk, table=target.table, lower=lower, filter=keyset_filter)
+        ).format(pk=pk, table=target.table, lower=lower)
         t_lower = sql.SQL("TRUE") if first else sql.SQL("t.{pk} > %(after)s").format(pk=pk)
         in_batch = sql.SQL("{t_lower} AND t.{pk} <= {upper}").format(t_lower=t_lower, pk=pk, upper=upper)
         last_key = sql.SQL("{upper}::text").format(upper=upper)
