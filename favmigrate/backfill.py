@@ -7,9 +7,12 @@ columns that are still empty, records every reject and conflict, and returns the
 the checkpoint is updated in the same transaction, so progress and data never disagree.
 
 Batches are page ranges (``ctid``, PostgreSQL 14+: sequential I/O, no index walk) or primary-key
-ranges (keyset, PostgreSQL 12/13). After the main pass, a catch-up pass visits the rows that were
-still pending when it started (rows inserted or moved behind the main pass by older application
-code), so the run ends with nothing left that it could have backfilled.
+ranges (keyset, PostgreSQL 12/13). The main pass reads every row as it was when the pass began and
+leaves rows written since (inserted or updated by the application, or moved ahead by one of our own
+updates) to the catch-up pass, which then visits the rows still pending when it starts, bounded by
+the table's size at that moment: the run ends with nothing left that it could have backfilled, and
+it does end. Rejects and conflicts are recorded once per row and key in ``favmigrate.backfill_rejects``
+(in the batch's transaction); the rejects file is written from there when the pass completes.
 """
 
 from __future__ import annotations
