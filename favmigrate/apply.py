@@ -10,7 +10,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -21,7 +21,7 @@ from favmigrate.catalog import Snapshot, read_snapshot
 from favmigrate.checks import check_applied, failing, index_matches
 from favmigrate.db import (
     BlockerWatch,
-    RetryPolicy,
+    SessionLimits,
     describe_blockers,
     ms,
     rows,
@@ -41,19 +41,13 @@ WINDOW_CHECK_CONSTRAINT = "session_requests_priority_window_not_null"
 
 @dataclass(frozen=True)
 class ApplyOptions:
-    lock_timeout_s: float = 1.0
-    retries: int = 10
-    statement_timeout_s: float | None = None
-    lock_wait_s: float = 30.0
+    limits: SessionLimits = field(default_factory=SessionLimits)
     batch_size: int = 5_000
     long_transaction_s: float = 60.0
     replace: bool = False
     force: bool = False
     dry_run: bool = False
 
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(lock_timeout_s=self.lock_timeout_s, retries=self.retries)
 
 
 class EventKind(StrEnum):
@@ -248,8 +242,9 @@ class StepRunner:
         """The ``on_retry`` callback for with_lock_retries: a RETRY event naming the blockers."""
         def report(attempt: int, delay: float, blockers: list[dict[str, Any]]) -> None:
             who = describe_blockers(blockers) or "unknown backends"
-            self.on_event(Event(EventKind.RETRY, step, f"lock not granted within {self.options.lock_timeout_s:g}s "
-                                f"(retry {attempt}/{self.options.retries} in {delay:.1f}s); blocked by {who}"))
+            limits = self.options.limits
+            self.on_event(Event(EventKind.RETRY, step, f"lock not granted within {limits.lock_timeout_s:g}s "
+                                f"(retry {attempt}/{limits.retries} in {delay:.1f}s); blocked by {who}"))
         return report
 
     def _in_transaction(self, statements: list[sql.Composed], step: str) -> int:
@@ -258,18 +253,19 @@ class StepRunner:
                 for statement in statements:
                     self.conn.execute(statement)
 
-        _, retries = with_lock_retries(self.conn, action, policy=self.options.retry_policy, watch=self.watch,
+        _, retries = with_lock_retries(self.conn, action, policy=self.options.limits.retry_policy, watch=self.watch,
                                        on_retry=self.retry_reporter(step), what=f"step {step}")
         return retries
 
     def _set_timeouts(self, kind: LockKind) -> None:
-        statement_timeout = ms(self.options.statement_timeout_s)
+        statement_timeout = ms(self.options.limits.statement_timeout_s)
         if kind is LockKind.CONCURRENT:
             # a concurrent build waits for every older transaction; a lock_timeout there would kill
             # the build half-way and leave an INVALID index, so only the statement_timeout applies
             set_session(self.conn, lock_timeout="0", statement_timeout=statement_timeout)
         else:
-            set_session(self.conn, lock_timeout=ms(self.options.lock_timeout_s), statement_timeout=statement_timeout)
+            set_session(self.conn, lock_timeout=ms(self.options.limits.lock_timeout_s),
+                        statement_timeout=statement_timeout)
 
     def _fill_batches(self, step: StepSpec) -> tuple[int, str]:
         (statement,) = self.target.up_statements(step)
@@ -280,8 +276,9 @@ class StepRunner:
                     return self.conn.execute(statement, {"after_id": after_id,
                                                          "batch_size": self.options.batch_size}).fetchall()
 
-            filled, used = with_lock_retries(self.conn, batch, policy=self.options.retry_policy, watch=self.watch,
-                                             on_retry=self.retry_reporter(step.name), what=f"step {step.name}")
+            filled, used = with_lock_retries(self.conn, batch, policy=self.options.limits.retry_policy,
+                                             watch=self.watch, on_retry=self.retry_reporter(step.name),
+                                             what=f"step {step.name}")
             retries += used
             if not filled:
                 return retries, f"{total} NULL windows set to the default"
@@ -318,7 +315,7 @@ class StepRunner:
             def drop(composed: sql.Composed = statement) -> None:
                 self.conn.execute(composed)
 
-            _, used = with_lock_retries(self.conn, drop, policy=self.options.retry_policy, watch=self.watch,
+            _, used = with_lock_retries(self.conn, drop, policy=self.options.limits.retry_policy, watch=self.watch,
                                         on_retry=self.retry_reporter(step.name), what=f"step {step.name}")
             retries += used
         return retries
@@ -398,9 +395,9 @@ def _step_names(target: Target) -> set[str]:
 
 def _analyze(conn: psycopg.Connection[Any], target: Target, options: ApplyOptions) -> None:
     """New columns have no planner statistics until analysed, so queries would not pick the new indexes yet."""
-    set_session(conn, statement_timeout=ms(options.statement_timeout_s))
+    options.limits.set_on(conn)
     with_lock_retries(conn, lambda: conn.execute(sql.SQL("ANALYZE {}").format(target.table)),
-                      policy=options.retry_policy, what="ANALYZE")
+                      policy=options.limits.retry_policy, what="ANALYZE")
 
 
 def apply_migration(
@@ -414,8 +411,7 @@ def apply_migration(
     """
     options = options or ApplyOptions()
     emit = on_event or _silent
-    # session level, before the first query: a role's own statement_timeout must not apply to us
-    set_session(conn, statement_timeout=ms(options.statement_timeout_s), lock_timeout=ms(options.lock_timeout_s))
+    options.limits.set_on(conn)
     snapshot = read_snapshot(conn, target)
     for warning in preflight(conn, target, snapshot, options):
         emit(Event(EventKind.WARNING, message=warning))
@@ -431,7 +427,7 @@ def apply_migration(
                          verification=checks_for(conn, target, snapshot, data=False, absent=False))
     runner = StepRunner(conn, target, options, emit, "apply")
     try:
-        with run_lock(conn, target.lock_name, wait_s=options.lock_wait_s):
+        with run_lock(conn, target.lock_name, wait_s=options.limits.lock_wait_s):
             ensure_history(conn)
             _check_recorded_checksums(conn, target, options.force)
             # re-plan under the lock: another run may have finished steps while we waited

@@ -35,7 +35,7 @@ from psycopg.types.json import Jsonb
 from favmigrate.catalog import read_snapshot
 from favmigrate.db import (
     BlockerWatch,
-    RetryPolicy,
+    SessionLimits,
     describe_blockers,
     ms,
     rows,
@@ -110,16 +110,9 @@ class BackfillOptions:
     disable_triggers: bool = False
     rejects_path: Path | None = None
     max_replica_lag_s: float | None = None
-    lock_timeout_s: float = 1.0
-    retries: int = 10
-    statement_timeout_s: float | None = 60.0
-    lock_wait_s: float = 30.0
+    limits: SessionLimits = field(default_factory=lambda: SessionLimits(statement_timeout_s=60.0))
     scan: Scan = Scan.AUTO
     catch_up: bool = True
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(lock_timeout_s=self.lock_timeout_s, retries=self.retries)
 
 
 # ---------------------------------------------------------------- progress and results
@@ -742,8 +735,8 @@ class _Run:
 
     def _on_retry(self, attempt: int, delay: float, blockers: list[dict[str, Any]]) -> None:
         who = describe_blockers(blockers) or "unknown backends"
-        self.event(BackfillEventKind.RETRY, f"rows locked for more than {self.options.lock_timeout_s:g}s (retry "
-                   f"{attempt}/{self.options.retries} in {delay:.1f}s); blocked by {who}")
+        self.event(BackfillEventKind.RETRY, f"rows locked for more than {self.options.limits.lock_timeout_s:g}s (retry "
+                   f"{attempt}/{self.options.limits.retries} in {delay:.1f}s); blocked by {who}")
 
     def run_batch(self, params: dict[str, Any], first: bool, next_position: str | None) -> BatchCounts:
         """One batch in one transaction with its checkpoint (rolled back for a dry run); retries lock waits."""
@@ -770,15 +763,15 @@ class _Run:
         while True:
             began = time.monotonic()
             try:
-                counts, retries = with_lock_retries(self.conn, action, policy=self.options.retry_policy,
+                counts, retries = with_lock_retries(self.conn, action, policy=self.options.limits.retry_policy,
                                                     watch=self.watch, on_retry=self._on_retry, what="a backfill batch")
             except (pg_errors.DeadlockDetected, pg_errors.ForeignKeyViolation):
                 # the application locked two of the batch's rows in the other order, or deleted a mechanic
                 # between our look-up and the foreign key's check: the retry sees the new state
                 races += 1
-                if races > self.options.retries:
+                if races > self.options.limits.retries:
                     raise
-                time.sleep(self.options.retry_policy.delay(races))
+                time.sleep(self.options.limits.retry_policy.delay(races))
                 continue
             self.longest_batch_s = max(self.longest_batch_s, time.monotonic() - began)
             self.lock_retries += retries
@@ -915,8 +908,7 @@ def backfill(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
     # session level, before the first query: a role's own statement_timeout must not apply to us.
     # No JIT: compiling costs ~100 ms, more than a whole batch, and the estimate for the catch-up
     # filter invites it.
-    set_session(conn, statement_timeout=ms(options.statement_timeout_s), lock_timeout=ms(options.lock_timeout_s),
-                TimeZone="UTC", jit="off")
+    options.limits.set_on(conn, TimeZone="UTC", jit="off")
     saved = "" if options.dry_run else "; every finished batch is saved: run `favmigrate backfill` again to continue"
     try:
         version = _preflight(conn, target, options, emit)
@@ -926,14 +918,15 @@ def backfill(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
             set_session(conn, plan_cache_mode="force_custom_plan")
         if options.dry_run:
             return _run(conn, target, options, emit, scan)
-        with run_lock(conn, target.lock_name, wait_s=options.lock_wait_s):
+        with run_lock(conn, target.lock_name, wait_s=options.limits.lock_wait_s):
             _ensure_state(conn)
             return _run(conn, target, options, emit, scan)
     except KeyboardInterrupt:
         raise Interrupted(f"backfill interrupted{saved}") from None
     except pg_errors.QueryCanceled as exc:
         if "statement timeout" in str(exc):
-            raise StepFailed(f"a backfill batch ran into the statement_timeout ({ms(options.statement_timeout_s)})",
+            limit = ms(options.limits.statement_timeout_s)
+            raise StepFailed(f"a backfill batch ran into the statement_timeout ({limit})",
                              hint=f"lower --batch-size or raise --statement-timeout{saved}") from None
         raise Interrupted(f"backfill interrupted (the batch was cancelled){saved}") from None
     except psycopg.OperationalError as exc:
@@ -1012,16 +1005,21 @@ def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: IO[s
         run.phase, run.end_position = Phase.MAIN, pages
         run.event(BackfillEventKind.START, f"walking {target.table_name} by {scan.value} in batches of "
                   f"{options.batch_size:,} rows" + (" (dry run)" if options.dry_run else ""))
+    catch_up_note = "catch-up pass: revisiting the rows still pending (inserted or moved meanwhile by the application)"
+    announced = False
     if run.phase is Phase.MAIN:
         run.walk(position)
         position = None
         if not options.dry_run:
+            if options.catch_up:  # announced before the bound is taken: every earlier write is inside it
+                run.event(BackfillEventKind.PHASE, catch_up_note)
+                announced = True
             # bounded by the table's size now: rows written during the catch-up itself are not chased
             run.enter(Phase.CATCH_UP, str(_relation_pages(conn, target)) if scan is Scan.CTID else None)
     if run.phase is Phase.CATCH_UP and not options.dry_run:
         if options.catch_up:
-            run.event(BackfillEventKind.PHASE, "catch-up pass: revisiting the rows still pending (inserted or "
-                      "moved meanwhile by the application)")
+            if not announced:
+                run.event(BackfillEventKind.PHASE, catch_up_note)
             run.walk(position)
         run.enter(Phase.DONE, None)
         if out is not None:

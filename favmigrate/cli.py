@@ -220,6 +220,14 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the SQL it would run; change nothing.")]
 
 
+def session_limits(lock_timeout: float, retries: int, statement_timeout: float | None, lock_wait: float) -> Any:
+    """The --lock-timeout / --retries / --statement-timeout / --lock-wait options as one value."""
+    from favmigrate.db import SessionLimits
+
+    return SessionLimits(lock_timeout_s=lock_timeout, retries=retries, statement_timeout_s=statement_timeout,
+                         lock_wait_s=lock_wait)
+
+
 def progress_printer(quiet: bool) -> Callable[[Any], None]:
     """Shows apply/rollback events on stderr (steps, lock retries, warnings)."""
     from favmigrate.render import stderr_console
@@ -278,8 +286,8 @@ def apply(
         from favmigrate.db import open_session
         from favmigrate.render import ProgressEvents
 
-        options = ApplyOptions(lock_timeout_s=lock_timeout, retries=retries, statement_timeout_s=statement_timeout,
-                               lock_wait_s=lock_wait, batch_size=batch_size, replace=replace, force=force,
+        options = ApplyOptions(limits=session_limits(lock_timeout, retries, statement_timeout, lock_wait),
+                               batch_size=batch_size, replace=replace, force=force,
                                dry_run=dry_run)
         with (open_session(dsn, writes=not dry_run, warn=warn) as conn,
               ProgressEvents(progress_printer(quiet), enabled=not quiet) as events):
@@ -349,8 +357,8 @@ def rollback(
 
         if prefer_columns and discard_data:
             raise UsageError("--prefer-columns and --discard-data exclude each other")
-        options = RollbackOptions(lock_timeout_s=lock_timeout, retries=retries, statement_timeout_s=statement_timeout,
-                                  lock_wait_s=lock_wait, batch_size=batch_size, sleep_s=sleep,
+        options = RollbackOptions(limits=session_limits(lock_timeout, retries, statement_timeout, lock_wait),
+                                  batch_size=batch_size, sleep_s=sleep,
                                   prefer_columns=prefer_columns, discard_data=discard_data, dry_run=dry_run)
 
         def confirm(plan: RollbackPlan) -> bool:
@@ -578,8 +586,8 @@ def backfill(
         options = BackfillOptions(
             batch_size=batch_size, sleep_s=sleep, max_rows_per_second=max_rows_per_second, dry_run=dry_run,
             restart=restart, overwrite=overwrite, disable_triggers=disable_triggers, rejects_path=rejects,
-            max_replica_lag_s=max_replica_lag, lock_timeout_s=lock_timeout, retries=retries,
-            statement_timeout_s=statement_timeout or None, lock_wait_s=lock_wait, scan=scan_mode)
+            max_replica_lag_s=max_replica_lag, scan=scan_mode,
+            limits=session_limits(lock_timeout, retries, statement_timeout or None, lock_wait))
         with (open_session(dsn, writes=not dry_run, warn=warn) as conn,
               BackfillProgress(quiet=quiet) as progress):
             report = run_backfill(conn, target_for(schema), options, on_event=progress)

@@ -277,6 +277,27 @@ class RetryPolicy:
         return random.uniform(ceiling / 2, ceiling)
 
 
+@dataclass(frozen=True)
+class SessionLimits:
+    """How long a command that changes the database may wait: for a strong lock (then it retries), for one
+    statement, and for another favmigrate run's advisory lock."""
+
+    lock_timeout_s: float = 1.0
+    retries: int = 10
+    statement_timeout_s: float | None = None
+    lock_wait_s: float = 30.0
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(lock_timeout_s=self.lock_timeout_s, retries=self.retries)
+
+    def set_on(self, conn: psycopg.Connection[Any], **extra: str) -> None:
+        """Set the timeouts at session level before the first query, so a role's own statement_timeout
+        (Supabase sets one) never applies to us."""
+        set_session(conn, statement_timeout=ms(self.statement_timeout_s), lock_timeout=ms(self.lock_timeout_s),
+                    **extra)
+
+
 _BLOCKERS = sql.SQL(
     """
     SELECT a.pid, a.usename AS user, a.application_name, a.state,

@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from favmigrate.apply import WINDOW_CHECK_CONSTRAINT, ApplyOptions, Event, EventKind, OnEvent, PlannedStep, StepRunner
 from favmigrate.backfill import DIGITS_PATTERN, TIMESTAMP_PATTERN, UUID_PATTERN
 from favmigrate.catalog import Snapshot, read_snapshot
-from favmigrate.db import RetryPolicy, ms, rows, run_lock, scalar, set_session, with_lock_retries
+from favmigrate.db import SessionLimits, rows, run_lock, scalar, set_session, with_lock_retries
 from favmigrate.errors import FavmigrateError, PreflightFailed, StepFailed
 from favmigrate.history import HISTORY_SCHEMA, ensure_history
 from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult
@@ -54,10 +54,7 @@ class NotConfirmed(FavmigrateError):
 
 @dataclass(frozen=True)
 class RollbackOptions:
-    lock_timeout_s: float = 1.0
-    retries: int = 10
-    statement_timeout_s: float | None = None
-    lock_wait_s: float = 30.0
+    limits: SessionLimits = field(default_factory=SessionLimits)
     batch_size: int = 1_000
     sleep_s: float = 0.0
     prefer_columns: bool = False
@@ -66,13 +63,7 @@ class RollbackOptions:
 
     def runner_options(self) -> ApplyOptions:
         """The StepRunner's options: the same timeouts, retries and run-lock wait."""
-        return ApplyOptions(lock_timeout_s=self.lock_timeout_s, retries=self.retries,
-                            statement_timeout_s=self.statement_timeout_s, lock_wait_s=self.lock_wait_s,
-                            batch_size=self.batch_size)
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(lock_timeout_s=self.lock_timeout_s, retries=self.retries)
+        return ApplyOptions(limits=self.limits, batch_size=self.batch_size)
 
 
 # ---------------------------------------------------------------- meaning of legacy values (pure)
@@ -457,7 +448,7 @@ def preserve_pass(
                 return decisions, merged
 
         (decisions, merged), used = with_lock_retries(
-            conn, batch, policy=options.retry_policy, watch=runner.watch if runner else None,
+            conn, batch, policy=options.limits.retry_policy, watch=runner.watch if runner else None,
             on_retry=runner.retry_reporter(step) if runner else None, what=f"step {step}")
         retries += used
         for decision in decisions:
@@ -720,7 +711,7 @@ class _Executor:
                 return runner.conn.execute(_clear_checkpoint_statement(),
                                            (runner.target.spec.id, runner.target.schema)).rowcount
 
-        deleted, retries = with_lock_retries(runner.conn, clear, policy=self.options.retry_policy,
+        deleted, retries = with_lock_retries(runner.conn, clear, policy=self.options.limits.retry_policy,
                                              watch=runner.watch, on_retry=runner.retry_reporter(name),
                                              what=f"step {name}")
         self.checkpoint_cleared = deleted > 0
@@ -768,7 +759,7 @@ def rollback_migration(
     """
     options = options or RollbackOptions()
     emit = on_event or _silent
-    set_session(conn, statement_timeout=ms(options.statement_timeout_s), lock_timeout=ms(options.lock_timeout_s))
+    options.limits.set_on(conn)
 
     def surveyed(done: int) -> None:
         emit(Event(EventKind.PROGRESS, "survey", f"{done} rows with values examined", done=done))
@@ -789,7 +780,7 @@ def rollback_migration(
     runner = StepRunner(conn, target, options.runner_options(), emit, "rollback")
     total = plan.survey.rows_examined if plan.survey else None
     try:
-        with run_lock(conn, target.lock_name, wait_s=options.lock_wait_s):
+        with run_lock(conn, target.lock_name, wait_s=options.limits.lock_wait_s):
             ensure_history(conn)
             # re-plan under the lock: another run may have changed the table while we waited or asked
             snapshot = read_snapshot(conn, target)

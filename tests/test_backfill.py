@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from clihelp import cli
 from favmigrate.apply import apply_migration
 from favmigrate.backfill import BackfillEventKind, BackfillOptions, Phase, RejectReason, Scan, backfill
+from favmigrate.db import SessionLimits
 from favmigrate.errors import ExitCode, Interrupted, LockHeld, PreflightFailed
 from favmigrate.sample import METADATA_CASES, SLOTS, Outcome, expected_case_counts
 from favmigrate.spec import Target, load_spec
@@ -540,7 +541,7 @@ def test_another_run_holding_the_lock_is_reported(conn, db_dsn):
 
     with (psycopg.connect(db_dsn, autocommit=True) as other, run_lock(other, target().lock_name, wait_s=0),
           pytest.raises(LockHeld)):
-        backfill(conn, target(), BackfillOptions(lock_wait_s=0.2))
+        backfill(conn, target(), BackfillOptions(limits=SessionLimits(lock_wait_s=0.2)))
 
 
 def test_concurrent_writer_ends_consistent(conn, db_dsn):
