@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from favmigrate.db import rows, scalar
+from favmigrate.history import HISTORY_SCHEMA
 from favmigrate.spec import Target
 
 
@@ -217,6 +218,7 @@ class DataStats:
     orphaned_mechanic_ids: int
     window_out_of_range: int
     backfill_pending: int
+    backfill_rejected: int = 0  # of the pending rows, those whose values a backfill run rejected
 
 
 def legacy_pending_condition(target: Target) -> sql.Composed:
@@ -248,10 +250,12 @@ def read_data_stats(conn: psycopg.Connection[Any], target: Target) -> DataStats:
           count(*) FILTER (WHERE t.{fk} IS NOT NULL AND NOT EXISTS
                            (SELECT 1 FROM {ref} m WHERE m.{ref_col} = t.{fk})) AS orphans,
           count(*) FILTER (WHERE t.{window} NOT BETWEEN {lo} AND {hi}) AS out_of_range,
-          count(*) FILTER (WHERE {pending}) AS pending
+          count(*) FILTER (WHERE {pending}) AS pending,
+          count(*) FILTER (WHERE {pending} AND {rejected}) AS rejected
         FROM {table} t
         """
     ).format(
+        rejected=_rejected_condition(conn, target),
         fk=fk_column,
         ref=target.referenced_table,
         ref_col=sql.Identifier(spec.referenced_column),
@@ -262,4 +266,16 @@ def read_data_stats(conn: psycopg.Connection[Any], target: Target) -> DataStats:
         table=target.table,
     )
     row = rows(conn, query)[0]
-    return DataStats(row["orphans"], row["out_of_range"], row["pending"])
+    return DataStats(row["orphans"], row["out_of_range"], row["pending"], row["rejected"])
+
+
+def _rejected_condition(conn: psycopg.Connection[Any], target: Target) -> sql.Composable:
+    """Whether a backfill run recorded a reject for row ``t`` (FALSE when no backfill ever ran)."""
+    rejects = sql.Identifier(HISTORY_SCHEMA, "backfill_rejects")
+    if not scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"), (rejects.as_string(conn),)):
+        return sql.SQL("FALSE")
+    return sql.SQL(
+        "EXISTS (SELECT 1 FROM {rejects} r WHERE r.migration_id = {id} AND r.target_schema = {schema} "
+        "AND r.row_id = t.{pk}::text)"
+    ).format(rejects=rejects, id=sql.Literal(target.spec.id), schema=sql.Literal(target.schema),
+             pk=sql.Identifier(target.spec.primary_key))

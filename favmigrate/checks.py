@@ -186,12 +186,19 @@ def _data_checks(spec: MigrationSpec, data: DataStats) -> Iterator[CheckResult]:
         f"{data.window_out_of_range} rows outside",
         "" if not data.window_out_of_range else f"{data.window_out_of_range} rows outside {window.min}..{window.max}",
     )
+    waiting = data.backfill_pending - data.backfill_rejected
+    message, hint = "", ""
+    if waiting:
+        message = f"{data.backfill_pending} rows still hold legacy metadata keys whose columns are NULL"
+        hint = "run `favmigrate backfill`"
+    elif data.backfill_rejected:
+        message = (f"{data.backfill_rejected} rows hold legacy values that backfill rejected, so their columns "
+                   "stay NULL")
+        hint = "review them: `favmigrate backfill --dry-run --rejects FILE` lists each value and why"
     yield CheckResult(
         "data:metadata:backfill-pending", PASS if data.backfill_pending == 0 else WARN, "0",
-        str(data.backfill_pending),
-        "" if not data.backfill_pending else
-        f"{data.backfill_pending} rows still hold legacy metadata keys whose columns are NULL",
-        hint="" if not data.backfill_pending else "run `favmigrate backfill`",
+        str(data.backfill_pending) + (f" ({data.backfill_rejected} rejected)" if data.backfill_rejected else ""),
+        message, hint=hint,
     )
 
 

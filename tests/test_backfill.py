@@ -658,3 +658,20 @@ def test_phase_events_and_pauses(conn):
     assert kinds[0] == "plan" and kinds[1] == "start" and kinds[-1] == "done" and "phase" in kinds
     assert report.elapsed_s >= 2000 / 20_000 * 0.9
     assert Phase.DONE.value == "done"
+
+
+def test_verify_tells_rejected_values_from_rows_still_waiting(conn, db_dsn):
+    from clihelp import cli
+
+    migrate(conn)
+    before = {c["id"]: c for c in cli("verify", "--dsn", db_dsn, "--format", "json").json()["checks"]}
+    waiting = before["data:metadata:backfill-pending"]
+    assert waiting["status"] == "warn" and waiting["hint"] == "run `favmigrate backfill`"
+    run(conn)
+    after = {c["id"]: c for c in cli("verify", "--dsn", db_dsn, "--format", "json").json()["checks"]}
+    rejected = after["data:metadata:backfill-pending"]
+    assert rejected["status"] == "warn" and "rejected" in rejected["message"]
+    assert "--rejects" in rejected["hint"]
+    pending = int(rejected["actual"].split()[0])
+    assert 0 < pending < int(waiting["actual"].split()[0])
+    assert rejected["actual"] == f"{pending} ({pending} rejected)"
