@@ -3,7 +3,8 @@
 ``load_sample()`` creates the Supabase-like schema of ``schema.sql`` (``auth`` stub, ``mechanics``,
 ``session_requests``, ``feature_flags``) and fills it with set-based ``INSERT ... SELECT`` statements:
 every value is derived from ``md5(seed, row number)``, so a seed always gives the same rows
-(``created_at`` and friends are relative to the day of the load; ``metadata`` does not depend on it).
+(``created_at`` spreads over the 90 days before 2025-11-01; a legacy ``priority_notified_at`` follows its
+row's ``created_at`` by seconds, as the notification did).
 
 Row ``n`` (1-based) of ``session_requests`` falls in the metadata case chosen by its slot
 ``(n - 1) % 1000``, so the number of rows in each case is exact (`expected_case_counts`).
@@ -397,14 +398,14 @@ CROSS JOIN LATERAL (
            CASE WHEN mod(r.r6, 100) < 55 THEN 'accepted'
                 WHEN mod(r.r6, 100) < 80 THEN 'pending'
                 ELSE 'cancelled' END AS status,
-           date_trunc('day', now()) - make_interval(secs => mod(r.r7, 90 * 86400)) AS created_at
+           timestamptz '2025-11-01 00:00:00+00' - make_interval(secs => mod(r.r7, 90 * 86400)) AS created_at
 ) AS s
 CROSS JOIN LATERAL (
     SELECT md5({seed} || ':mechanic:' || s.mech_i)::uuid::text AS mech,
            md5({seed} || ':mechanic:' || s.other_i)::uuid::text AS other,
            md5({seed} || ':mechanic:' || s.dead_i)::uuid::text AS dead,
            (ARRAY[5, 10, 15, 20, 30, 45, 60])[1 + mod(r.r4, 7)] AS win,
-           timestamptz '2025-11-01 00:00:00+00' - make_interval(secs => mod(r.r8, 60 * 86400)) AS ts,
+           s.created_at + make_interval(secs => 1 + mod(r.r5, 20)) AS ts,
            jsonb_build_object(
                'source', (ARRAY['web', 'ios', 'android', 'partner_api'])[1 + mod(r.r5, 4)],
                'client_version', '3.' || mod(r.r6, 12) || '.' || mod(r.r6, 7)) AS base,
