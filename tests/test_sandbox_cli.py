@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import psutil
 import psycopg
@@ -15,8 +16,9 @@ pytestmark = pytest.mark.db
 
 
 def test_sandbox_serves_the_sample_until_ctrl_c():
-    favmigrate = shutil.which("favmigrate")
-    assert favmigrate, "the favmigrate command is not installed"
+    # the console script installed beside this interpreter (the venv need not be on PATH)
+    favmigrate = Path(sys.executable).with_name("favmigrate")
+    assert favmigrate.exists(), "the favmigrate command is not installed"
     backend = os.environ.get("FAVMIGRATE_PG") or "embedded"
     process = subprocess.Popen([favmigrate, "sandbox", "--rows", "500", "--backend", backend],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
