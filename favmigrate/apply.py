@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from favmigrate.catalog import Snapshot, read_snapshot
+from favmigrate.catalog import Snapshot, read_snapshot, require_tables
 from favmigrate.checks import check_applied, failing, index_matches
 from favmigrate.db import (
     BlockerWatch,
@@ -168,10 +168,9 @@ def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot,
     problems: list[str] = []
     if snapshot.server_version_num < MIN_SERVER_VERSION:
         problems.append(f"PostgreSQL {snapshot.server_version_num} is too old: 12 or newer is required")
-    checks = check_applied(spec, snapshot, schema=target.schema)
-    problems += [f"{c.message} (wrong --schema or database?)" for c in checks if c.id.startswith("table:") and c.failed]
-    if problems:
         raise PreflightFailed("; ".join(problems), problems=problems)
+    require_tables(snapshot, target)
+    checks = check_applied(spec, snapshot, schema=target.schema)
     if snapshot.referenced_column_type != "uuid" or not snapshot.referenced_column_unique:
         problems.append(
             f"{spec.referenced_table}.{spec.referenced_column} must be a uuid with a primary key or unique "

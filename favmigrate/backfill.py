@@ -32,7 +32,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from favmigrate.catalog import read_snapshot
+from favmigrate.catalog import read_snapshot, require_tables
 from favmigrate.db import (
     BlockerWatch,
     SessionLimits,
@@ -502,9 +502,7 @@ def _preflight(conn: psycopg.Connection[Any], target: Target, options: BackfillO
     snapshot = read_snapshot(conn, target)
     if snapshot.server_version_num < MIN_SERVER_VERSION:
         raise PreflightFailed(f"PostgreSQL {snapshot.server_version_num} is too old; backfill needs 12 or later")
-    if not snapshot.table_exists or not snapshot.referenced_table_exists:
-        name = target.table_name if not snapshot.table_exists else target.referenced_table_name
-        raise PreflightFailed(f"table {name} does not exist", hint="check --schema")
+    require_tables(snapshot, target)
     missing = [c.name for c in spec.columns if c.name not in snapshot.columns]
     if missing:
         raise PreflightFailed(

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from favmigrate.db import rows, scalar
+from favmigrate.errors import PreflightFailed
 from favmigrate.history import HISTORY_SCHEMA
 from favmigrate.spec import Target
 
@@ -66,6 +67,20 @@ class Snapshot:
     current_user: str = ""
     can_alter_table: bool = False
     estimated_rows: int = 0
+
+
+def require_tables(snapshot: Snapshot, target: Target) -> None:
+    """Refuse to run (PreflightFailed, exit 2) unless both tables of the migration exist: the one preflight
+    every command shares, so a wrong --schema or database reads the same everywhere."""
+    found = ((target.spec.table, snapshot.table_exists),
+             (target.spec.referenced_table, snapshot.referenced_table_exists))
+    missing = [f"{target.schema}.{name}" for name, exists in found if not exists]
+    if missing:
+        what = (f"table {missing[0]} does not exist" if len(missing) == 1
+                else f"tables {' and '.join(missing)} do not exist")
+        raise PreflightFailed(f"{what}; nothing was changed",
+                              problems=[f"table {name} is missing" for name in missing],
+                              hint="check --schema and the database named in the DSN")
 
 
 _ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}

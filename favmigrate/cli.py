@@ -157,7 +157,8 @@ def verify(
     Compares columns (type, nullability, default, comment), the foreign key (definition, validated) and
     the indexes (columns, predicate, valid/ready/live) with verify/migration.toml, then counts orphaned
     mechanic ids, out-of-range windows and rows still waiting for backfill. Runs in a READ ONLY
-    transaction. Exit 0 all pass (warnings allowed), 1 any check fails, 2 could not run.
+    transaction. Exit 0 all pass (warnings allowed), 1 any check fails, 2 could not run (the
+    tables do not exist in --schema, connection error).
 
     Example: favmigrate verify --dsn postgresql://postgres@localhost/app --format json
     """

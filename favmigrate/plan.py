@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 
 from favmigrate.apply import PlannedStep, plan_steps
-from favmigrate.catalog import read_data_stats, read_snapshot
+from favmigrate.catalog import read_data_stats, read_snapshot, require_tables
 from favmigrate.checks import check_applied
-from favmigrate.errors import ExitCode, PreflightFailed
+from favmigrate.errors import ExitCode
 from favmigrate.results import CheckResult
 from favmigrate.spec import Target
 from favmigrate.verify import read_only
@@ -75,9 +75,7 @@ def plan(conn: psycopg.Connection[Any], target: Target, *, replace: bool = False
     spec = target.spec
     with read_only(conn):
         snapshot = read_snapshot(conn, target)
-        if not (snapshot.table_exists and snapshot.referenced_table_exists):
-            raise PreflightFailed(f"tables {spec.table} and {spec.referenced_table} must exist in schema "
-                                  f"{target.schema}", hint="check --schema and the database in the DSN")
+        require_tables(snapshot, target)
         checks = check_applied(spec, snapshot, schema=target.schema)
         columns_present = all(c.name in snapshot.columns for c in spec.columns)
         pending = read_data_stats(conn, target).backfill_pending if columns_present else None

@@ -29,7 +29,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from favmigrate.catalog import Snapshot
+from favmigrate.catalog import Snapshot, require_tables
 from favmigrate.db import ms, scalar, set_local
 from favmigrate.errors import PreflightFailed, UsageError
 from favmigrate.resources import verify_dir
@@ -135,8 +135,7 @@ def load_query(query_id: str, folder: Traversable | None = None) -> QuerySpec:
 
 def require_applied(snapshot: Snapshot, target: Target) -> None:
     """Refuse to run the queries before the migration's columns exist. Raises PreflightFailed."""
-    if not snapshot.table_exists:
-        raise PreflightFailed(f"table {target.table_name} does not exist", hint="check --schema and --dsn")
+    require_tables(snapshot, target)
     missing = [c.name for c in target.spec.columns if c.name not in snapshot.columns]
     if missing:
         raise PreflightFailed(

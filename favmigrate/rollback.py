@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb
 
 from favmigrate.apply import WINDOW_CHECK_CONSTRAINT, ApplyOptions, Event, EventKind, OnEvent, PlannedStep, StepRunner
 from favmigrate.backfill import DIGITS_PATTERN, TIMESTAMP_PATTERN, UUID_PATTERN
-from favmigrate.catalog import Snapshot, read_snapshot
+from favmigrate.catalog import Snapshot, read_snapshot, require_tables
 from favmigrate.db import SessionLimits, rows, run_lock, scalar, set_session, with_lock_retries
 from favmigrate.errors import FavmigrateError, PreflightFailed, StepFailed
 from favmigrate.history import HISTORY_SCHEMA, ensure_history
@@ -492,8 +492,7 @@ def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot,
     could not write the values back (``preserve``). Read-only.
     """
     spec = target.spec
-    if not snapshot.table_exists:
-        raise PreflightFailed(f"table {target.table_name} does not exist (wrong --schema or database?)")
+    require_tables(snapshot, target)
     problems = []
     present = [c for c in spec.columns if c.name in snapshot.columns]
     for column in present:

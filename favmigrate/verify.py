@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from favmigrate.catalog import Snapshot, read_data_stats, read_snapshot
+from favmigrate.catalog import Snapshot, read_data_stats, read_snapshot, require_tables
 from favmigrate.checks import check_absent, check_applied
 from favmigrate.results import CheckReport
 from favmigrate.spec import Target
@@ -27,9 +27,11 @@ def verify(conn: psycopg.Connection[Any], target: Target, *, data: bool = True, 
     """Check the database against the spec inside a READ ONLY transaction that is rolled back.
 
     Takes no lock stronger than ACCESS SHARE (the data checks read the table). This is a read-only operation.
+    Raises PreflightFailed when the tables do not exist (wrong --schema or database: nothing to verify).
     """
     with read_only(conn):
         snapshot = read_snapshot(conn, target)
+        require_tables(snapshot, target)
         report = checks_for(conn, target, snapshot, data=data, absent=absent)
     return report
 

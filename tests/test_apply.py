@@ -162,7 +162,7 @@ def test_apply_converges_the_seed_sql_run_by_hand(db_dsn):
 
 def test_preflight_refuses_and_changes_nothing(db_dsn, empty_db_dsn):
     missing = cli("apply", "--dsn", empty_db_dsn)
-    assert missing.exit_code == 2 and "session_requests does not exist" in missing.stderr
+    assert missing.exit_code == 2 and "public.session_requests and public.mechanics do not exist" in missing.stderr
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE session_requests ADD COLUMN priority_notified_at text")
     wrong_type = cli("apply", "--dsn", db_dsn)

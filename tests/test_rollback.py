@@ -428,7 +428,7 @@ def test_without_a_terminal_rollback_refuses_unless_yes(conn, db_dsn):
 
 def test_a_missing_table_is_refused(empty_db_dsn):
     result = cli("rollback", "--dsn", empty_db_dsn, "--yes")
-    assert result.exit_code == 2 and "session_requests" in result.stderr and "does not exist" in result.stderr
+    assert result.exit_code == 2 and "tables public.session_requests and public.mechanics do not exist" in result.stderr
 
 
 @pytest.mark.parametrize("prefer_columns", [False, True], ids=["keep-metadata", "prefer-columns"])
