@@ -50,6 +50,8 @@ DsnOption = Annotated[
 ]
 SchemaOption = Annotated[str, typer.Option("--schema", help="Schema holding session_requests and mechanics.")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="text (tables on a terminal) or json.")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Also print the traceback of an error (the exit code "
+                                          "stays the same).")]
 JunitOption = Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML, one testcase per check.",
                                                   dir_okay=False, show_default=False)]
 
@@ -64,7 +66,7 @@ def _version(value: bool) -> None:
 def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     _State.debug = debug
 
@@ -87,32 +89,44 @@ def fail(message: str, *, hint: str | None = None, code: ExitCode = ExitCode.PRE
     raise typer.Exit(int(code))
 
 
-def run(job: Callable[[], int]) -> NoReturn:
-    """Run a command body, translating every failure into a message and a documented exit code."""
+def run(job: Callable[[], int], *, debug: bool, dsn: str | None = None) -> NoReturn:
+    """Run a command body, translating every failure into a message and a documented exit code.
+
+    ``debug`` (the command's --debug, or the one before the command) adds the traceback, scrubbed of
+    passwords; it never changes the exit code.
+    """
+    show_traceback = debug or _State.debug
     try:
         code = job()
     except typer.Exit:
         raise
     except FavmigrateError as exc:
-        if _State.debug:
-            raise
+        _print_traceback(show_traceback, dsn)
         fail(exc.message, hint=exc.hint, code=exc.exit_code)
     except BrokenPipeError:
         # the reader went away (`favmigrate report --format csv | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(int(ExitCode.OK)) from None
     except KeyboardInterrupt:
-        if _State.debug:
-            raise
+        _print_traceback(show_traceback, dsn)
         fail("interrupted; nothing is left half-done that a re-run cannot finish", code=ExitCode.INTERRUPTED)
     except Exception as exc:
-        if _State.debug:
-            raise
+        _print_traceback(show_traceback, dsn)
         from favmigrate.db import resolve_dsn, scrub
 
-        fail(f"{type(exc).__name__}: {scrub(str(exc), resolve_dsn(None))}".splitlines()[0],
-             hint="re-run with --debug for the traceback", code=_exit_for(exc))
+        fail(f"{type(exc).__name__}: {scrub(str(exc), resolve_dsn(dsn))}".splitlines()[0],
+             hint=None if show_traceback else "re-run with --debug for the traceback", code=_exit_for(exc))
     raise typer.Exit(code)
+
+
+def _print_traceback(enabled: bool, dsn: str | None) -> None:
+    if not enabled:
+        return
+    import traceback
+
+    from favmigrate.db import resolve_dsn, scrub
+
+    typer.echo(scrub(traceback.format_exc(), resolve_dsn(dsn)), err=True, nl=False)
 
 
 def _exit_for(exc: Exception) -> ExitCode:
@@ -151,6 +165,7 @@ def verify(
     = False,
     fmt: FormatOption = OutputFormat.text,
     junit: JunitOption = None,
+    debug: DebugOption = False,
 ) -> None:
     """Prove the migration's end state against the catalogs (read-only).
 
@@ -176,7 +191,7 @@ def verify(
             write_junit(data, junit, suite="favmigrate.verify")
         return int(report.exit_code)
 
-    run(job)
+    run(job, debug=debug, dsn=dsn)
 
 
 @app.command()
@@ -185,6 +200,7 @@ def plan(
     schema: SchemaOption = "public",
     replace: Annotated[bool, typer.Option("--replace", help="Plan as apply --replace would.")] = False,
     fmt: FormatOption = OutputFormat.text,
+    debug: DebugOption = False,
 ) -> None:
     """Show every expected object as present / missing / drifted and the exact SQL apply would run (read-only).
 
@@ -204,7 +220,7 @@ def plan(
         emit(report.to_dict(), fmt, lambda d: render_plan(d, stdout_console()))
         return int(report.exit_code)
 
-    run(job)
+    run(job, debug=debug, dsn=dsn)
 
 
 LockTimeoutOption = Annotated[float, typer.Option(
@@ -270,6 +286,7 @@ def apply(
     dry_run: DryRunOption = False,
     quiet: QuietOption = False,
     fmt: FormatOption = OutputFormat.text,
+    debug: DebugOption = False,
 ) -> None:
     """Apply the migration online-safely: only the steps still needed, then verify.
 
@@ -296,7 +313,7 @@ def apply(
         emit(report.to_dict(), fmt, lambda d: _render_apply(d, dry_run))
         return int(report.exit_code)
 
-    run(job)
+    run(job, debug=debug, dsn=dsn)
 
 
 def _render_apply(data: dict[str, Any], dry_run: bool) -> None:
@@ -335,6 +352,7 @@ def rollback(
     dry_run: DryRunOption = False,
     quiet: QuietOption = False,
     fmt: FormatOption = OutputFormat.text,
+    debug: DebugOption = False,
 ) -> None:
     """Roll the migration back without losing data: values back into metadata, then drop its objects.
 
@@ -385,7 +403,7 @@ def rollback(
         emit(report.to_dict(), fmt, render_text)
         return int(report.exit_code)
 
-    run(job)
+    run(job, debug=debug, dsn=dsn)
 
 
 QueryTimeoutOption = Annotated[float, typer.Option(
@@ -419,6 +437,7 @@ def explain(
                                             "--format json).")] = False,
     fmt: FormatOption = OutputFormat.text,
     junit: JunitOption = None,
+    debug: DebugOption = False,
 ) -> None:
     """Prove that the queries the indexes exist for use them (read-only EXPLAIN ANALYZE).
 
@@ -450,7 +469,7 @@ def explain(
             write_junit({"checks": [c.to_dict() for c in report.checks()]}, junit, suite="favmigrate.explain")
         return int(report.exit_code)
 
-    run(job)
+    run(job, debug=debug, dsn=dsn)
 
 
 class ReportFormat(StrEnum):
@@ -489,6 +508,7 @@ def report(
     fmt: Annotated[ReportFormat, typer.Option("--format", help="text (tables), json (totals and per-mechanic "
                                               "rows) or csv (the per-mechanic rows, with a header line).")]
     = ReportFormat.text,
+    debug: DebugOption = False,
 ) -> None:
     """Priority analytics per preferred mechanic, with totals (read-only).
 
@@ -522,7 +542,7 @@ def report(
             render_report(result.to_dict(), stdout_console())
         return 0
 
-    run(job)
+    run(job, debug=debug, dsn=dsn)
 
 
 @app.command()
@@ -560,6 +580,7 @@ def backfill(
                                           "leave as conflicts; change nothing.")] = False,
     quiet: QuietOption = False,
     fmt: FormatOption = OutputFormat.text,
+    debug: DebugOption = False,
 ) -> None:
     """Copy the legacy metadata values into the new columns, in short resumable batches.
 
@@ -595,7 +616,7 @@ def backfill(
         emit(report.to_dict(), fmt, lambda d: render_backfill(d, stdout_console()))
         return int(report.exit_code)
 
-    run(job)
+    run(job, debug=debug, dsn=dsn)
 
 
 @app.command()
@@ -604,6 +625,7 @@ def sandbox(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the deterministic data generator.")] = 42,
     backend: Annotated[str | None, typer.Option("--backend", help="docker, local or embedded "
                                                 "(default: FAVMIGRATE_PG, else embedded).")] = None,
+    debug: DebugOption = False,
 ) -> None:
     """Start a disposable PostgreSQL loaded with the sample database, and keep it until Ctrl-C.
 
@@ -640,7 +662,7 @@ def sandbox(
                 console.print("stopping and removing the sandbox ...")
         return 0
 
-    run(job)
+    run(job, debug=debug)
 
 
 def main() -> None:

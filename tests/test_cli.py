@@ -114,9 +114,23 @@ def test_wrong_password_and_missing_database(pg_server):
 
 
 @pytest.mark.db
-def test_debug_shows_a_traceback(empty_db_dsn):
+def test_debug_shows_a_traceback_and_keeps_the_exit_code(empty_db_dsn):
     quiet = cli("apply", "--dsn", empty_db_dsn)
     assert quiet.exit_code == 2 and "Traceback" not in quiet.stderr
     loud = subprocess.run([sys.executable, "-m", "favmigrate.cli", "--debug", "apply", "--dsn", empty_db_dsn],
                           capture_output=True, text=True)
-    assert loud.returncode != 0 and "Traceback" in loud.stderr
+    assert loud.returncode == 2 and "Traceback" in loud.stderr and "PreflightFailed" in loud.stderr
+    assert loud.stderr.rstrip().splitlines()[-2].startswith("error: tables public.session_requests")
+
+
+@pytest.mark.parametrize("command", ["plan", "apply", "verify", "backfill", "explain", "report", "rollback"])
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_is_accepted_on_every_command_and_never_changes_the_exit_code(command, where):
+    dsn = f"postgresql://app:{SECRET}@127.0.0.1:1/app"
+    args = ["--debug", command, "--dsn", dsn] if where == "before" else [command, "--dsn", dsn, "--debug"]
+    result = cli(*args)
+    assert result.exit_code == 2, result.stderr
+    assert "Traceback" in result.stderr and "ConnectionFailed" in result.stderr
+    assert "error: cannot reach PostgreSQL at 127.0.0.1:1" in result.stderr
+    assert "re-run with --debug" not in result.stderr
+    assert SECRET not in result.stderr + result.stdout
