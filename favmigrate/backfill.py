@@ -17,8 +17,13 @@ it does end. Rejects and conflicts are recorded once per row and key in ``favmig
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
+import os
+import secrets
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -261,11 +266,16 @@ class BackfillReport:
     triggers_disabled: bool
     overwrite: bool
     rejects_file: str | None
+    rejects_error: str | None = None  # the backfill finished, its rejects file could not be written
     notes: tuple[str, ...] = ()
 
     @property
+    def ok(self) -> bool:
+        return self.rejects_error is None
+
+    @property
     def exit_code(self) -> ExitCode:
-        return ExitCode.OK
+        return ExitCode.OK if self.ok else ExitCode.INTERRUPTED
 
     @property
     def rejected(self) -> dict[str, int]:
@@ -274,7 +284,7 @@ class BackfillReport:
     def to_dict(self) -> dict[str, Any]:
         counters = self.counters
         return {
-            "ok": True,
+            "ok": self.ok,
             "command": "backfill",
             "dry_run": self.dry_run,
             "scanned": counters.scanned,
@@ -297,6 +307,7 @@ class BackfillReport:
             "triggers": [trigger.to_dict() for trigger in self.triggers],
             "triggers_disabled": self.triggers_disabled,
             "rejects_file": self.rejects_file,
+            "rejects_error": self.rejects_error,
             "notes": list(self.notes),
         }
 
@@ -678,14 +689,14 @@ class _Run:
     """One invocation: walks the passes batch by batch, saves progress after each, throttles, reports."""
 
     def __init__(self, conn: psycopg.Connection[Any], target: Target, options: BackfillOptions, emit: OnBackfillEvent,
-                 scan: Scan, total_estimate: int | None, rejects_out: IO[str] | None) -> None:
+                 scan: Scan, total_estimate: int | None) -> None:
         self.conn = conn
         self.target = target
         self.options = options
         self.emit = emit
         self.scan = scan
         self.total_estimate = total_estimate
-        self.rejects_out = rejects_out  # a dry run writes its rejects as it goes
+        self.rejects_out: _RejectsOut | None = None  # a dry run writes its rejects as it goes
         self.cols = _Columns.of(target)
         self.counters = Counters()
         self.phase = Phase.MAIN
@@ -776,7 +787,7 @@ class _Run:
             break
         if self.rejects_out is not None:
             for row in rejects:
-                self.rejects_out.write(_reject_line(row[1], row[2], row[3], row[4], row[5], self.cols) + "\n")
+                self.rejects_out.write(_reject_line(row[1], row[2], row[3], row[4], row[5], self.cols))
         return counts
 
     def throttle(self, rows_done: int, batch_s: float) -> None:
@@ -839,34 +850,108 @@ class _Run:
         return counts
 
 
-def _reject_line(row_id: Any, key: Any, reason: Any, value: Any, current: Any, cols: _Columns) -> str:
-    line: dict[str, Any] = {"id": row_id, "key": key or None, "value": value, "reason": reason}
+def _reject_line(row_id: str, key: str | None, reason: str, value_text: str | None, current_text: str | None,
+                 cols: _Columns) -> str:
+    """One JSON line of the rejects file. The values arrive as jsonb text and are carried as they are:
+    decoding them in Python would fail on a deeply nested (yet valid) value."""
+    fields = [f'"id": {json.dumps(row_id)}', f'"key": {json.dumps(key or None)}',
+              f'"value": {value_text if value_text is not None else "null"}', f'"reason": {json.dumps(reason)}']
     if reason == CONFLICT:
-        line["column"] = next((c.name for c in cols.all if c.legacy_key == key), None)
-        line["current"] = current
-    return json.dumps(line, ensure_ascii=False)
+        column = next((c.name for c in cols.all if c.legacy_key == key), None)
+        fields.append(f'"column": {json.dumps(column)}')
+        fields.append(f'"current": {current_text if current_text is not None else "null"}')
+    return "{" + ", ".join(fields) + "}"
+
+
+class RejectsNotWritten(Exception):
+    """Writing the rejects file failed (the OSError's text is the message)."""
+
+
+class _RejectsOut:
+    """The --rejects file, complete or not written at all.
+
+    A regular file (or a new one) is written to a temporary file beside it, synced and renamed over it
+    only when every line is in, so an interrupted or failed run leaves the previous file as it was.
+    Something else (a FIFO, /dev/stdout) is written in place: renaming over it would replace it.
+    Opened before the first batch, so a path that cannot be written refuses the run before any change.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(os.path.realpath(path))
+        self._temporary: Path | None = None
+        try:
+            if self.path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if self.path.exists() and not stat.S_ISREG(self.path.stat().st_mode):
+                self._handle: IO[str] = self.path.open("w", encoding="utf-8")
+                return
+            self._temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
+            fd = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            self._handle = os.fdopen(fd, "w", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write the rejects file {path}: {exc.strerror or exc}",
+                             hint="pass a --rejects path in a writable directory; nothing was changed") from None
+
+    def write(self, line: str) -> None:
+        try:
+            self._handle.write(line + "\n")
+        except OSError as exc:
+            raise RejectsNotWritten(exc.strerror or str(exc)) from None
+
+    def commit(self) -> None:
+        """Make the file visible, whole. Raises RejectsNotWritten (and removes the partial file)."""
+        try:
+            self._handle.flush()
+            if self._temporary is not None:
+                os.fsync(self._handle.fileno())
+            self._handle.close()
+            if self._temporary is not None:
+                os.replace(self._temporary, self.path)
+                self._temporary = None
+                self._sync_directory()
+        except OSError as exc:
+            self.discard()
+            raise RejectsNotWritten(exc.strerror or str(exc)) from None
+
+    def _sync_directory(self) -> None:
+        with contextlib.suppress(OSError):  # the rename is done; a directory that cannot be synced keeps it
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._handle.close()
+        if self._temporary is not None:
+            with contextlib.suppress(OSError):
+                self._temporary.unlink()
+            self._temporary = None
 
 
 @contextmanager
-def _rejects_file(path: Path | None) -> Iterator[IO[str] | None]:
+def _rejects_file(path: Path | None) -> Iterator[_RejectsOut | None]:
+    """The rejects file for one run: committed when the block ends normally, discarded otherwise."""
     if path is None:
         yield None
         return
+    out = _RejectsOut(path)
     try:
-        handle = path.open("w", encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write the rejects file {path}: {exc.strerror}") from None
-    with handle:
-        yield handle
+        yield out
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
 
 
-def _dump_rejects(conn: psycopg.Connection[Any], target: Target, out: IO[str], cols: _Columns) -> None:
+def _dump_rejects(conn: psycopg.Connection[Any], target: Target, out: _RejectsOut, cols: _Columns) -> None:
     query = sql.SQL(
-        "SELECT row_id, key, reason, value, current_value FROM {} "
+        "SELECT row_id, key, reason, value::text, current_value::text FROM {} "
         "WHERE migration_id = %s AND target_schema = %s ORDER BY row_id, key").format(_STATE_REJECTS)
     with conn.cursor() as cur:
         for row in cur.stream(query, (target.spec.id, target.schema)):
-            out.write(_reject_line(row[0], row[1], row[2], row[3], row[4], cols) + "\n")
+            out.write(_reject_line(row[0], row[1], row[2], row[3], row[4], cols))
 
 
 def _resolve_scan(requested: Scan, version: int) -> Scan:
@@ -967,13 +1052,23 @@ def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions
     if options.disable_triggers:
         plan += " (session_replication_role=replica: ordinary triggers and foreign-key checks are off)"
     notes = []
-    with _rejects_file(options.rejects_path) as out:
-        run = _Run(conn, target, options, emit, scan, total, out if options.dry_run else None)
-        try:
+    rejects_error: str | None = None
+    run = _Run(conn, target, options, emit, scan, total)
+    try:
+        with _rejects_file(options.rejects_path) as out:
+            run.rejects_out = out if options.dry_run else None
             _walk_passes(run, checkpoint if resumed else None, plan, out)
-        finally:
-            if run.watch is not None:
-                run.watch.close()
+    except RejectsNotWritten as exc:
+        if options.dry_run:
+            raise UsageError(f"cannot write the rejects file {options.rejects_path}: {exc}",
+                             hint="pass a --rejects path with room to write; nothing was changed") from None
+        rejects_error = f"the rejects file {options.rejects_path} could not be written: {exc}"
+        notes.append(f"{rejects_error}. The backfill itself is done: run `favmigrate backfill --rejects FILE` "
+                     "again with a writable FILE to write it (the new pass changes nothing already copied)")
+        run.event(BackfillEventKind.WARNING, rejects_error)
+    finally:
+        if run.watch is not None:
+            run.watch.close()
     if options.dry_run:
         notes.append("dry run: nothing was changed")
     return BackfillReport(
@@ -981,12 +1076,13 @@ def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions
         scan=run.scan, batch_size=options.batch_size, elapsed_s=time.monotonic() - run.started,
         scanned_this_run=run.scanned_this_run, longest_batch_s=run.longest_batch_s, lock_retries=run.lock_retries,
         legacy_rows_estimate=legacy, triggers=triggers, triggers_disabled=options.disable_triggers,
-        overwrite=options.overwrite, rejects_file=str(options.rejects_path) if options.rejects_path else None,
-        notes=tuple(notes),
+        overwrite=options.overwrite,
+        rejects_file=str(options.rejects_path) if options.rejects_path and rejects_error is None else None,
+        rejects_error=rejects_error, notes=tuple(notes),
     )
 
 
-def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: IO[str] | None) -> None:
+def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: _RejectsOut | None) -> None:
     """The main pass (from ``checkpoint`` when resuming), the catch-up pass, then the rejects file."""
     conn, target, options, scan = run.conn, run.target, run.options, run.scan
     run.event(BackfillEventKind.PLAN, plan)

@@ -25,8 +25,8 @@ recorded AS (
     ON CONFLICT DO NOTHING
     RETURNING reason
 )
-SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS reason, NULL::jsonb AS value,
-       NULL::jsonb AS current_value,
+SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS reason, NULL::text AS value,
+       NULL::text AS current_value,
        jsonb_build_object(
            'in_range', (SELECT count(*) FROM {table} AS t WHERE {in_batch}),
            'last', {last_key},

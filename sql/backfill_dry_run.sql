@@ -2,8 +2,8 @@
 -- locks, run in a READ ONLY transaction that is rolled back. Returns the counts the real batch would
 -- report, then one row per reject and conflict.
 {classify}
-SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS reason, NULL::jsonb AS value,
-       NULL::jsonb AS current_value,
+SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS reason, NULL::text AS value,
+       NULL::text AS current_value,
        jsonb_build_object(
            'in_range', (SELECT count(*) FROM {table} AS t WHERE {in_batch}),
            'last', {last_key},
@@ -19,5 +19,6 @@ SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS
                                 jsonb_build_object())
        ) AS summary
 UNION ALL
-SELECT 'reject', r.row_id::text, r.key, r.reason, r.value, r.current_value, NULL
+-- the values as text: the rejects file carries them as they are, never decoded
+SELECT 'reject', r.row_id::text, r.key, r.reason, r.value::text, r.current_value::text, NULL
 FROM rejects AS r

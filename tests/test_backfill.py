@@ -675,3 +675,79 @@ def test_verify_tells_rejected_values_from_rows_still_waiting(conn, db_dsn):
     pending = int(rejected["actual"].split()[0])
     assert 0 < pending < int(waiting["actual"].split()[0])
     assert rejected["actual"] == f"{pending} ({pending} rejected)"
+
+
+# ---------------------------------------------------------------- values the tool only carries, the rejects file
+
+
+def nested_array(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [1_200, 3_000])
+def test_deeply_nested_values_reach_the_rejects_file_whole(db_dsn, conn, tmp_path, depth):
+    migrate(conn)
+    deep = nested_array(depth)
+    window_row = conn.execute("INSERT INTO session_requests (customer_id, metadata) VALUES (gen_random_uuid(), "
+                              "jsonb_build_object(%s::text, %s::jsonb)) RETURNING id::text",
+                              (WINDOW, deep)).fetchone()[0]
+    array_row = conn.execute("INSERT INTO session_requests (customer_id, metadata) VALUES (gen_random_uuid(), "
+                             "%s::jsonb) RETURNING id::text", (deep,)).fetchone()[0]
+    for args in (["--dry-run"], []):
+        rejects = tmp_path / f"rejects{len(args)}.jsonl"
+        result = cli("backfill", "--dsn", db_dsn, "--format", "json", "--rejects", str(rejects), *args)
+        assert result.exit_code == 0, result.stderr
+        data = result.json()
+        lines = rejects.read_text().splitlines()
+        assert len(lines) == data["rejected_total"] + data["conflicts"], "every reject is in the file"
+        # compared as text: the test itself must not decode a value nested this deep either
+        assert (f'{{"id": "{window_row}", "key": "{WINDOW}", "value": {deep}, "reason": "invalid_integer"}}'
+                in lines)
+        assert f'{{"id": "{array_row}", "key": null, "value": {deep}, "reason": "metadata_not_object"}}' in lines
+        shallow = [json.loads(line) for line in lines if line.count("[") < 100]
+        assert len(shallow) == len(lines) - 2
+
+
+def test_an_interrupted_run_leaves_the_previous_rejects_file_as_it_was(conn, tmp_path):
+    migrate(conn)
+    rejects = tmp_path / "rejects.jsonl"
+    rejects.write_text("previous\n")
+
+    def stop_after_two(event):
+        if event.kind is BackfillEventKind.BATCH and event.batches == 2:
+            raise KeyboardInterrupt
+
+    for dry_run in (True, False):
+        with pytest.raises(Interrupted):
+            backfill(conn, target(), BackfillOptions(batch_size=300, rejects_path=rejects, dry_run=dry_run),
+                     on_event=stop_after_two)
+        assert rejects.read_text() == "previous\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["rejects.jsonl"], "no temporary file is left"
+    report = run(conn, batch_size=300, rejects_path=rejects)
+    assert len(read_lines(rejects)) == report["rejected_total"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rejects.jsonl"]
+
+
+def test_a_rejects_path_that_cannot_be_written_refuses_before_the_first_batch(db_dsn, conn, tmp_path):
+    migrate(conn)
+    before = columns_md5(conn)
+    (tmp_path / "a-file").write_text("")
+    for path in (tmp_path / "missing" / "rejects.jsonl", tmp_path / "a-file" / "rejects.jsonl"):
+        result = cli("backfill", "--dsn", db_dsn, "--rejects", str(path))
+        assert result.exit_code == ExitCode.PRECONDITION, result.stderr
+        assert "cannot write the rejects file" in result.stderr and "nothing was changed" in result.stderr
+        assert columns_md5(conn) == before
+
+
+def test_a_rejects_file_that_fails_after_the_batches_exits_3_with_what_was_done(db_dsn, conn):
+    migrate(conn)
+    result = cli("backfill", "--dsn", db_dsn, "--format", "json", "--rejects", "/dev/full")
+    assert result.exit_code == ExitCode.INTERRUPTED, result.stderr
+    data = result.json()
+    assert not data["ok"] and data["rows_updated"] > 0 and data["rejects_file"] is None
+    assert "/dev/full could not be written" in data["rejects_error"]
+    assert "could not be written" in result.stderr, "the failure is also told on stderr"
+    assert any("run `favmigrate backfill --rejects FILE` again" in note for note in data["notes"])
+    assert_backfilled(conn)
+    again = cli("backfill", "--dsn", db_dsn, "--format", "json")
+    assert again.exit_code == 0 and again.json()["rows_updated"] == 0
