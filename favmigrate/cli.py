@@ -89,7 +89,7 @@ def fail(message: str, *, hint: str | None = None, code: ExitCode = ExitCode.PRE
     raise typer.Exit(int(code))
 
 
-def run(job: Callable[[], int], *, debug: bool, dsn: str | None = None) -> NoReturn:
+def run(job: Callable[[], int], *, debug: bool) -> NoReturn:
     """Run a command body, translating every failure into a message and a documented exit code.
 
     ``debug`` (the command's --debug, or the one before the command) adds the traceback, scrubbed of
@@ -101,32 +101,32 @@ def run(job: Callable[[], int], *, debug: bool, dsn: str | None = None) -> NoRet
     except typer.Exit:
         raise
     except FavmigrateError as exc:
-        _print_traceback(show_traceback, dsn)
+        _print_traceback(show_traceback)
         fail(exc.message, hint=exc.hint, code=exc.exit_code)
     except BrokenPipeError:
         # the reader went away (`favmigrate report --format csv | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(int(ExitCode.OK)) from None
     except KeyboardInterrupt:
-        _print_traceback(show_traceback, dsn)
+        _print_traceback(show_traceback)
         fail("interrupted; nothing is left half-done that a re-run cannot finish", code=ExitCode.INTERRUPTED)
     except Exception as exc:
-        _print_traceback(show_traceback, dsn)
-        from favmigrate.db import resolve_dsn, scrub
+        _print_traceback(show_traceback)
+        from favmigrate.db import scrub
 
-        fail(f"{type(exc).__name__}: {scrub(str(exc), resolve_dsn(dsn))}".splitlines()[0],
+        fail(f"{type(exc).__name__}: {scrub(str(exc))}".splitlines()[0],
              hint=None if show_traceback else "re-run with --debug for the traceback", code=_exit_for(exc))
     raise typer.Exit(code)
 
 
-def _print_traceback(enabled: bool, dsn: str | None) -> None:
+def _print_traceback(enabled: bool) -> None:
     if not enabled:
         return
     import traceback
 
-    from favmigrate.db import resolve_dsn, scrub
+    from favmigrate.db import scrub
 
-    typer.echo(scrub(traceback.format_exc(), resolve_dsn(dsn)), err=True, nl=False)
+    typer.echo(scrub(traceback.format_exc()), err=True, nl=False)
 
 
 def _exit_for(exc: Exception) -> ExitCode:
@@ -191,7 +191,7 @@ def verify(
             write_junit(data, junit, suite="favmigrate.verify")
         return int(report.exit_code)
 
-    run(job, debug=debug, dsn=dsn)
+    run(job, debug=debug)
 
 
 @app.command()
@@ -220,7 +220,7 @@ def plan(
         emit(report.to_dict(), fmt, lambda d: render_plan(d, stdout_console()))
         return int(report.exit_code)
 
-    run(job, debug=debug, dsn=dsn)
+    run(job, debug=debug)
 
 
 LockTimeoutOption = Annotated[float, typer.Option(
@@ -313,7 +313,7 @@ def apply(
         emit(report.to_dict(), fmt, lambda d: _render_apply(d, dry_run))
         return int(report.exit_code)
 
-    run(job, debug=debug, dsn=dsn)
+    run(job, debug=debug)
 
 
 def _render_apply(data: dict[str, Any], dry_run: bool) -> None:
@@ -403,7 +403,7 @@ def rollback(
         emit(report.to_dict(), fmt, render_text)
         return int(report.exit_code)
 
-    run(job, debug=debug, dsn=dsn)
+    run(job, debug=debug)
 
 
 QueryTimeoutOption = Annotated[float, typer.Option(
@@ -469,7 +469,7 @@ def explain(
             write_junit({"checks": [c.to_dict() for c in report.checks()]}, junit, suite="favmigrate.explain")
         return int(report.exit_code)
 
-    run(job, debug=debug, dsn=dsn)
+    run(job, debug=debug)
 
 
 class ReportFormat(StrEnum):
@@ -542,7 +542,7 @@ def report(
             render_report(result.to_dict(), stdout_console())
         return 0
 
-    run(job, debug=debug, dsn=dsn)
+    run(job, debug=debug)
 
 
 @app.command()
@@ -616,7 +616,7 @@ def backfill(
         emit(report.to_dict(), fmt, lambda d: render_backfill(d, stdout_console()))
         return int(report.exit_code)
 
-    run(job, debug=debug, dsn=dsn)
+    run(job, debug=debug)
 
 
 @app.command()

@@ -49,25 +49,17 @@ def resolve_dsn(dsn: str | None) -> str:
     return ""
 
 
-def _passwords(dsn: str) -> list[str]:
-    found = [os.environ["PGPASSWORD"]] if os.environ.get("PGPASSWORD") else []
-    try:
-        password = conninfo_to_dict(dsn).get("password")
-        if password:
-            found.append(str(password))
-    except psycopg.Error:
-        match = re.search(r"://[^:/@]*:([^@]*)@", dsn) or re.search(r"password\s*=\s*'?([^'\s]*)", dsn)
-        if match and match.group(1):
-            found.append(match.group(1))
-    return found
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)\S*@")  # greedy: an unencoded '@' in the password stays hidden
+_KEYED_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
-def scrub(text: str, dsn: str) -> str:
-    """Remove every password of ``dsn`` (and PGPASSWORD) from ``text``."""
-    for password in _passwords(dsn):
-        text = text.replace(password, "***")
-    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text)
+def scrub(text: str) -> str:
+    """Hide passwords where connection strings carry them: a URL's user info and ``password=...``.
+
+    Only those places: a user or database that happens to be spelled like the password stays readable.
+    """
+    return _KEYED_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
 def redact_dsn(dsn: str) -> str:
@@ -77,18 +69,52 @@ def redact_dsn(dsn: str) -> str:
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.Error:
-        return scrub(dsn, dsn)
+        return scrub(dsn)
     if "password" in params:
         params["password"] = "***"
     return make_conninfo("", **params)
 
 
+def refuse_ambiguous_url(dsn: str) -> None:
+    """Refuse a connection URL that libpq would split where the user did not mean to (ConnectionFailed).
+
+    libpq ends the user info at the first '@' that comes before any '/', so an unencoded '@' or '/' in a
+    password turns the rest of it into a host name (looked up in DNS) or a database name. Such a URL
+    leaves an '@' after the user info; it is refused before connecting, quoting no part of it.
+    """
+    scheme = next((s for s in _URL_SCHEMES if dsn[:len(s)].lower() == s), None)
+    if scheme is None:
+        return
+    rest = dsn[len(scheme):]
+    at, slash = rest.find("@"), rest.find("/")
+    if at != -1 and (slash == -1 or at < slash):
+        rest = rest[at + 1:]
+    if "@" in rest.split("?", 1)[0]:
+        raise ConnectionFailed(
+            "the connection URL is ambiguous: an '@' follows its user info, so libpq would read part of the user "
+            "name or password as the host or database; it was not used",
+            hint="percent-encode '@' as %40, '/' as %2F and ':' as %3A in the user name and password, or use "
+            "key=value form (password='...')")
+
+
+_UNQUOTED_PARSE_ERROR = re.compile(r'invalid (connection option|sslmode value|integer value) "[A-Za-z_]+"')
+
+
 def dsn_params(dsn: str) -> dict[str, str]:
-    """The parameters libpq would use, including those taken from PG* environment variables."""
+    """The parameters libpq would use, including those taken from PG* environment variables.
+
+    Raises ConnectionFailed for a DSN libpq cannot parse or an ambiguous URL, quoting no value from it.
+    """
+    refuse_ambiguous_url(dsn)
     try:
         params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
     except psycopg.Error as exc:
-        raise ConnectionFailed(f"malformed DSN: {scrub(str(exc), dsn)}") from None
+        # libpq quotes the fragment it stopped at, which may be part of a password: keep only option names
+        known = _UNQUOTED_PARSE_ERROR.search(str(exc))
+        raise ConnectionFailed(
+            f"malformed DSN: {known.group(0) if known else 'libpq cannot parse it'}",
+            hint="key=value pairs with values holding spaces or quotes in single quotes, or a "
+            "postgresql:// URL with its parts percent-encoded") from None
     for key, env in (("host", "PGHOST"), ("port", "PGPORT")):
         if key not in params and os.environ.get(env):
             params[key] = os.environ[env]
@@ -105,7 +131,7 @@ def is_transaction_pooler(dsn: str) -> bool:
 
 
 def _describe_connect_error(exc: psycopg.Error, dsn: str) -> str:
-    raw = scrub(str(exc), dsn).strip()
+    raw = scrub(str(exc)).strip()
     params = dsn_params(dsn)
     where = params.get("host", "local socket")
     if params.get("port"):
