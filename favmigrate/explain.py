@@ -27,6 +27,7 @@ from favmigrate.queries import (
     check_param_names,
     hidden_by_row_security,
     load_queries,
+    mechanic_label,
     read_only_query,
     rejected,
     require_applied,
@@ -214,8 +215,9 @@ def _run(
     *,
     timeout_s: float | None,
     table_indexes: frozenset[str],
+    label: sql.Composable,
 ) -> PlanRun:
-    statement = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}").format(query.statement(target))
+    statement = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}").format(query.statement(target, label))
     settings = {"enable_seqscan": "off"} if mode is PlanMode.FORCED else {}
     try:
         with read_only_query(conn, timeout_s=timeout_s, **settings):
@@ -379,13 +381,15 @@ def explain(
         require_applied(snapshot, target)
         unsampled = columns_without_statistics(conn, target)
         filtered = hidden_by_row_security(conn, target)
+        label = mechanic_label(conn, target)
     table_indexes = frozenset(snapshot.indexes)
     results = []
     for query in queries:
         with read_only_query(conn, timeout_s=options.timeout_s):
             params = resolve_params(conn, target, query, options.params)
         runs = {
-            mode: _run(conn, target, query, params, mode, timeout_s=options.timeout_s, table_indexes=table_indexes)
+            mode: _run(conn, target, query, params, mode, timeout_s=options.timeout_s, table_indexes=table_indexes,
+                       label=label)
             for mode in PlanMode
         }
         natural, forced = runs[PlanMode.NATURAL], runs[PlanMode.FORCED]

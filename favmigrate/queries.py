@@ -12,8 +12,9 @@ leading column and predicate serve a full scan of that predicate equally, and th
 smaller one, or either on a tie). A ``param`` is a ``%(name)s`` placeholder of the
 statement with its type and an optional default, an SQL expression evaluated in the database (so it
 can be taken from the data); a param without default must be given. ``{table}`` and
-``{referenced_table}`` are filled by `Target.compose`. The query id is the file name without ``.sql``,
-with ``-`` for ``_``.
+``{referenced_table}`` are filled by `Target.compose`; ``{mechanic_label}`` is the display label of the
+referenced row aliased ``m``, composed from whichever display columns that table has (see
+`mechanic_label`). The query id is the file name without ``.sql``, with ``-`` for ``_``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from favmigrate.catalog import Snapshot, require_tables
-from favmigrate.db import ms, scalar, set_local
+from favmigrate.db import ms, rows, scalar, set_local
 from favmigrate.errors import PreflightFailed, UsageError
 from favmigrate.resources import verify_dir
 from favmigrate.spec import Target
@@ -39,6 +40,33 @@ from favmigrate.verify import read_only
 _HEADER = re.compile(r"^--\s*(title|expects|param)\s*:\s*(.*?)\s*$")
 _PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>[a-z_][a-z0-9_ .]*?(\[\])?)\s*(=\s*(?P<default>.+))?$",
                     re.IGNORECASE)
+
+
+# The referenced table's display columns, in order of preference; a group is joined with spaces. The real
+# application's mechanics table has `name`, the sample's first_name and last_name: none may be assumed.
+LABEL_COLUMNS = (("name",), ("first_name", "last_name"), ("full_name",), ("display_name",), ("email",))
+NO_LABEL = sql.SQL("NULL::text")
+
+
+def mechanic_label(conn: psycopg.Connection[Any], target: Target, alias: str = "m") -> sql.Composable:
+    """A text expression labelling a row of the referenced table (aliased ``alias``): the first non-empty of
+    its display columns (LABEL_COLUMNS) that exist and the role may read, or NULL when it has none.
+
+    Read-only (the catalogs only).
+    """
+    readable = {
+        row["attname"] for row in rows(conn, sql.SQL(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
+            " AND has_column_privilege(attrelid, attnum, 'SELECT')"), (target.referenced_table_name,))
+    }
+    parts = []
+    for group in LABEL_COLUMNS:
+        present = [sql.Identifier(alias, name) for name in group if name in readable]
+        if present:
+            parts.append(sql.SQL("nullif(btrim(concat_ws(' ', {})), '')").format(sql.SQL(", ").join(present)))
+    if not parts:
+        return NO_LABEL
+    return parts[0] if len(parts) == 1 else sql.SQL("coalesce({})").format(sql.SQL(", ").join(parts))
 
 
 @dataclass(frozen=True)
@@ -65,12 +93,12 @@ class QuerySpec:
     def expected_index(self) -> str:
         return self.expects[0]
 
-    def statement(self, target: Target) -> sql.Composed:
-        """The single statement of the file, with the target's identifiers filled in.
+    def statement(self, target: Target, label: sql.Composable = NO_LABEL) -> sql.Composed:
+        """The single statement of the file, with the target's identifiers and the mechanic ``label`` filled in.
 
         Raises UsageError when the file holds no statement or several.
         """
-        statements = target.compose(self.template)
+        statements = target.compose(self.template, {"mechanic_label": label})
         if len(statements) != 1:
             raise UsageError(f"query file {self.file} must hold exactly one statement, found {len(statements)}")
         return statements[0]

@@ -6,7 +6,7 @@ stdout carries only the requested format; progress, warnings and errors go to st
 from __future__ import annotations
 
 import json
-import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -14,7 +14,6 @@ from typing import Any
 from xml.etree import ElementTree
 
 from rich.console import Console
-from rich.table import Table
 
 STATUS_STYLE = {
     "pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim",
@@ -23,15 +22,48 @@ STATUS_STYLE = {
 }
 
 
+CELL_LIMIT = 200  # characters of one table cell; a longer value is cut and its size shown
+JSON_STRING_LIMIT = 4_096  # characters of one string in JSON output
+
+
 def stdout_console() -> Console:
+    """stdout: tables and colour on a terminal; piped, plain lines that are never wrapped."""
     console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 160  # piped output: do not fold tables at 80 columns
+    if not console.is_terminal:
+        console.soft_wrap = True
     return console
 
 
 def stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=True)
+
+
+def size_text(count: int) -> str:
+    """A byte count for people: 812 B, 12.4 kB, 10.0 MB."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def clip(text: str, limit: int = CELL_LIMIT) -> str:
+    """``text`` when it has at most ``limit`` characters, else its start and the whole value's size."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… (cut, {size_text(len(text.encode('utf-8', 'replace')))} in all)"
+
+
+def clip_strings(data: Any, limit: int = JSON_STRING_LIMIT) -> Any:
+    """``data`` with every string longer than ``limit`` clipped (see `clip`), for JSON output."""
+    if isinstance(data, str):
+        return clip(data, limit)
+    if isinstance(data, dict):
+        return {key: clip_strings(value, limit) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [clip_strings(value, limit) for value in data]
+    return data
 
 
 def styled(value: str) -> str:
@@ -40,29 +72,62 @@ def styled(value: str) -> str:
 
 
 def print_json(data: Any) -> None:
-    """Machine output: one JSON document on stdout."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """Machine output: one JSON document on stdout (huge strings clipped with their size)."""
+    sys.stdout.write(json.dumps(clip_strings(data), indent=2, default=str) + "\n")
 
 
-def table(
-    title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, status_column: int | None = None
-) -> Table:
-    """A rich table; the cell in ``status_column`` is coloured by its value."""
+_LINE_BREAKS = re.compile(r"[\t\r\n]+")
+
+
+def cell_text(value: Any, *, plain: bool) -> str:
+    """A table cell: None is empty, a count thousands-separated for people (bare when plain), long values
+    clipped."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value) if plain else f"{value:,}"
+    return clip(str(value))
+
+
+def print_table(
+    console: Console, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+    status_column: int | None = None, wrap: Iterable[str] = (),
+) -> None:
+    """A table on ``console``. Piped (not a terminal): the title, then the header and one line per row,
+    tab-separated, never wrapped, every column kept. On a terminal: a rich table fitting the width in
+    which only the ``wrap`` columns (free text) wrap and always-empty columns are left out; the cell in
+    ``status_column`` is coloured by its value.
+    """
+    plain = not console.is_terminal
+    cells = [[cell_text(cell, plain=plain) for cell in row] for row in rows]
+    if plain:
+        lines = [title, "\t".join(columns)]
+        lines += ["\t".join(_LINE_BREAKS.sub(" ", cell) for cell in row) for row in cells]
+        console.file.write("\n".join(lines) + "\n")
+        console.file.flush()
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    kept = [i for i in range(len(columns)) if any(row[i] for row in cells)] or list(range(len(columns)))
+    wrapping = set(wrap)
     result = Table(title=title, title_justify="left", show_lines=False)
-    for name in columns:
-        result.add_column(name, overflow="fold")
-    for row in rows:
-        cells = ["" if cell is None else str(cell) for cell in row]
-        if status_column is not None:
-            cells[status_column] = styled(cells[status_column])
-        result.add_row(*cells)
-    return result
+    for i in kept:
+        free = columns[i] in wrapping
+        result.add_column(columns[i], no_wrap=not free, overflow="fold" if free else "ellipsis")
+    for row in cells:
+        result.add_row(*(Text(row[i], style=STATUS_STYLE.get(row[i], "") if i == status_column else "")
+                         for i in kept))
+    console.print(result)
 
 
 def render_checks(data: dict[str, Any], console: Console, *, title: str = "verify") -> None:
     """verify's table: check, status, expected, actual, message."""
     rows = [(c["id"], c["status"], c["expected"], c["actual"], c["message"]) for c in data["checks"]]
-    console.print(table(title, ("check", "status", "expected", "actual", "message"), rows, status_column=1))
+    print_table(console, title, ("check", "status", "expected", "actual", "message"), rows, status_column=1,
+                wrap=("expected", "actual", "message"))
     summary = data["summary"]
     verdict = "[green]OK[/green]" if data["ok"] else "[bold red]FAILED[/bold red]"
     console.print(
@@ -76,7 +141,8 @@ def render_checks(data: dict[str, Any], console: Console, *, title: str = "verif
 def render_run(data: dict[str, Any], console: Console) -> None:
     """apply / rollback: one row per step, then notes and the embedded verification."""
     rows = [(s["step"], s["outcome"], f"{s['duration_s']:.2f}s", s["lock_retries"], s["detail"]) for s in data["steps"]]
-    console.print(table(data["command"], ("step", "outcome", "time", "lock retries", "detail"), rows, status_column=1))
+    print_table(console, data["command"], ("step", "outcome", "time", "lock retries", "detail"), rows,
+                status_column=1, wrap=("detail",))
     for note in data["notes"]:
         console.print(f"- {note}")
     verification = data.get("verification")
@@ -122,7 +188,8 @@ def write_junit(data: dict[str, Any], path: Path, *, suite: str) -> None:
 def render_plan(data: dict[str, Any], console: Console) -> None:
     """plan: each expected object as present / missing / drifted, then the SQL apply would run."""
     rows = [(o["kind"], o["name"], o["state"], o["expected"], o["actual"]) for o in data["objects"]]
-    console.print(table("plan", ("kind", "object", "state", "expected", "actual"), rows, status_column=2))
+    print_table(console, "plan", ("kind", "object", "state", "expected", "actual"), rows, status_column=2,
+                wrap=("expected", "actual"))
     if data["backfill_pending"] is not None:
         console.print(f"backfill: {data['backfill_pending']} rows still hold legacy metadata to move "
                       "(information; see `favmigrate backfill`)")
@@ -197,12 +264,12 @@ def render_explain(data: dict[str, Any], console: Console, *, show_plan: bool = 
             f"{buffers['hit'] if buffers['hit'] is not None else '-'}/"
             f"{buffers['read'] if buffers['read'] is not None else '-'}",
         ))
-    console.print(table(
-        f"explain ({data['table']}, ~{data['estimated_rows']} rows estimated)",
+    print_table(
+        console, f"explain ({data['table']}, ~{data['estimated_rows']:,} rows estimated)",
         ("query", "status", "natural plan", "natural ms", "forced plan (seqscan off)",
          "forced ms", "rows", "buffers hit/read"),
-        rows, status_column=1,
-    ))
+        rows, status_column=1, wrap=("natural plan", "forced plan (seqscan off)"),
+    )
     for query in data["queries"]:
         if query["status"] != "pass":
             console.print(f"{styled(query['status'])} {query['id']}: ", end="", highlight=False)
@@ -261,24 +328,24 @@ def render_report(data: dict[str, Any], console: Console) -> None:
     """report: one row per preferred mechanic, then the totals."""
     span = f"created_at in [{data['since'] or '-inf'}, {data['until'] or '+inf'})"
     rows = [
-        (m["mechanic_name"] or f"(unknown) {m['mechanic_id']}", m["requests"], m["accepted_by_preferred"],
-         _pct(m["success_rate_pct"]), m["timed_out"], _pct(m["timeout_rate_pct"]), duration(m["avg_response_s"]),
-         duration(m["median_response_s"]))
+        (m["mechanic_id"], "(no mechanics row)" if m["mechanic_missing"] else m["mechanic_name"], m["requests"],
+         m["notified"], m["accepted_by_preferred"], _pct(m["success_rate_pct"]), m["timed_out"],
+         _pct(m["timeout_rate_pct"]), duration(m["avg_response_s"]), duration(m["median_response_s"]))
         for m in data["mechanics"]
     ]
-    columns = ("mechanic", "requests", "accepted by preferred", "success", "timed out",
+    columns = ("mechanic id", "mechanic", "requests", "notified", "accepted by preferred", "success", "timed out",
                "timeout rate", "avg response", "median response")
     if rows:
-        console.print(table(f"priority by preferred mechanic, {span}", columns, rows))
+        print_table(console, f"priority by preferred mechanic, {span}", columns, rows, wrap=("mechanic",))
     else:
         console.print(f"no priority request (a request with a preferred mechanic) has {span}", markup=False,
                       highlight=False)
     t = data["totals"]
-    console.print(table("totals", ("priority requests", "notified", "accepted by preferred", "success", "timed out",
-                                   "timeout rate", "avg response", "median response"),
-                        [(t["requests"], t["notified"], t["accepted_by_preferred"], _pct(t["success_rate_pct"]),
-                          t["timed_out"], _pct(t["timeout_rate_pct"]), duration(t["avg_response_s"]),
-                          duration(t["median_response_s"]))]))
+    print_table(console, "totals", ("priority requests", "notified", "accepted by preferred", "success", "timed out",
+                                    "timeout rate", "avg response", "median response"),
+                [(t["requests"], t["notified"], t["accepted_by_preferred"], _pct(t["success_rate_pct"]),
+                  t["timed_out"], _pct(t["timeout_rate_pct"]), duration(t["avg_response_s"]),
+                  duration(t["median_response_s"]))])
     for note in data["notes"]:
         console.print(f"- {note}", markup=False, highlight=False)
 
@@ -358,10 +425,10 @@ def render_preservation(data: dict[str, Any], console: Console) -> None:
     found = data.get("preservation") or (data.get("plan") or {}).get("survey") or {}
     conflicts = found.get("conflict_sample") or []
     if conflicts:
-        console.print(table(f"conflicts: metadata already held another value (first {len(conflicts)})",
-                            ("row", "key", "metadata value", "column value"),
-                            [(c["row"], c["key"], json.dumps(c["metadata_value"]), json.dumps(c["column_value"]))
-                             for c in conflicts]))
+        print_table(console, f"conflicts: metadata already held another value (first {len(conflicts)})",
+                    ("row", "key", "metadata value", "column value"),
+                    [(c["row"], c["key"], json.dumps(c["metadata_value"]), json.dumps(c["column_value"]))
+                     for c in conflicts], wrap=("metadata value", "column value"))
     if found.get("not_object_sample"):
         console.print(f"rows whose metadata is not a JSON object (left as they are, first "
                       f"{len(found['not_object_sample'])}): {', '.join(found['not_object_sample'])}",
@@ -442,11 +509,10 @@ class BackfillProgress:
 def render_backfill(data: dict[str, Any], console: Console) -> None:
     """backfill's summary: rows updated per column, rejects per reason, conflicts, throughput."""
     title = "backfill (dry run: would update)" if data["dry_run"] else "backfill"
-    rows = [(column, f"{n:,}") for column, n in data["updated"].items()]
-    console.print(table(title, ("column", "rows updated"), rows))
-    rejected = [(reason, f"{n:,}") for reason, n in data["rejected"].items()]
-    rejected.append(("conflict (left as is)" if not data["overwrite"] else "conflict", f"{data['conflicts']:,}"))
-    console.print(table("rejected values", ("reason", "values"), rejected))
+    print_table(console, title, ("column", "rows updated"), list(data["updated"].items()))
+    rejected = [*data["rejected"].items(),
+                ("conflict (left as is)" if not data["overwrite"] else "conflict", data["conflicts"])]
+    print_table(console, "rejected values", ("reason", "values"), rejected)
     rate = f", {data['rows_per_s']:,.0f} rows/s" if data.get("rows_per_s") else ""
     console.print(f"{data['scanned']:,} rows scanned in {data['batches']:,} batches ({data['scan']}), "
                   f"{data['rows_updated']:,} rows updated, {data['elapsed_s']:.1f}s{rate}; longest batch "

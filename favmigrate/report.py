@@ -28,7 +28,14 @@ from psycopg import sql
 from favmigrate.catalog import read_snapshot
 from favmigrate.db import rows, scalar
 from favmigrate.errors import UsageError
-from favmigrate.queries import hidden_by_row_security, load_query, read_only_query, rejected, require_applied
+from favmigrate.queries import (
+    hidden_by_row_security,
+    load_query,
+    mechanic_label,
+    read_only_query,
+    rejected,
+    require_applied,
+)
 from favmigrate.spec import Target
 
 REPORT_QUERY = "priority-analytics"
@@ -64,7 +71,8 @@ class PriorityStats:
     avg_response_s: float | None
     median_response_s: float | None
     mechanic_id: str | None = None
-    mechanic_name: str | None = None  # None when the mechanic row is missing (LEFT JOIN)
+    mechanic_name: str | None = None  # None when mechanics has no display column, or no row for the id
+    mechanic_missing: bool = False  # the id has no mechanics row (possible while the FK is NOT VALID)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> PriorityStats:
@@ -79,12 +87,14 @@ class PriorityStats:
             median_response_s=_number(row["median_response_s"]),
             mechanic_id=None if row["is_total"] or row["mechanic_id"] is None else str(row["mechanic_id"]),
             mechanic_name=None if row["is_total"] else row["mechanic_name"],
+            mechanic_missing=bool(row["mechanic_missing"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "mechanic_id": self.mechanic_id,
             "mechanic_name": self.mechanic_name,
+            "mechanic_missing": self.mechanic_missing,
             "requests": self.requests,
             "notified": self.notified,
             "accepted_by_preferred": self.accepted_by_preferred,
@@ -121,7 +131,7 @@ class PriorityReport:
 
     def to_dict(self) -> dict[str, Any]:
         totals = self.totals.to_dict()
-        del totals["mechanic_id"], totals["mechanic_name"]
+        del totals["mechanic_id"], totals["mechanic_name"], totals["mechanic_missing"]
         return {
             "ok": self.ok,
             "schema": self.schema,
@@ -152,7 +162,8 @@ def priority_report(
         filtered = hidden_by_row_security(conn, target)
         generated_at: datetime = scalar(conn, sql.SQL("SELECT now()"))
         try:
-            found = rows(conn, query.statement(target), {"since": options.since, "until": options.until})
+            statement = query.statement(target, mechanic_label(conn, target))
+            found = rows(conn, statement, {"since": options.since, "until": options.until})
         except pg_errors.QueryCanceled:
             raise UsageError(f"the report query was cancelled by statement_timeout after {options.timeout_s:g}s",
                              hint="raise --timeout, or narrow --since/--until") from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -223,9 +224,10 @@ class Target:
             arguments[f"comment_{column.name}"] = sql.Literal(column.comment)
         return arguments
 
-    def compose(self, template: str) -> list[sql.Composed]:
-        """Split a SQL file into statements and fill its {placeholders} with identifiers and literals."""
-        arguments = self._arguments()
+    def compose(self, template: str, extra: Mapping[str, sql.Composable] | None = None) -> list[sql.Composed]:
+        """Split a SQL file into statements and fill its {placeholders} with identifiers and literals
+        (and the caller's ``extra`` fragments)."""
+        arguments = {**self._arguments(), **(extra or {})}
         statements = []
         for raw in sqlparse.split(template):
             text = sqlparse.format(raw, strip_comments=True).strip().rstrip(";").strip()

@@ -143,9 +143,11 @@ def test_a_request_whose_mechanic_row_is_missing_is_kept(conn, known):
     data = priority_report(conn, target()).to_dict()
     (row,) = [m for m in data["mechanics"] if m["mechanic_id"] == ghost]
     assert row["mechanic_name"] is None and row["requests"] == 1 and row["accepted_by_preferred"] == 0
+    assert row["mechanic_missing"] is True
+    assert not any(m["mechanic_missing"] for m in data["mechanics"] if m["mechanic_id"] != ghost)
     assert data["totals"]["requests"] == 12
     text = cli("report", "--dsn", conn.info.dsn)
-    assert text.exit_code == 0 and f"(unknown) {ghost}" in text.stdout
+    assert text.exit_code == 0 and f"{ghost}\t(no mechanics row)\t1\t" in text.stdout
 
 
 @pytest.mark.db
@@ -280,3 +282,48 @@ def test_another_schema(empty_db_dsn):
     explained = cli("explain", "--dsn", empty_db_dsn, "--schema", "garage", "--format", "json")
     assert explained.exit_code == 0, explained.stderr
     assert explained.json()["table"] == '"garage"."session_requests"'
+
+
+@pytest.mark.db
+def test_mechanics_with_only_a_name_column(conn, known):
+    # the real application's table: one `name` column, no first_name / last_name
+    conn.execute("ALTER TABLE mechanics ADD COLUMN name text")
+    conn.execute("UPDATE mechanics SET name = first_name || ' ' || upper(last_name)")
+    conn.execute("ALTER TABLE mechanics DROP COLUMN first_name, DROP COLUMN last_name")
+    result = cli("report", "--dsn", conn.info.dsn, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert [(m["mechanic_id"], m["mechanic_name"]) for m in result.json()["mechanics"]] == [
+        (known["ada"], "Ada LOVELACE"), (known["bob"], "Bob BUILDER")]
+    explained = cli("explain", "--dsn", conn.info.dsn, "--format", "json")
+    assert explained.exit_code == 0, explained.stderr
+    assert [q["id"] for q in explained.json()["queries"]] == [
+        "preferred-mechanic-requests", "priority-analytics", "priority-timeouts"]
+
+
+@pytest.mark.db
+def test_mechanics_with_only_an_id(conn, known):
+    conn.execute("ALTER TABLE mechanics DROP COLUMN first_name, DROP COLUMN last_name, DROP COLUMN user_id, "
+                 "DROP COLUMN status, DROP COLUMN is_online, DROP COLUMN created_at")
+    result = cli("report", "--dsn", conn.info.dsn, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert [(m["mechanic_id"], m["mechanic_name"], m["mechanic_missing"], m["requests"])
+            for m in result.json()["mechanics"]] == [(known["ada"], None, False, 8), (known["bob"], None, False, 3)]
+    text = cli("report", "--dsn", conn.info.dsn)
+    assert text.exit_code == 0, text.stderr
+    assert f"{known['ada']}\t\t8\t7\t3\t37.50%" in text.stdout  # the id labels the row
+    csv_rows = list(csv.DictReader(io.StringIO(cli("report", "--dsn", conn.info.dsn, "--format", "csv").stdout)))
+    assert [(r["mechanic_id"], r["mechanic_name"]) for r in csv_rows] == [(known["ada"], ""), (known["bob"], "")]
+    assert cli("explain", "--dsn", conn.info.dsn, "--format", "json").exit_code == 0
+
+
+@pytest.mark.db
+def test_mechanic_label_prefers_name_then_first_and_last_name_then_email(conn, known):
+    from favmigrate.queries import mechanic_label
+
+    conn.execute("ALTER TABLE mechanics ADD COLUMN email text, ADD COLUMN name text")
+    conn.execute("UPDATE mechanics SET email = lower(first_name) || '@example.com'")
+    conn.execute("UPDATE mechanics SET name = 'Ada L.' WHERE id = %s", (known["ada"],))
+    conn.execute("UPDATE mechanics SET first_name = '', last_name = '' WHERE id = %s", (known["bob"],))
+    labels = conn.execute(sql.SQL("SELECT m.id::text, {} FROM mechanics AS m WHERE m.id IN (%s, %s) ORDER BY 2")
+                          .format(mechanic_label(conn, target())), (known["ada"], known["bob"])).fetchall()
+    assert labels == [(known["ada"], "Ada L."), (known["bob"], "bob@example.com")]

@@ -9,6 +9,8 @@
 -- priority_notified_at + priority_window_minutes, or accepted after it. Response times are seconds
 -- from notification to acceptance by the preferred mechanic. GROUPING SETS returns one row per
 -- mechanic plus the totals row (is_total), whose median is over all rows, not a mean of medians.
+-- The mechanic label is built from whichever display columns mechanics has (name, first_name and
+-- last_name, ...), NULL when it has none: the report always carries the mechanic id as well.
 --
 -- The whole predicate is read, so either index with the predicate `preferred_mechanic_id IS NOT NULL`
 -- serves it; the planner takes the smaller, the single-column one, once there are a few hundred
@@ -45,7 +47,8 @@ per_mechanic AS (
 )
 SELECT pm.is_total,
        pm.preferred_mechanic_id AS mechanic_id,
-       nullif(concat_ws(' ', m.first_name, m.last_name), '') AS mechanic_name,
+       {mechanic_label} AS mechanic_name,
+       NOT pm.is_total AND m.id IS NULL AS mechanic_missing,
        pm.requests,
        pm.notified,
        pm.accepted_by_preferred,
