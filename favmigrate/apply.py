@@ -23,6 +23,7 @@ from favmigrate.db import (
     BlockerWatch,
     SessionLimits,
     describe_blockers,
+    mask_query,
     ms,
     rows,
     run_lock,
@@ -153,7 +154,7 @@ def plan_steps(target: Target, snapshot: Snapshot, *, replace: bool = False) -> 
 _LONG_TRANSACTIONS = sql.SQL(
     """
     SELECT pid, usename AS user, application_name, state,
-           date_trunc('second', now() - xact_start)::text AS transaction_age, left(query, 200) AS query
+           date_trunc('second', now() - xact_start)::text AS transaction_age, query
     FROM pg_stat_activity
     WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
       AND now() - xact_start > make_interval(secs => %s)
@@ -206,7 +207,8 @@ def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot,
     for xact in rows(conn, _LONG_TRANSACTIONS, (options.long_transaction_s,)):
         warnings.append(
             f"long-running transaction may block the DDL: pid {xact['pid']} ({xact['user']}, "
-            f"{xact['application_name'] or '-'}) open for {xact['transaction_age']}, {xact['state']}: {xact['query']!r}"
+            f"{xact['application_name'] or '-'}) open for {xact['transaction_age']}, {xact['state']}: "
+            f"{mask_query(xact['query'])}"
         )
     return warnings
 

@@ -1017,7 +1017,8 @@ def backfill(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
     except LockHeld as exc:
         if exc.message.startswith("another favmigrate run"):
             raise
-        raise StepFailed(exc.message, hint=f"end or wait for the blocking transactions{saved}") from None
+        raise StepFailed(exc.message, hint=f"end or wait for the blocking transactions{saved}",
+                         details=exc.details) from None
     except psycopg.Error as exc:
         raise StepFailed(f"a backfill batch failed: {_first_line(exc)}", hint=f"fix the cause{saved}") from None
 

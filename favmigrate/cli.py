@@ -78,12 +78,15 @@ def warn(message: str) -> None:
     stderr_console().print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
 
-def fail(message: str, *, hint: str | None = None, code: ExitCode = ExitCode.PRECONDITION) -> NoReturn:
-    """One or two clear lines on stderr, then exit with ``code``."""
+def fail(message: str, *, hint: str | None = None, code: ExitCode = ExitCode.PRECONDITION,
+         details: tuple[str, ...] = ()) -> NoReturn:
+    """One or two clear lines (and any details) on stderr, then exit with ``code``."""
     from favmigrate.render import stderr_console
 
     console = stderr_console()
     console.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
+    for line in details:
+        console.print(f"  {line}", highlight=False, markup=False)
     if hint:
         console.print(f"hint: {hint}", highlight=False, markup=False)
     raise typer.Exit(int(code))
@@ -102,7 +105,7 @@ def run(job: Callable[[], int], *, debug: bool) -> NoReturn:
         raise
     except FavmigrateError as exc:
         _print_traceback(show_traceback)
-        fail(exc.message, hint=exc.hint, code=exc.exit_code)
+        fail(exc.message, hint=exc.hint, code=exc.exit_code, details=exc.details)
     except BrokenPipeError:
         # the reader went away (`favmigrate report --format csv | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -324,16 +324,112 @@ class SessionLimits:
                     **extra)
 
 
+# ---------------------------------------------------------------- other sessions' statements
+
+_QUERY_SHOWN_CHARS = 120
+_PARAM = re.compile(r"\$(\d+)")
+_NUMBER = re.compile(r"0[xXoObB][0-9a-fA-F_]+|(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_IDENTIFIER = re.compile(r"U&(?=[\"'])|[^\W\d][\w$]*", re.IGNORECASE)
+_DOLLAR_TAG = re.compile(r"\$(?:[^\W\d]\w*)?\$")
+_STRING_PREFIXES = {"e", "b", "x", "n", "u&"}
+
+
+def mask_query(text: str | None, limit: int = _QUERY_SHOWN_CHARS) -> str:
+    """Another session's statement fit to show: every literal (string, number, bit string, dollar-quoted
+    body) replaced by ``$n`` as pg_stat_statements normalizes it, comments dropped, whitespace collapsed,
+    cut to ``limit`` characters.
+
+    Its literals may hold secrets (``ALTER ROLE ... PASSWORD '...'``); an unterminated one (the text is
+    cut at track_activity_query_size) hides everything after its start. Never store the result.
+    """
+    if not text:
+        return ""
+    out: list[str] = []
+    number = max((int(m.group(1)) for m in _PARAM.finditer(text)), default=0)
+    i, size = 0, len(text)
+
+    def placeholder() -> str:
+        nonlocal number
+        number += 1
+        return f"${number}"
+
+    while i < size:
+        char = text[i]
+        if text.startswith("--", i):
+            end = text.find("\n", i)
+            i = size if end == -1 else end
+            out.append(" ")
+        elif text.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < size and depth:
+                if text.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif text.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            out.append(" ")
+        elif char == "'":
+            i = _end_of_string(text, i, escapes=bool(out) and out[-1].lower() == "e")
+            if out and out[-1].lower() in _STRING_PREFIXES:
+                out.pop()
+            out.append(placeholder())
+        elif char == '"':
+            end = i + 1
+            while end < size and not (text[end] == '"' and not text.startswith('""', end)):
+                end += 2 if text.startswith('""', end) else 1
+            out.append(text[i:end + 1])
+            i = end + 1
+        elif (param := _PARAM.match(text, i)) is not None:
+            out.append(param.group(0))
+            i = param.end()
+        elif (tag := _DOLLAR_TAG.match(text, i)) is not None:
+            end = text.find(tag.group(0), tag.end())
+            i = size if end == -1 else end + len(tag.group(0))
+            out.append(placeholder())
+        elif (word := _IDENTIFIER.match(text, i)) is not None:
+            out.append(word.group(0))
+            i = word.end()
+        elif (literal := _NUMBER.match(text, i)) is not None:
+            out.append(placeholder())
+            i = literal.end()
+        else:
+            out.append(char)
+            i += 1
+    shown = " ".join("".join(out).split())
+    return shown if len(shown) <= limit else shown[:limit - 1] + "…"
+
+
+def _end_of_string(text: str, start: int, *, escapes: bool) -> int:
+    """The index after the string literal opening at ``start`` ('' doubles a quote; \\ escapes in E'')."""
+    i = start + 1
+    while i < len(text):
+        if escapes and text[i] == "\\":
+            i += 2
+        elif text[i] == "'":
+            if text.startswith("''", i):
+                i += 2
+            else:
+                return i + 1
+        else:
+            i += 1
+    return len(text)
+
+
 _BLOCKERS = sql.SQL(
     """
     SELECT a.pid, a.usename AS user, a.application_name, a.state,
-           date_trunc('millisecond', now() - a.xact_start)::text AS transaction_age,
-           left(a.query, 200) AS query
+           date_trunc('millisecond', now() - a.xact_start)::text AS transaction_age, a.query
     FROM pg_stat_activity a
     WHERE a.pid = ANY (pg_blocking_pids(%s))
     ORDER BY a.xact_start
     """
 )
+
+
+def blocking_sessions(conn: psycopg.Connection[Any], pid: int) -> list[dict[str, Any]]:
+    """The sessions blocking backend ``pid``, their last statement masked by mask_query. Read-only."""
+    return [{**found, "query": mask_query(found["query"])} for found in rows(conn, _BLOCKERS, (pid,))]
 
 
 class BlockerWatch:
@@ -361,7 +457,7 @@ class BlockerWatch:
                 if self._conn is None:
                     self._conn = connect(self._dsn)
                 while not stop.wait(0.05):
-                    found = rows(self._conn, _BLOCKERS, (pid,))
+                    found = blocking_sessions(self._conn, pid)
                     if found:
                         self.last = found
             except Exception:  # the watch only improves a message; never let it break the step
@@ -380,11 +476,15 @@ class BlockerWatch:
             self._conn.close()
 
 
-def describe_blockers(blockers: list[dict[str, Any]]) -> str:
-    """One line per blocking backend: pid, user, application, transaction age, query."""
+def describe_blockers(blockers: list[dict[str, Any]], *, queries: bool = True) -> str:
+    """One clause per blocking backend: pid, user, application, transaction age and (masked) last statement.
+
+    Without ``queries`` the text is fit to record: other sessions' statements are shown, never stored.
+    """
     return "; ".join(
         f"pid {b['pid']} user {b['user']} app {b['application_name'] or '-'} "
-        f"in transaction for {b['transaction_age'] or '?'} ({b['state']}): {b['query']!r}"
+        f"in transaction for {b['transaction_age'] or '?'} ({b['state']})"
+        + (f": {b['query']}" if queries and b.get("query") else "")
         for b in blockers
     )
 
@@ -416,8 +516,10 @@ def with_lock_retries(
             if attempt == policy.retries:
                 raise LockHeld(
                     f"could not take the lock for {what} within {policy.lock_timeout_s:g}s after "
-                    f"{policy.retries} retries; blocked by: {describe_blockers(blockers) or 'unknown backends'}",
+                    f"{policy.retries} retries; blocked by: "
+                    f"{describe_blockers(blockers, queries=False) or 'unknown backends'}",
                     blockers=blockers,
+                    details=tuple(f"pid {b['pid']} last ran: {b['query']}" for b in blockers if b.get("query")),
                     hint="end or wait for the blocking transactions, then run the command again "
                     "(or raise --retries / --lock-timeout)",
                 ) from None

@@ -15,14 +15,16 @@ class ExitCode(IntEnum):
 
 
 class FavmigrateError(Exception):
-    """A failure to run, with the exit code the CLI turns it into and an optional hint."""
+    """A failure to run, with the exit code the CLI turns it into, an optional hint, and ``details``: lines
+    shown under the message but never recorded (the message may go to favmigrate.history)."""
 
     exit_code: ExitCode = ExitCode.PRECONDITION
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, details: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = details
 
 
 class UsageError(FavmigrateError):
@@ -49,8 +51,8 @@ class LockHeld(FavmigrateError):
     """Another favmigrate run holds the advisory lock, or application locks outlasted the retries."""
 
     def __init__(self, message: str, *, blockers: list[dict[str, object]] | None = None,
-                 hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
+                 hint: str | None = None, details: tuple[str, ...] = ()) -> None:
+        super().__init__(message, hint=hint, details=details)
         self.blockers = blockers or []
 
 
