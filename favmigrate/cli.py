@@ -362,11 +362,13 @@ def rollback(
     First every value of the three columns is written back into session_requests.metadata under its
     Phase 3 key (only rows that need it, in batches; a key already holding another value is a
     conflict, kept and reported unless --prefer-columns; metadata that is not a JSON object is never
-    touched). Then the indexes are dropped CONCURRENTLY, the foreign key and the columns under a short
-    lock_timeout with retries, the backfill checkpoint is cleared, and the result is verified as
-    `verify --absent` would. Asks for confirmation (--yes for scripts). Works from any partial state;
-    a second run says "already rolled back". Exit 0 rolled back, 1 verification failed, 2 refused or
-    not confirmed, 3 interrupted (re-run to finish).
+    touched). Then the indexes are dropped CONCURRENTLY and the foreign key under a short lock_timeout
+    with retries; rows the application writes meanwhile are logged by a temporary trigger, and the last
+    of them are preserved in the same transaction as the column drop, under the table's lock. The
+    backfill's checkpoint and rejects are cleared, and the result is verified as `verify --absent`
+    would. Asks for confirmation (--yes for scripts). Works from any partial state; a second run
+    says "already rolled back". Exit 0 rolled back, 1 verification failed, 2 refused or not
+    confirmed, 3 interrupted (re-run to finish).
 
     Example: favmigrate rollback --dsn postgresql://postgres@db.example.com:5432/postgres --dry-run
     """

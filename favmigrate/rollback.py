@@ -5,8 +5,15 @@ under its legacy key (only rows that need it, in keyset batches), merged into th
 legacy key that already holds a different value is a conflict: kept and reported, or overwritten with
 ``prefer_columns``. Then the indexes (CONCURRENTLY), the foreign key and the columns are dropped with
 their paired down SQL, each under lock_timeout with retries, through apply's StepRunner and history.
-A second preservation pass right before the column drop catches values written meanwhile. A backfill
-checkpoint left for this migration is cleared, and the rolled-back state is verified (verify --absent).
+Writes made while rollback runs are not lost: before the first pass, a trigger records the ids of rows whose
+columns the application inserts or updates into a small change log (``favmigrate.rollback_changes_*``);
+after the indexes and the foreign key are gone, a second pass preserves the logged rows, and the last
+one runs in the same transaction as the column drop, under the table's ACCESS EXCLUSIVE lock (taken with
+lock_timeout, the whole transaction retried with backoff), so no write falls between the two. The work
+under that lock is bounded by the writes since the previous pass, never by the table's size. The trigger
+and its log go with the columns, or are removed when the run stops early (a re-run removes what a crash
+left). The backfill's state for this migration (checkpoint, rejects) is cleared, and the rolled-back
+state is verified (verify --absent).
 
 "Same value" means what the backfill would read from the legacy key: a UUID in any letter case, an
 integral JSON number or a string of digits, an ISO-8601 time compared as an instant (no offset: UTC).
@@ -18,19 +25,30 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from favmigrate.apply import WINDOW_CHECK_CONSTRAINT, ApplyOptions, Event, EventKind, OnEvent, PlannedStep, StepRunner
 from favmigrate.backfill import DIGITS_PATTERN, TIMESTAMP_PATTERN, UUID_PATTERN
 from favmigrate.catalog import Snapshot, read_snapshot, require_tables
-from favmigrate.db import SessionLimits, rows, run_lock, scalar, set_session, with_lock_retries
+from favmigrate.db import (
+    RetryPolicy,
+    SessionLimits,
+    advisory_key,
+    rows,
+    run_lock,
+    scalar,
+    set_session,
+    with_lock_retries,
+)
 from favmigrate.errors import FavmigrateError, PreflightFailed, StepFailed
 from favmigrate.history import HISTORY_SCHEMA, ensure_history
 from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult
@@ -38,14 +56,18 @@ from favmigrate.spec import ColumnSpec, LockKind, MigrationSpec, StepSpec, Targe
 from favmigrate.verify import checks_for
 
 SAMPLE_LIMIT = 20  # conflicts and non-object rows listed in a report (all are counted)
-# The backfill's resumable state (favmigrate/backfill.py): one row per migration and target schema.
-BACKFILL_CHECKPOINT_TABLE = "backfill_checkpoint"
+# The backfill's resumable state (favmigrate/backfill.py): one row per migration and target schema in each.
+BACKFILL_STATE_TABLES = ("backfill_checkpoint", "backfill_rejects")
+# The trigger recording the rows the application writes while rollback runs (see the module docstring).
+CHANGE_LOG_TRIGGER = "favmigrate_rollback_changes"
 _ISO_UTC = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+T = TypeVar("T")
 
 # Rollback's own steps, around the spec's down steps. They are not SQL files: the executor runs them.
+TRACK = StepSpec(name="track-late-writes", up="", lock=LockKind.BRIEF, satisfies=())
 PRESERVE = StepSpec(name="preserve-metadata", up="", lock=LockKind.BATCHED, satisfies=())
 PRESERVE_LATE = StepSpec(name="preserve-late-writes", up="", lock=LockKind.BATCHED, satisfies=())
-CLEAR_CHECKPOINT = StepSpec(name="clear-backfill-checkpoint", up="", lock=LockKind.BRIEF, satisfies=())
+CLEAR_STATE = StepSpec(name="clear-backfill-state", up="", lock=LockKind.BRIEF, satisfies=())
 
 
 class NotConfirmed(FavmigrateError):
@@ -337,6 +359,53 @@ class _Tally:
                             tuple(self.not_object_sample))
 
 
+@dataclass(frozen=True)
+class _RowLoss:
+    conflicts: tuple[Conflict, ...]
+    unreadable: int  # of the conflicts: legacy values the backfill cannot read
+    not_object: bool
+    lost: int  # column values metadata will not hold after the drop
+
+
+@dataclass
+class Ledger:
+    """Per row, what metadata will not hold after the drop, as the latest pass that saw the row found it.
+
+    A writing rollback makes a full pass, then passes over the rows written since: a row seen again
+    replaces what an earlier pass found for it, so a conflict is counted once. Only rows with a conflict
+    or non-object metadata are kept.
+    """
+
+    prefer_columns: bool
+    rows: dict[Any, _RowLoss] = field(default_factory=dict)
+
+    def update(self, spec: MigrationSpec, row_key: Any, values: Mapping[str, Any], legacy: Mapping[str, Any],
+               states: Mapping[str, KeyState]) -> None:
+        conflicts, unreadable, lost = [], 0, 0
+        for name, state in states.items():
+            column = spec.column(name)
+            if state is KeyState.CONFLICT:
+                raw = legacy.get(column.legacy_key)
+                conflicts.append(Conflict(str(row_key), column.legacy_key, raw, legacy_json(column, values[name])))
+                unreadable += read_legacy(column, raw) is None
+            lost += state is KeyState.NOT_OBJECT or (state is KeyState.CONFLICT and not self.prefer_columns)
+        not_object = KeyState.NOT_OBJECT in states.values()
+        if (conflicts and not self.prefer_columns) or not_object:
+            self.rows[row_key] = _RowLoss(tuple(conflicts), unreadable, not_object, lost)
+        else:
+            self.rows.pop(row_key, None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The kept conflicts (none with prefer_columns: they were overwritten), non-object rows and losses."""
+        losses = self.rows.values()
+        conflicts = [c for loss in losses for c in loss.conflicts]
+        return {"conflicts": len(conflicts), "unreadable_conflicts": sum(loss.unreadable for loss in losses),
+                "not_object_rows": sum(loss.not_object for loss in losses),
+                "values_lost": sum(loss.lost for loss in losses),
+                "conflict_sample": [c.to_dict() for c in conflicts[:SAMPLE_LIMIT]],
+                "not_object_sample": [str(key) for key, loss in self.rows.items() if loss.not_object][:SAMPLE_LIMIT]}
+
+
 # ---------------------------------------------------------------- the batches (set-based SQL per batch)
 
 
@@ -361,19 +430,28 @@ def holds_values_condition(columns: Sequence[ColumnSpec]) -> sql.Composable:
     return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
 
 
-def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, lock: bool) -> sql.Composed:
-    """The next keyset batch of rows holding values: key, jsonb_typeof(metadata), then (value, legacy) per column."""
+def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, lock: bool,
+                logged: bool = False) -> sql.Composed:
+    """The next keyset batch of rows holding values: key, jsonb_typeof(metadata), then (value, legacy) per column.
+
+    ``logged``: the rows whose keys are in %(ids)s (taken from the change log) instead of the next keyset batch.
+    """
     spec = target.spec
     meta = sql.Identifier(spec.metadata_column)
+    pk = sql.Identifier(spec.primary_key)
     selected: list[sql.Composable] = []
     for column in columns:
         selected += [_column_expression(column), sql.SQL("t.{} -> {}").format(meta, sql.Literal(column.legacy_key))]
+    after: sql.Composable
+    if logged:
+        after = sql.SQL("t.{} = ANY (%(ids)s) AND ").format(pk)
+    else:
+        after = sql.SQL("") if first else sql.SQL("t.{} > %(after)s AND ").format(pk)
     return sql.SQL(
         "SELECT t.{pk}, jsonb_typeof(t.{meta}), {selected} FROM {table} AS t "
         "WHERE {after}{holds} ORDER BY t.{pk} LIMIT %(batch_size)s{lock}"
     ).format(
-        pk=sql.Identifier(spec.primary_key), meta=meta, selected=sql.SQL(", ").join(selected), table=target.table,
-        after=sql.SQL("") if first else sql.SQL("t.{} > %(after)s AND ").format(sql.Identifier(spec.primary_key)),
+        pk=pk, meta=meta, selected=sql.SQL(", ").join(selected), table=target.table, after=after,
         holds=holds_values_condition(columns),
         lock=sql.SQL(" FOR NO KEY UPDATE OF t") if lock else sql.SQL(""),
     )
@@ -387,6 +465,66 @@ def merge_statement(target: Target) -> sql.Composed:
         "FROM unnest(%(keys)s, %(patches)s) AS p(row_key, patch) "
         "WHERE t.{pk} = p.row_key AND (t.{meta} IS NULL OR jsonb_typeof(t.{meta}) = 'object')"
     ).format(table=target.table, meta=sql.Identifier(spec.metadata_column), pk=sql.Identifier(spec.primary_key))
+
+
+# ---------------------------------------------------------------- the change log (writes made while rollback runs)
+
+
+def change_log_table(target: Target) -> sql.Identifier:
+    """The log of rows written while rollback runs, in the tool's schema; one per target (and its function)."""
+    suffix = f"{advisory_key(target.lock_name) & 0xFFFFFFFF:08x}"
+    return sql.Identifier(HISTORY_SCHEMA, f"rollback_changes_{suffix}")
+
+
+def track_statements(target: Target, columns: Sequence[ColumnSpec]) -> list[sql.Composed]:
+    """Create the change log, its trigger function and the trigger, in this order (one transaction).
+
+    The log is UNLOGGED (it only lives while rollback runs; a crash empties it, and the re-run starts with a
+    full pass anyway). The function is SECURITY DEFINER so the application's role needs no privilege on
+    the tool's schema; only INSERT and UPDATE OF the columns fire it, so rollback's own metadata writes do not.
+    """
+    log = change_log_table(target)
+    pk = sql.Identifier(target.spec.primary_key)
+    body = sql.SQL("BEGIN INSERT INTO {log} (row_id) VALUES (NEW.{pk}); RETURN NULL; END").format(log=log, pk=pk)
+    return [
+        sql.SQL("CREATE UNLOGGED TABLE {log} AS SELECT {pk} AS row_id FROM {table} WITH NO DATA").format(
+            log=log, pk=pk, table=target.table),
+        sql.SQL("CREATE FUNCTION {log}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+                "SET search_path = pg_catalog AS {body}").format(log=log, body=sql.Literal(as_text(body))),
+        sql.SQL("CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OF {columns} ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION {log}()").format(
+            trigger=sql.Identifier(CHANGE_LOG_TRIGGER), table=target.table, log=log,
+            columns=sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)),
+    ]
+
+
+def untrack_statements(target: Target) -> list[sql.Composed]:
+    """Drop the trigger, its function and the change log (what a stopped or crashed run left too)."""
+    log = change_log_table(target)
+    return [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(CHANGE_LOG_TRIGGER), target.table),
+            sql.SQL("DROP FUNCTION IF EXISTS {}()").format(log),
+            sql.SQL("DROP TABLE IF EXISTS {}").format(log)]
+
+
+def take_logged_statement(target: Target) -> sql.Composed:
+    """Remove up to %(batch_size)s entries from the change log and return their row keys."""
+    return sql.SQL("DELETE FROM {log} WHERE ctid IN (SELECT ctid FROM {log} LIMIT %(batch_size)s) "
+                   "RETURNING row_id").format(log=change_log_table(target))
+
+
+def change_log_present(conn: psycopg.Connection[Any], target: Target) -> bool:
+    """True when a change log or its trigger exists (a run in progress, or what a crash left). Read-only."""
+    return bool(scalar(conn, sql.SQL(
+        "SELECT to_regclass(%s) IS NOT NULL OR EXISTS (SELECT 1 FROM pg_trigger "
+        "WHERE tgrelid = to_regclass(%s) AND tgname = %s)"),
+        (as_text(change_log_table(target)), target.table_name, CHANGE_LOG_TRIGGER)))
+
+
+def _logged_entries(conn: psycopg.Connection[Any], target: Target) -> int:
+    return int(scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(change_log_table(target))))
+
+
+# ---------------------------------------------------------------- one batch, and the passes
 
 
 @dataclass(frozen=True)
@@ -410,57 +548,128 @@ def _decide(spec: MigrationSpec, columns: Sequence[ColumnSpec], fetched: list[tu
     return decisions
 
 
+def _write_back(conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec],
+                options: RollbackOptions, query: sql.Composed, params: dict[str, Any],
+                write: bool) -> tuple[list[_Decision], int]:
+    """Read one batch and (``write``) merge its patches, inside the caller's transaction. Writes.
+
+    Returns the decisions and the rows merged. Raises StepFailed when a locked object row cannot be updated.
+    """
+    decisions = _decide(target.spec, columns, conn.execute(query, params).fetchall(), options.prefer_columns)
+    patches = [d for d in decisions if d.patch]
+    if not write or not patches:
+        return decisions, 0
+    merged = conn.execute(merge_statement(target), {"keys": [d.row_key for d in patches],
+                                                    "patches": [Jsonb(d.patch) for d in patches]}).rowcount
+    if merged != len(patches):
+        # the rows are locked and were objects: only row-level security can hide them
+        raise StepFailed(f"{len(patches) - merged} of {len(patches)} rows of the batch could not be "
+                         "updated (row-level security with FORCE?)",
+                         hint="run rollback as the table owner or a role that bypasses RLS")
+    return decisions, merged
+
+
 Progress = Callable[[int], None]
+
+
+@dataclass
+class _PassState:
+    """What one pass found so far, fed batch by batch (also what a stopped pass had written)."""
+
+    tally: _Tally
+    ledger: Ledger | None
+    progress: Progress | None
+    retries: int = 0
+
+    def add(self, decisions: list[_Decision], merged: int) -> None:
+        for decision in decisions:
+            self.tally.add(decision.row_key, decision.values, decision.legacy, decision.states, bool(decision.patch))
+            if self.ledger is not None:
+                self.ledger.update(self.tally.spec, decision.row_key, decision.values, decision.legacy,
+                                   decision.states)
+        self.tally.rows_written += merged
+        if self.progress:
+            self.progress(self.tally.rows_examined)
 
 
 def preserve_pass(
     conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec], options: RollbackOptions, *,
     write: bool, progress: Progress | None = None, runner: StepRunner | None = None, step: str = PRESERVE.name,
+    ledger: Ledger | None = None, written: Callable[[int], None] | None = None,
 ) -> tuple[Preservation, int]:
     """One pass over the rows holding column values, in keyset batches; returns what it found and lock retries.
 
     With ``write``, each batch locks its rows (FOR NO KEY UPDATE), merges the missing keys into their
-    metadata in one UPDATE and commits, under lock_timeout with retries, then sleeps ``sleep_s``.
-    Without, it only reads (a survey). Raises LockHeld, Interrupted, StepFailed.
+    metadata in one UPDATE and commits, under lock_timeout with retries, then sleeps ``sleep_s``;
+    ``written`` hears the rows merged by each committed batch. Without, it only reads (a survey).
+    Raises LockHeld, Interrupted, StepFailed.
     """
-    spec = target.spec
-    tally = _Tally(spec, options.prefer_columns)
-    merge = merge_statement(target)
+    found = _PassState(_Tally(target.spec, options.prefer_columns), ledger, progress)
     after: Any = None
-    retries = 0
     while True:
         query = batch_query(target, columns, first=after is None, lock=write)
         params = {"batch_size": options.batch_size, "after": after}
 
         def batch(query: sql.Composed = query, params: dict[str, Any] = params) -> tuple[list[_Decision], int]:
             with conn.transaction():
-                decisions = _decide(spec, columns, conn.execute(query, params).fetchall(), options.prefer_columns)
-                patches = [d for d in decisions if d.patch]
-                if not write or not patches:
-                    return decisions, 0
-                merged = conn.execute(merge, {"keys": [d.row_key for d in patches],
-                                              "patches": [Jsonb(d.patch) for d in patches]}).rowcount
-                if merged != len(patches):
-                    # the rows are locked and were objects: only row-level security can hide them
-                    raise StepFailed(f"{len(patches) - merged} of {len(patches)} rows of the batch could not be "
-                                     "updated (row-level security with FORCE?)",
-                                     hint="run rollback as the table owner or a role that bypasses RLS")
-                return decisions, merged
+                return _write_back(conn, target, columns, options, query, params, write)
 
         (decisions, merged), used = with_lock_retries(
             conn, batch, policy=options.limits.retry_policy, watch=runner.watch if runner else None,
             on_retry=runner.retry_reporter(step) if runner else None, what=f"step {step}")
-        retries += used
-        for decision in decisions:
-            tally.add(decision.row_key, decision.values, decision.legacy, decision.states, bool(decision.patch))
-        tally.rows_written += merged
-        if progress:
-            progress(tally.rows_examined)
+        found.retries += used
+        if written and merged:
+            written(merged)
+        found.add(decisions, merged)
         if len(decisions) < options.batch_size:
-            return tally.freeze(), retries
+            return found.tally.freeze(), found.retries
         after = decisions[-1].row_key
         if write and options.sleep_s:
             time.sleep(options.sleep_s)
+
+
+def preserve_logged(
+    conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec], options: RollbackOptions, *,
+    under_lock: bool, progress: Progress | None = None, runner: StepRunner | None = None,
+    step: str = PRESERVE_LATE.name, ledger: Ledger | None = None, written: Callable[[int], None] | None = None,
+) -> tuple[Preservation, int]:
+    """Preserve the rows the change log recorded; each batch consumes its log entries in its own transaction.
+
+    Outside the table lock (``under_lock`` False) it takes only the entries present when it starts, each
+    batch under lock_timeout with retries, so writers that never stop cannot keep it going; under the
+    caller's ACCESS EXCLUSIVE lock nobody else writes, and it empties the log. Writes. Raises LockHeld,
+    Interrupted, StepFailed.
+    """
+    found = _PassState(_Tally(target.spec, options.prefer_columns), ledger, progress)
+    query = batch_query(target, columns, first=True, lock=True, logged=True)
+    take = take_logged_statement(target)
+    budget = None if under_lock else _logged_entries(conn, target)
+    consumed = 0
+    while budget is None or consumed < budget:
+        def batch() -> tuple[list[_Decision], int, int]:
+            with conn.transaction():
+                taken = [row[0] for row in conn.execute(take, {"batch_size": options.batch_size})]
+                if not taken:
+                    return [], 0, 0
+                ids = list(dict.fromkeys(taken))  # a row written many times is logged as often
+                decisions, merged = _write_back(conn, target, columns, options, query,
+                                                {"ids": ids, "batch_size": len(ids)}, write=True)
+                return decisions, merged, len(taken)
+
+        if under_lock:
+            decisions, merged, taken = batch()
+        else:
+            (decisions, merged, taken), used = with_lock_retries(
+                conn, batch, policy=options.limits.retry_policy, watch=runner.watch if runner else None,
+                on_retry=runner.retry_reporter(step) if runner else None, what=f"step {step}")
+            found.retries += used
+        if not taken:
+            break
+        consumed += taken
+        if written and merged:
+            written(merged)
+        found.add(decisions, merged)
+    return found.tally.freeze(), found.retries
 
 
 # ---------------------------------------------------------------- planning
@@ -477,6 +686,10 @@ _FOREIGN_DEPENDENTS = sql.SQL(
       AND NOT (d.classid = 'pg_class'::regclass
                AND d.objid IN (SELECT c.oid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
                                WHERE i.indrelid = %(table)s::regclass AND c.relname = ANY (%(indexes)s)))
+      -- the change-log trigger of an earlier rollback run: rollback drops it first
+      AND NOT (d.classid = 'pg_trigger'::regclass
+               AND d.objid IN (SELECT oid FROM pg_trigger WHERE tgrelid = %(table)s::regclass
+                               AND tgname = %(trigger)s))
       -- our own constraints, and a column's NOT NULL (a pg_constraint row from PostgreSQL 18)
       AND NOT (d.classid = 'pg_constraint'::regclass
                AND d.objid IN (SELECT oid FROM pg_constraint
@@ -511,7 +724,7 @@ def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot,
     if present:
         dependents = rows(conn, _FOREIGN_DEPENDENTS, {
             "table": target.table_name, "columns": [c.name for c in present],
-            "indexes": [i.name for i in spec.indexes],
+            "indexes": [i.name for i in spec.indexes], "trigger": CHANGE_LOG_TRIGGER,
             "constraints": [spec.foreign_key.name, WINDOW_CHECK_CONSTRAINT]})
         problems += [f"{d['object']} uses the migration's columns and would be dropped with them: drop or change "
                      "it first" for d in dependents]
@@ -525,21 +738,24 @@ def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot,
             "preflight refused the rollback; nothing was changed:\n  - " + "\n  - ".join(problems), problems=problems)
 
 
-def _checkpoint_table() -> sql.Identifier:
-    return sql.Identifier(HISTORY_SCHEMA, BACKFILL_CHECKPOINT_TABLE)
+def _state_tables() -> list[sql.Identifier]:
+    return [sql.Identifier(HISTORY_SCHEMA, name) for name in BACKFILL_STATE_TABLES]
 
 
-def checkpoint_present(conn: psycopg.Connection[Any], target: Target) -> bool:
-    """True when the backfill left a checkpoint for this migration and schema. Read-only."""
-    if not scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"),
-                  (f"{HISTORY_SCHEMA}.{BACKFILL_CHECKPOINT_TABLE}",)):
-        return False
-    return bool(scalar(conn, sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE migration_id = %s AND target_schema = %s)")
-                       .format(_checkpoint_table()), (target.spec.id, target.schema)))
+def backfill_state_present(conn: psycopg.Connection[Any], target: Target) -> bool:
+    """True when the backfill left a checkpoint or rejects for this migration and schema. Read-only."""
+    for table in _state_tables():
+        if not scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"), (as_text(table),)):
+            continue
+        if scalar(conn, sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE migration_id = %s AND target_schema = %s)")
+                  .format(table), (target.spec.id, target.schema)):
+            return True
+    return False
 
 
-def _clear_checkpoint_statement() -> sql.Composed:
-    return sql.SQL("DELETE FROM {} WHERE migration_id = %s AND target_schema = %s").format(_checkpoint_table())
+def _clear_state_statements() -> list[sql.Composed]:
+    return [sql.SQL("DELETE FROM {} WHERE migration_id = %s AND target_schema = %s").format(table)
+            for table in _state_tables()]
 
 
 def _present_objects(step: StepSpec, snapshot: Snapshot) -> list[str]:
@@ -560,33 +776,55 @@ def _present_objects(step: StepSpec, snapshot: Snapshot) -> list[str]:
     return found
 
 
-def _preserve_sql(target: Target, columns: Sequence[ColumnSpec]) -> tuple[str, ...]:
-    return (as_text(batch_query(target, columns, first=False, lock=True)), as_text(merge_statement(target)))
+def _preserve_sql(target: Target, columns: Sequence[ColumnSpec], *, logged: bool = False) -> tuple[str, ...]:
+    take = (take_logged_statement(target),) if logged else ()
+    return tuple(as_text(s) for s in (*take, batch_query(target, columns, first=False, lock=True, logged=logged),
+                                      merge_statement(target)))
 
 
-def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, checkpoint: bool) -> list[PlannedStep]:
-    """The steps rollback would run from this snapshot, in order, with their SQL. Pure."""
+def _lock_table_statement(target: Target) -> sql.Composed:
+    return sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(target.table)
+
+
+def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, backfill_state: bool,
+               change_log: bool = False) -> list[PlannedStep]:
+    """The steps rollback would run from this snapshot, in order, with their SQL. Pure.
+
+    ``change_log``: an earlier run left the change log (it is dropped first, or recreated).
+    """
     spec = target.spec
     columns = [c for c in spec.columns if c.name in snapshot.columns]
     preserve = bool(columns) and not discard_data
+    untrack = tuple(as_text(s) for s in untrack_statements(target))
     planned: list[PlannedStep] = []
     if preserve:
+        planned.append(PlannedStep(TRACK, "record the rows the application writes from now on, so that no write is "
+                                   "lost before the columns are dropped",
+                                   untrack + tuple(as_text(s) for s in track_statements(target, columns))))
         planned.append(PlannedStep(PRESERVE, "write the column values back under the legacy metadata keys",
                                    _preserve_sql(target, columns)))
+    elif change_log:
+        planned.append(PlannedStep(TRACK, "drop the change log an earlier run left", untrack, down=True))
     for step in spec.down_steps:
         objects = _present_objects(step, snapshot)
         if not objects:
             continue
-        if step.name == spec.steps[0].name and preserve:
-            planned.append(PlannedStep(PRESERVE_LATE, "values written since the first pass, right before the drop",
-                                       _preserve_sql(target, columns)))
+        final = step.name == spec.steps[0].name and preserve
+        if final:
+            planned.append(PlannedStep(PRESERVE_LATE, "values written since the first pass (the logged rows)",
+                                       _preserve_sql(target, columns, logged=True)))
         reason = "drop " + ", ".join(objects)
         if step.name == spec.steps[0].name and WINDOW_CHECK_CONSTRAINT in snapshot.constraints:
             reason += f" (constraint {WINDOW_CHECK_CONSTRAINT} goes with its column)"
-        planned.append(PlannedStep(step, reason, tuple(as_text(s) for s in target.down_statements(step)), down=True))
-    if checkpoint:
-        planned.append(PlannedStep(CLEAR_CHECKPOINT, "the backfill checkpoint points into dropped columns",
-                                   (as_text(_clear_checkpoint_statement()),)))
+        statements = tuple(as_text(s) for s in target.down_statements(step))
+        if final:
+            reason += ", in one transaction under the table's lock with the values logged since the last pass"
+            statements = (as_text(_lock_table_statement(target)), *_preserve_sql(target, columns, logged=True),
+                          *untrack, *statements)
+        planned.append(PlannedStep(step, reason, statements, down=True))
+    if backfill_state:
+        planned.append(PlannedStep(CLEAR_STATE, "the backfill's checkpoint and rejects point into dropped columns",
+                                   tuple(as_text(s) for s in _clear_state_statements())))
     return planned
 
 
@@ -596,9 +834,10 @@ class RollbackPlan:
 
     steps: tuple[PlannedStep, ...]
     objects: tuple[str, ...]
-    survey: Preservation | None  # None when no column of the migration exists
+    columns: tuple[ColumnSpec, ...]  # the migration's columns that exist
     discard_data: bool
-    checkpoint: bool
+    backfill_state: bool
+    survey: Preservation | None = None  # None before the survey, or when no column of the migration exists
 
     @property
     def needed(self) -> bool:
@@ -622,15 +861,15 @@ class RollbackPlan:
                 if self.values_lost:
                     notes.append(f"{self.values_lost} column values will not be in metadata after the drop "
                                  "(conflicts kept, non-object metadata); see the samples in the JSON report")
-        if self.checkpoint:
-            notes.append("clears the backfill checkpoint of this migration")
+        if self.backfill_state:
+            notes.append("clears the backfill's checkpoint and rejects of this migration")
         return tuple(notes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"needed": self.needed, "objects": list(self.objects), "steps": [s.to_dict() for s in self.steps],
                 "discard_data": self.discard_data, "values_lost": self.values_lost,
                 "survey": self.survey.to_dict() if self.survey else None,
-                "backfill_checkpoint": self.checkpoint, "notes": list(self.notes())}
+                "backfill_state": self.backfill_state, "notes": list(self.notes())}
 
 
 def _objects(target: Target, snapshot: Snapshot) -> tuple[str, ...]:
@@ -640,17 +879,34 @@ def _objects(target: Target, snapshot: Snapshot) -> tuple[str, ...]:
     return tuple(objects)
 
 
+def plan_from_catalogs(conn: psycopg.Connection[Any], target: Target, options: RollbackOptions) -> RollbackPlan:
+    """The steps and objects, from the catalogs and the tool's state, without the survey. Read-only.
+
+    Raises PreflightFailed.
+    """
+    snapshot = read_snapshot(conn, target)
+    preflight(conn, target, snapshot, preserve=not options.discard_data)
+    state = backfill_state_present(conn, target)
+    steps = plan_steps(target, snapshot, discard_data=options.discard_data, backfill_state=state,
+                       change_log=change_log_present(conn, target))
+    columns = tuple(c for c in target.spec.columns if c.name in snapshot.columns)
+    return RollbackPlan(tuple(steps), _objects(target, snapshot), columns, options.discard_data, state)
+
+
+def survey(conn: psycopg.Connection[Any], target: Target, plan: RollbackPlan, options: RollbackOptions,
+           progress: Progress | None = None) -> RollbackPlan:
+    """``plan`` with its survey of the rows holding values (the same batches, read-only). Read-only."""
+    if not plan.columns:
+        return plan
+    found = preserve_pass(conn, target, plan.columns, options, write=False, progress=progress)[0]
+    return replace(plan, survey=found)
+
+
 def plan_rollback(conn: psycopg.Connection[Any], target: Target, options: RollbackOptions | None = None,
                   progress: Progress | None = None) -> RollbackPlan:
     """Read the catalogs and survey the rows holding values; raises PreflightFailed. Read-only."""
     options = options or RollbackOptions()
-    snapshot = read_snapshot(conn, target)
-    preflight(conn, target, snapshot, preserve=not options.discard_data)
-    checkpoint = checkpoint_present(conn, target)
-    columns = [c for c in target.spec.columns if c.name in snapshot.columns]
-    survey = preserve_pass(conn, target, columns, options, write=False, progress=progress)[0] if columns else None
-    steps = plan_steps(target, snapshot, discard_data=options.discard_data, checkpoint=checkpoint)
-    return RollbackPlan(tuple(steps), _objects(target, snapshot), survey, options.discard_data, checkpoint)
+    return survey(conn, target, plan_from_catalogs(conn, target, options), options, progress)
 
 
 # ---------------------------------------------------------------- running
@@ -661,147 +917,239 @@ def _silent(_: Event) -> None:
 
 
 Confirm = Callable[[RollbackPlan], bool]
+# Removing the change log when a run stops early: a few short tries; a re-run removes what is left.
+_CLEANUP_RETRIES = 3
 
 
 class _Executor:
-    """Runs rollback's own steps (preservation passes, checkpoint) and hands the down steps to the runner."""
+    """Runs rollback's own steps (change log, preservation passes, the final drop, the backfill's state) and
+    hands the other down steps to the runner. Counts what it wrote, for the report of a run that stops early.
+    """
 
     def __init__(self, runner: StepRunner, columns: Sequence[ColumnSpec], options: RollbackOptions,
                  total: int | None) -> None:
         self.runner = runner
+        self.conn = runner.conn
+        self.target = runner.target
         self.columns = columns
         self.options = options
         self.total = total
         self.passes: list[Preservation] = []
-        self.checkpoint_cleared = False
+        self.ledger = Ledger(options.prefer_columns)
+        self.rows_written = 0
+        self.tracking = False  # the change log and its trigger exist and are ours to remove
+        self.state_cleared = False
 
     def __call__(self, planned: PlannedStep) -> StepResult:
-        if planned.step in (PRESERVE, PRESERVE_LATE):
-            return self._preserve(planned)
-        if planned.step == CLEAR_CHECKPOINT:
-            return self._clear_checkpoint(planned)
+        step = planned.step
+        if step == TRACK:
+            return self._own(planned, lambda: self._track(planned))
+        if step in (PRESERVE, PRESERVE_LATE):
+            return self._own(planned, lambda: self._preserve(planned))
+        if step == CLEAR_STATE:
+            return self._own(planned, self._clear_state)
+        if self.tracking and step.name == self.target.spec.steps[0].name:
+            return self._own(planned, lambda: self._drop_with_last_pass(planned))
         return self.runner.run_step(planned)
 
-    def _preserve(self, planned: PlannedStep) -> StepResult:
-        runner, name = self.runner, planned.step.name
-        runner.on_event(Event(EventKind.STEP_START, name, planned.reason))
+    def _retrying(self, action: Callable[[], T], step: str, policy: RetryPolicy | None = None) -> tuple[T, int]:
+        runner = self.runner
+        return with_lock_retries(self.conn, action, policy=policy or self.options.limits.retry_policy,
+                                 watch=runner.watch, on_retry=runner.retry_reporter(step), what=f"step {step}")
+
+    def _own(self, planned: PlannedStep, work: Callable[[], tuple[str, int]]) -> StepResult:
+        """Run one of rollback's own steps with the runner's events; ``work`` returns (detail, lock retries)."""
+        name = planned.step.name
+        self.runner.on_event(Event(EventKind.STEP_START, name, planned.reason))
         started = time.monotonic()
-
-        def progress(done: int) -> None:
-            runner.on_event(Event(EventKind.PROGRESS, name, f"{done} rows with values examined", done=done,
-                                  total=max(self.total, done) if self.total is not None else None))
-
-        found, retries = preserve_pass(runner.conn, runner.target, self.columns, self.options, write=True,
-                                       progress=progress, runner=runner, step=name)
-        self.passes.append(found)
-        detail = found.summary(written=True)
+        detail, retries = work()
         result = StepResult(name, StepOutcome.APPLIED, detail, ";\n".join(planned.statements),
                             time.monotonic() - started, retries)
-        runner.on_event(Event(EventKind.STEP_DONE, name, f"{detail} in {result.duration_s:.2f}s"))
+        self.runner.on_event(Event(EventKind.STEP_DONE, name, f"{detail} in {result.duration_s:.2f}s"))
         return result
 
-    def _clear_checkpoint(self, planned: PlannedStep) -> StepResult:
-        runner, name = self.runner, planned.step.name
-        runner.on_event(Event(EventKind.STEP_START, name, planned.reason))
-        started = time.monotonic()
+    def _execute_all(self, statements: Sequence[sql.Composed]) -> None:
+        with self.conn.transaction():
+            for statement in statements:
+                self.conn.execute(statement)
+
+    def _track(self, planned: PlannedStep) -> tuple[str, int]:
+        statements = untrack_statements(self.target)
+        if not planned.down:
+            statements += track_statements(self.target, self.columns)
+        _, retries = self._retrying(lambda: self._execute_all(statements), planned.step.name)
+        self.tracking = not planned.down
+        return ("trigger " + CHANGE_LOG_TRIGGER + " logs the rows written from now on" if self.tracking
+                else "removed"), retries
+
+    def _count_written(self, rows: int) -> None:
+        self.rows_written += rows
+
+    def _progress(self, name: str) -> Progress:
+        def progress(done: int) -> None:
+            total = max(self.total, done) if self.total is not None and name == PRESERVE.name else None
+            self.runner.on_event(Event(EventKind.PROGRESS, name, f"{done} rows with values examined", done=done,
+                                       total=total))
+        return progress
+
+    def _preserve(self, planned: PlannedStep) -> tuple[str, int]:
+        name = planned.step.name
+        preserve = (partial(preserve_pass, write=True) if planned.step == PRESERVE
+                    else partial(preserve_logged, under_lock=False))
+        found, retries = preserve(self.conn, self.target, self.columns, self.options, progress=self._progress(name),
+                                  runner=self.runner, step=name, ledger=self.ledger, written=self._count_written)
+        self.passes.append(found)
+        return found.summary(written=True), retries
+
+    def _drop_with_last_pass(self, planned: PlannedStep) -> tuple[str, int]:
+        """The last pass over the logged rows and the column drop, one transaction under the table's lock."""
+        def drop() -> Preservation:
+            with self.conn.transaction():
+                self.conn.execute(_lock_table_statement(self.target))
+                found, _ = preserve_logged(self.conn, self.target, self.columns, self.options, under_lock=True,
+                                           ledger=self.ledger)
+                for statement in (*untrack_statements(self.target), *self.target.down_statements(planned.step)):
+                    self.conn.execute(statement)
+                return found
+
+        found, retries = self._retrying(drop, planned.step.name)
+        self.tracking = False
+        self.passes.append(found)
+        self.rows_written += found.rows_written
+        return f"dropped; last pass under the lock: {found.summary(written=True)}", retries
+
+    def _clear_state(self) -> tuple[str, int]:
+        statements = [statement for table, statement in zip(_state_tables(), _clear_state_statements(), strict=True)
+                      if scalar(self.conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"), (as_text(table),))]
 
         def clear() -> int:
-            with runner.conn.transaction():
-                return runner.conn.execute(_clear_checkpoint_statement(),
-                                           (runner.target.spec.id, runner.target.schema)).rowcount
+            with self.conn.transaction():
+                return sum(self.conn.execute(s, (self.target.spec.id, self.target.schema)).rowcount
+                           for s in statements)
 
-        deleted, retries = with_lock_retries(runner.conn, clear, policy=self.options.limits.retry_policy,
-                                             watch=runner.watch, on_retry=runner.retry_reporter(name),
-                                             what=f"step {name}")
-        self.checkpoint_cleared = deleted > 0
-        detail = "cleared" if deleted else "already gone"
-        result = StepResult(name, StepOutcome.APPLIED, detail, ";\n".join(planned.statements),
-                            time.monotonic() - started, retries)
-        runner.on_event(Event(EventKind.STEP_DONE, name, detail))
-        return result
+        deleted, retries = self._retrying(clear, CLEAR_STATE.name)
+        self.state_cleared = deleted > 0
+        return ("checkpoint and rejects cleared" if deleted else "already gone"), retries
+
+    def close(self) -> str | None:
+        """Remove the change log when the run stopped before the drop; a note when it could not. Writes."""
+        if not self.tracking or self.conn.closed or self.conn.broken:
+            return None if not self.tracking else _CHANGE_LOG_LEFT
+        policy = replace(self.options.limits.retry_policy, retries=_CLEANUP_RETRIES)
+        try:
+            if self.conn.info.transaction_status != TransactionStatus.IDLE:
+                self.conn.rollback()
+            self._retrying(lambda: self._execute_all(untrack_statements(self.target)), TRACK.name, policy)
+        except (FavmigrateError, psycopg.Error, KeyboardInterrupt):
+            return _CHANGE_LOG_LEFT
+        self.tracking = False
+        return None
 
 
-def _preservation_dict(passes: list[Preservation], discard: bool, survey: Preservation | None) -> dict[str, Any]:
-    """The preservation outcome over the passes: writes add up; kept conflicts and losses are the last pass's
-    (the state before the drop), overwritten conflicts add up (a later pass sees only new ones).
+_CHANGE_LOG_LEFT = (f"the trigger {CHANGE_LOG_TRIGGER} and its change log are still in place (they only record row "
+                    "ids); the next `favmigrate rollback` removes them")
+
+
+def _preservation_dict(passes: list[Preservation], ledger: Ledger, discard: bool,
+                       survey: Preservation | None) -> dict[str, Any]:
+    """The preservation outcome over the passes: writes add up; kept conflicts, non-object rows and losses are
+    each row's as the last pass that saw it found them (the ledger); overwritten conflicts add up (a later pass
+    sees only new ones).
     """
     if discard or not passes:
         lost = survey.values_lost(discard) if survey else 0
         return {"discarded": discard, "values_written": 0, "rows_written": 0, "values_lost": lost, "passes": []}
-    last = passes[-1]
-    counted = passes if last.prefer_columns else [last]
-    return {
+    prefer = passes[0].prefer_columns
+    outcome: dict[str, Any] = {
         "discarded": False,
         "values_written": sum(p.values_to_write for p in passes),
         "rows_written": sum(p.rows_written for p in passes),
-        "conflicts": sum(p.conflict_count for p in counted),
-        "unreadable_conflicts": sum(p.unreadable_conflicts for p in counted),
-        "conflict_resolution": "column" if last.prefer_columns else "metadata",
-        "not_object_rows": last.not_object_rows,
-        "values_lost": last.values_lost(),
-        "conflict_sample": [c.to_dict() for p in counted for c in p.conflicts][:SAMPLE_LIMIT],
-        "not_object_sample": list(last.not_object_sample),
+        "conflict_resolution": "column" if prefer else "metadata",
+        **ledger.to_dict(),
         "passes": [p.to_dict() for p in passes],
     }
+    if prefer:
+        outcome.update(conflicts=sum(p.conflict_count for p in passes),
+                       unreadable_conflicts=sum(p.unreadable_conflicts for p in passes),
+                       conflict_sample=[c.to_dict() for p in passes for c in p.conflicts][:SAMPLE_LIMIT])
+    return outcome
 
 
 def rollback_migration(
     conn: psycopg.Connection[Any], target: Target, options: RollbackOptions | None = None,
-    on_event: OnEvent | None = None, confirm: Confirm | None = None,
+    on_event: OnEvent | None = None, confirm: Confirm | None = None, *, can_confirm: bool = True,
 ) -> RunReport:
     """Preserve the column values in metadata, drop the migration's objects, verify their absence. Writes.
 
-    ``confirm`` sees the plan before anything changes (None: proceed); when it returns False,
-    NotConfirmed is raised. Raises PreflightFailed (nothing changed), LockHeld (another favmigrate run,
-    or blockers outlasted the retries), StepFailed (a step errored; re-running continues). A Ctrl-C
-    yields a report with exit code 3. A dry run only reads.
+    The run lock is taken before anything is read (a dry run only reads, without it). ``confirm`` sees the
+    plan before anything changes (None: proceed); when it returns False, NotConfirmed is raised. With
+    ``can_confirm`` False nobody can answer it: a rollback with work to do is refused (NotConfirmed) before
+    the survey. Raises PreflightFailed (nothing changed), LockHeld (another favmigrate run, or blockers
+    outlasted the retries), StepFailed (a step errored; re-running continues). A Ctrl-C yields a report
+    with exit code 3.
     """
     options = options or RollbackOptions()
     emit = on_event or _silent
     options.limits.set_on(conn)
-
-    def surveyed(done: int) -> None:
-        emit(Event(EventKind.PROGRESS, "survey", f"{done} rows with values examined", done=done))
-
-    plan = plan_rollback(conn, target, options, progress=surveyed)
-    if plan.survey is not None:
-        emit(Event(EventKind.STEP_DONE, "survey", f"{plan.survey.rows_examined} rows hold values of the columns"))
-    extra: dict[str, Any] = {"plan": plan.to_dict()}
     if options.dry_run:
+        plan = _surveyed(conn, target, plan_from_catalogs(conn, target, options), options, emit)
         steps = tuple(StepResult(p.step.name, StepOutcome.WOULD_APPLY, p.reason, ";\n".join(p.statements))
                       for p in plan.steps)
         dry_notes = plan.notes() + (("dry run: nothing was changed",) if plan.needed else ())
-        return RunReport("rollback", steps, dry_run=True, notes=dry_notes, extra=extra)
-    if not plan.needed:
-        return RunReport("rollback", (), notes=plan.notes(), verification=_verify_absent(conn, target), extra=extra)
-    if confirm is not None and not confirm(plan):
-        raise NotConfirmed("rollback not confirmed; nothing was changed")
+        return RunReport("rollback", steps, dry_run=True, notes=dry_notes, extra={"plan": plan.to_dict()})
+    with run_lock(conn, target.lock_name, wait_s=options.limits.lock_wait_s):
+        plan = plan_from_catalogs(conn, target, options)
+        if not plan.needed:
+            return RunReport("rollback", (), notes=plan.notes(), verification=_verify_absent(conn, target),
+                             extra={"plan": plan.to_dict()})
+        if confirm is not None and not can_confirm:
+            raise NotConfirmed(f"refusing to roll back without --yes: there is no terminal to confirm on; nothing "
+                               f"was changed (it would {plan.notes()[0]})",
+                               hint="review `favmigrate rollback --dry-run`, then pass --yes")
+        plan = _surveyed(conn, target, plan, options, emit)
+        if confirm is not None and not confirm(plan):
+            raise NotConfirmed("rollback not confirmed; nothing was changed")
+        return _run(conn, target, plan, options, emit)
+
+
+def _surveyed(conn: psycopg.Connection[Any], target: Target, plan: RollbackPlan, options: RollbackOptions,
+              emit: OnEvent) -> RollbackPlan:
+    def surveyed(done: int) -> None:
+        emit(Event(EventKind.PROGRESS, "survey", f"{done} rows with values examined", done=done))
+
+    plan = survey(conn, target, plan, options, progress=surveyed)
+    if plan.survey is not None:
+        emit(Event(EventKind.STEP_DONE, "survey", f"{plan.survey.rows_examined} rows hold values of the columns"))
+    return plan
+
+
+def _run(conn: psycopg.Connection[Any], target: Target, plan: RollbackPlan, options: RollbackOptions,
+         emit: OnEvent) -> RunReport:
+    """Run the planned steps under the caller's run lock, then verify. Writes."""
+    ensure_history(conn)
     runner = StepRunner(conn, target, options.runner_options(), emit, "rollback")
-    total = plan.survey.rows_examined if plan.survey else None
+    executor = _Executor(runner, plan.columns, options, plan.survey.rows_examined if plan.survey else None)
+    results: list[StepResult] = []
+    left: str | None = None
     try:
-        with run_lock(conn, target.lock_name, wait_s=options.limits.lock_wait_s):
-            ensure_history(conn)
-            # re-plan under the lock: another run may have changed the table while we waited or asked
-            snapshot = read_snapshot(conn, target)
-            preflight(conn, target, snapshot, preserve=not options.discard_data)
-            columns = [c for c in target.spec.columns if c.name in snapshot.columns]
-            planned = plan_steps(target, snapshot, discard_data=options.discard_data,
-                                 checkpoint=checkpoint_present(conn, target))
-            executor = _Executor(runner, columns, options, total)
-            results: list[StepResult] = []
-            if options.discard_data and columns:
-                skipped = StepResult(PRESERVE.name, StepOutcome.SKIPPED,
-                                     f"--discard-data: {plan.values_lost} column values dropped with the columns")
-                runner.record(skipped)
-                results.append(skipped)
-            results += runner.run_all(planned, executor)
+        if options.discard_data and plan.columns:
+            skipped = StepResult(PRESERVE.name, StepOutcome.SKIPPED,
+                                 f"--discard-data: {plan.values_lost} column values dropped with the columns")
+            runner.record(skipped)
+            results.append(skipped)
+        results += runner.run_all(list(plan.steps), executor)
     finally:
+        left = executor.close()
         runner.watch.close()
+        if left:
+            emit(Event(EventKind.WARNING, message=left))
     interrupted = any(r.outcome is StepOutcome.INTERRUPTED for r in results)
-    preservation = _preservation_dict(executor.passes, options.discard_data, plan.survey)
-    extra.update(run_id=str(runner.run_id), preservation=preservation,
-                 checkpoint_cleared=executor.checkpoint_cleared)
+    preservation = _preservation_dict(executor.passes, executor.ledger, options.discard_data, plan.survey)
+    extra: dict[str, Any] = {"plan": plan.to_dict(), "run_id": str(runner.run_id), "preservation": preservation,
+                             "backfill_state_cleared": executor.state_cleared}
     notes = [_preservation_note(preservation)] if plan.survey is not None else []
+    if left:
+        notes.append(left)
     if interrupted:
         notes.append("interrupted: re-run `favmigrate rollback` to finish; preserved values stay in metadata")
         return RunReport("rollback", tuple(results), notes=tuple(notes), extra=extra)

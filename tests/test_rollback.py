@@ -15,13 +15,14 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from clihelp import cli
-from favmigrate.apply import apply_migration
+from favmigrate.apply import EventKind, apply_migration
 from favmigrate.backfill import BackfillOptions, backfill
-from favmigrate.db import advisory_key
+from favmigrate.db import SessionLimits, advisory_key
 from favmigrate.rollback import (
     KeyState,
     NotConfirmed,
     RollbackOptions,
+    change_log_present,
     classify,
     legacy_json,
     parse_timestamp,
@@ -30,6 +31,7 @@ from favmigrate.rollback import (
     read_legacy,
     rollback_migration,
     same_meaning,
+    track_statements,
     values_to_preserve,
 )
 from favmigrate.spec import Target, load_spec
@@ -239,8 +241,8 @@ def test_apply_backfill_write_rollback_keeps_every_value_and_apply_again_restore
     data = report.to_dict()
     assert report.exit_code == 0 and data["verification"]["ok"], data
     assert [s["step"] for s in data["steps"]] == [
-        "preserve-metadata", "index-priority-timeout", "index-priority-analytics", "index-preferred-mechanic",
-        "add-fk-not-valid", "preserve-late-writes", "add-columns", "clear-backfill-checkpoint"]
+        "track-late-writes", "preserve-metadata", "index-priority-timeout", "index-priority-analytics",
+        "index-preferred-mechanic", "add-fk-not-valid", "preserve-late-writes", "add-columns", "clear-backfill-state"]
     after = state(conn)
     assert after.keys() == before.keys(), "rows were added or lost"
     assert table_catalog(conn) == catalog_before, "rollback touched another object of the table"
@@ -311,14 +313,14 @@ def test_rollback_from_a_half_applied_migration_with_a_backfill_in_progress(conn
         "constraint session_requests_preferred_mechanic_id_fkey (NOT VALID)",
         "column preferred_mechanic_id", "column priority_window_minutes", "column priority_notified_at",
         "constraint session_requests_priority_window_not_null")
-    assert plan.checkpoint
+    assert plan.backfill_state
 
     report = rollback_migration(conn, t)
     assert report.exit_code == 0 and report.verification is not None and report.verification.ok
     assert [s.step for s in report.steps] == [
-        "preserve-metadata", "index-priority-timeout", "index-preferred-mechanic", "add-fk-not-valid",
-        "preserve-late-writes", "add-columns", "clear-backfill-checkpoint"]
-    assert report.extra["checkpoint_cleared"]
+        "track-late-writes", "preserve-metadata", "index-priority-timeout", "index-preferred-mechanic",
+        "add-fk-not-valid", "preserve-late-writes", "add-columns", "clear-backfill-state"]
+    assert report.extra["backfill_state_cleared"]
     assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conname = "
                         "'session_requests_priority_window_not_null'").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM favmigrate.backfill_checkpoint").fetchone()[0] == 0
@@ -332,7 +334,8 @@ def test_only_the_columns_left_and_nothing_at_all(conn, db_dsn):
         conn.execute(statement)
     result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
     assert result.exit_code == 0, result.stderr
-    assert [s["step"] for s in result.json()["steps"]] == ["preserve-metadata", "preserve-late-writes", "add-columns"]
+    assert [s["step"] for s in result.json()["steps"]] == [
+        "track-late-writes", "preserve-metadata", "preserve-late-writes", "add-columns"]
     nothing = cli("rollback", "--dsn", db_dsn)  # no confirmation needed when there is nothing to do
     assert nothing.exit_code == 0 and "already rolled back" in nothing.stdout
 
@@ -353,8 +356,73 @@ def test_interrupted_between_batches_exits_3_and_a_rerun_finishes(conn, db_dsn):
     written = conn.execute("SELECT count(*) FROM session_requests WHERE metadata ? 'priority_mechanic_id' "
                            "AND preferred_mechanic_id IS NOT NULL").fetchone()[0]
     assert 0 < written < 12, "the first batch stays written, the rest waits for the re-run"
+    assert not change_log_present(conn, target()), "a stopped run removes its trigger and change log"
     result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
     assert result.exit_code == 0 and result.json()["verification"]["ok"]
+
+
+# ---------------------------------------------------------------- writes made while rollback runs
+
+
+def test_a_write_made_while_the_column_drop_waits_for_its_lock_ends_up_in_metadata(conn, db_dsn):
+    apply(conn)
+    mechanic_row, window_row = plain_rows(conn, 2)
+    mechanic = mechanic_ids(conn, 1)[0]
+    holder = psycopg.connect(db_dsn)  # not autocommit: its SELECT holds ACCESS SHARE until it commits
+    written = []
+
+    def application(event: Any) -> None:
+        if event.kind is EventKind.STEP_START and event.step == "add-columns":
+            holder.execute("SELECT 1 FROM session_requests LIMIT 1")
+        elif event.kind is EventKind.RETRY and event.step == "add-columns" and not written:
+            with psycopg.connect(db_dsn, autocommit=True) as app:  # the Phase 4 code, still running
+                app.execute("UPDATE session_requests SET preferred_mechanic_id = %s WHERE id = %s",
+                            (mechanic, mechanic_row))
+                app.execute("UPDATE session_requests SET priority_window_minutes = 30 WHERE id = %s", (window_row,))
+            written.append(True)
+            holder.commit()
+
+    try:
+        report = rollback_migration(conn, target(), RollbackOptions(limits=SessionLimits(lock_timeout_s=0.1)),
+                                    on_event=application)
+    finally:
+        holder.close()
+    assert written, "the drop never waited for its lock"
+    assert report.exit_code == 0, report.to_dict()
+    metadata = dict(conn.execute("SELECT id, metadata FROM session_requests WHERE id = ANY (%s)",
+                                 ([mechanic_row, window_row],)).fetchall())
+    assert metadata[mechanic_row]["priority_mechanic_id"] == str(mechanic)
+    assert metadata[window_row]["priority_window_minutes"] == 30
+    preservation = report.extra["preservation"]
+    assert preservation["passes"][-1]["rows_written"] == 2, "the last pass, under the lock, wrote them"
+    assert preservation["rows_written"] == sum(p["rows_written"] for p in preservation["passes"])
+    assert not change_log_present(conn, target())
+
+
+@pytest.mark.parametrize("discard", [False, True], ids=["preserve", "discard-data"])
+def test_a_rerun_removes_the_change_log_a_crashed_run_left(conn, db_dsn, discard):
+    catalog_before = table_catalog(conn)
+    apply(conn)
+    columns = list(SPEC.columns)
+    conn.execute("CREATE SCHEMA IF NOT EXISTS favmigrate")
+    with conn.transaction():  # what a run killed after its first step leaves behind
+        for statement in track_statements(target(), columns):
+            conn.execute(statement)
+    row = plain_rows(conn, 1)[0]
+    conn.execute("UPDATE session_requests SET priority_window_minutes = 45 WHERE id = %s", (row,))
+    assert change_log_present(conn, target())
+    dry = cli("rollback", "--dsn", db_dsn, "--dry-run", *(["--discard-data"] if discard else []))
+    assert dry.exit_code == 0, dry.stderr
+
+    result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json", *(["--discard-data"] if discard else []))
+    assert result.exit_code == 0, result.stderr
+    assert not change_log_present(conn, target())
+    assert table_catalog(conn) == catalog_before
+    assert conn.execute("SELECT count(*) FROM pg_proc WHERE pronamespace = 'favmigrate'::regnamespace"
+                        ).fetchone()[0] == 0
+    window = conn.execute("SELECT metadata -> 'priority_window_minutes' FROM session_requests WHERE id = %s",
+                          (row,)).fetchone()[0]
+    assert window == (None if discard else 45)
 
 
 # ---------------------------------------------------------------- locks
