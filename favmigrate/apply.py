@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from favmigrate.catalog import Snapshot, read_snapshot, require_tables
+from favmigrate.catalog import Snapshot, columns_without_statistics, read_snapshot, require_tables
 from favmigrate.checks import check_applied, failing, index_matches
 from favmigrate.db import (
     BlockerWatch,
@@ -27,6 +27,7 @@ from favmigrate.db import (
     ms,
     rows,
     run_lock,
+    scalar,
     set_session,
     with_lock_retries,
 )
@@ -38,6 +39,10 @@ from favmigrate.verify import checks_for
 
 MIN_SERVER_VERSION = 120000
 WINDOW_CHECK_CONSTRAINT = "session_requests_priority_window_not_null"
+# Not a step of the spec: the last one of every apply that changed something, and of the next apply when
+# the new columns still have no planner statistics (an ANALYZE interrupted, or never run after hand-run SQL).
+# Without statistics the planner guesses the new columns' selectivity and may not pick the new indexes.
+ANALYZE = StepSpec(name="analyze", up="", lock=LockKind.ONLINE, satisfies=())
 
 
 @dataclass(frozen=True)
@@ -335,6 +340,9 @@ class StepRunner:
             detail = self._build_index(planned)
         elif step.lock is LockKind.BATCHED:
             retries, detail = self._fill_batches(step)
+        elif step == ANALYZE:
+            retries = self._in_transaction([analyze_statement(self.target)], step.name)
+            detail = "planner statistics refreshed"
         else:
             retries = self._in_transaction(self.target.up_statements(step), step.name)
         result = StepResult(step.name, StepOutcome.APPLIED, detail, ";\n".join(planned.statements),
@@ -352,7 +360,12 @@ class StepRunner:
 
     def run_all(self, planned: list[PlannedStep],
                 execute: Callable[[PlannedStep], StepResult] | None = None) -> list[StepResult]:
-        """Run each step (with ``execute``, default run_step) and record it; stop at the first interruption."""
+        """Run each step (with ``execute``, default run_step) and record it; stop at the first interruption.
+
+        Ctrl-C, a lost connection, or a lock not granted after a step of this run changed the database
+        end the list with an INTERRUPTED result (exit 3). Raises LockHeld when no step changed anything
+        yet, StepFailed when a step errors.
+        """
         execute = execute or self.run_step
         results: list[StepResult] = []
         for item in planned:
@@ -369,7 +382,16 @@ class StepRunner:
                 results.append(StepResult(item.step.name, StepOutcome.INTERRUPTED, f"connection lost: {exc}".strip(),
                                           duration_s=time.monotonic() - started))
                 break
-            except (LockHeld, StepFailed, Interrupted) as exc:
+            except LockHeld as exc:
+                self._record_quietly(StepResult(item.step.name, StepOutcome.FAILED, exc.message,
+                                                duration_s=time.monotonic() - started))
+                if not any(r.outcome is StepOutcome.APPLIED for r in results):
+                    raise  # nothing changed yet (exit 2)
+                # earlier steps of this run changed the database: a partial run (exit 3), re-run to continue
+                results.append(StepResult(item.step.name, StepOutcome.INTERRUPTED, exc.message,
+                                          duration_s=time.monotonic() - started))
+                break
+            except (StepFailed, Interrupted) as exc:
                 self._record_quietly(StepResult(item.step.name, StepOutcome.FAILED, exc.message,
                                                 duration_s=time.monotonic() - started))
                 raise
@@ -394,11 +416,28 @@ def _step_names(target: Target) -> set[str]:
     return {s.name for s in (*target.spec.steps, *target.spec.converge)}
 
 
-def _analyze(conn: psycopg.Connection[Any], target: Target, options: ApplyOptions) -> None:
-    """New columns have no planner statistics until analysed, so queries would not pick the new indexes yet."""
-    options.limits.set_on(conn)
-    with_lock_retries(conn, lambda: conn.execute(sql.SQL("ANALYZE {}").format(target.table)),
-                      policy=options.limits.retry_policy, what="ANALYZE")
+def analyze_statement(target: Target) -> sql.Composed:
+    return sql.SQL("ANALYZE {}").format(target.table)
+
+
+def _with_analyze(conn: psycopg.Connection[Any], target: Target, planned: list[PlannedStep]) -> list[PlannedStep]:
+    """``planned`` followed by the ANALYZE step when it is needed. Read-only."""
+    if planned:
+        reason = "new columns and indexes have no planner statistics until analysed"
+    else:
+        unsampled = columns_without_statistics(conn, target)
+        if not unsampled or not scalar(conn, sql.SQL("SELECT EXISTS (SELECT FROM {})").format(target.table)):
+            return planned  # an empty table gets no statistics from ANALYZE either
+        reason = (f"column {', '.join(unsampled)} has no planner statistics: the last ANALYZE did not finish "
+                  "(or never ran)")
+    return [*planned, PlannedStep(ANALYZE, reason, (as_text(analyze_statement(target)),))]
+
+
+def _interrupted_note(results: list[StepResult]) -> str:
+    stopped = next(r for r in results if r.outcome is StepOutcome.INTERRUPTED)
+    done = [r.step for r in results if r.outcome is StepOutcome.APPLIED]
+    return (f"stopped at step {stopped.step}: {stopped.detail}. Done in this run: {', '.join(done) or 'nothing'}. "
+            "Re-run `favmigrate apply` to continue: it runs only the steps still needed and repairs what was left")
 
 
 def apply_migration(
@@ -416,7 +455,7 @@ def apply_migration(
     snapshot = read_snapshot(conn, target)
     for warning in preflight(conn, target, snapshot, options):
         emit(Event(EventKind.WARNING, message=warning))
-    planned = plan_steps(target, snapshot, replace=options.replace)
+    planned = _with_analyze(conn, target, plan_steps(target, snapshot, replace=options.replace))
     if options.dry_run:
         steps = tuple(StepResult(p.step.name, StepOutcome.WOULD_APPLY, p.reason, ";\n".join(p.statements))
                       for p in planned)
@@ -432,20 +471,17 @@ def apply_migration(
             ensure_history(conn)
             _check_recorded_checksums(conn, target, options.force)
             # re-plan under the lock: another run may have finished steps while we waited
-            planned = plan_steps(target, read_snapshot(conn, target), replace=options.replace)
+            planned = _with_analyze(conn, target, plan_steps(target, read_snapshot(conn, target),
+                                                             replace=options.replace))
             results = runner.run_all(planned)
-            interrupted = any(r.outcome is StepOutcome.INTERRUPTED for r in results)
-            if not interrupted:
-                _analyze(conn, target, options)
     finally:
         runner.watch.close()
     verification: CheckReport | None = None
     notes: tuple[str, ...] = ()
-    if interrupted:
-        notes = ("interrupted: re-run `favmigrate apply` to finish; it repairs what was left",)
+    if any(r.outcome is StepOutcome.INTERRUPTED for r in results):
+        notes = (_interrupted_note(results),)
     else:
         set_session(conn, lock_timeout="0", statement_timeout="0")
         verification = checks_for(conn, target, read_snapshot(conn, target), data=False, absent=False)
-        notes = ("planner statistics refreshed (ANALYZE)",)
     return RunReport("apply", tuple(results), notes=notes, verification=verification,
                      extra={"run_id": str(runner.run_id)})

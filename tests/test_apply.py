@@ -46,7 +46,7 @@ def test_lifecycle_plan_apply_verify_apply_again(db_dsn):
     assert applied.exit_code == 0, applied.stderr
     report = applied.json()
     assert report["ok"] and report["changed"] and report["verification"]["ok"]
-    assert [s["outcome"] for s in report["steps"]] == ["applied"] * 7
+    assert [s["outcome"] for s in report["steps"]] == ["applied"] * 8 and report["steps"][-1]["step"] == "analyze"
 
     verify = cli("verify", "--dsn", db_dsn, "--format", "json")
     assert verify.exit_code == 0, verify.stdout
@@ -62,7 +62,9 @@ def test_lifecycle_plan_apply_verify_apply_again(db_dsn):
         recorded = conn.execute("SELECT step, outcome, checksum, duration_ms, db_user, tool_version "
                                 "FROM favmigrate.history ORDER BY id").fetchall()
     assert [r[0] for r in recorded][:2] == ["add-columns", "add-fk-not-valid"]
-    assert all(r[1] == "applied" and len(r[2]) == 64 and r[4] and r[5] for r in recorded)
+    assert all(r[1] == "applied" and r[4] and r[5] for r in recorded)
+    assert [r[0] for r in recorded if r[2] is None] == ["analyze"], "each spec step records its SQL's checksum"
+    assert all(len(r[2]) == 64 for r in recorded if r[0] != "analyze")
 
 
 SABOTAGES = {
@@ -123,7 +125,7 @@ def test_apply_repairs_an_invalid_index_and_refuses_a_different_one_unless_repla
         before = conn.execute("SELECT 'session_requests_priority_analytics_idx'::regclass::oid").fetchone()[0]
     repaired = cli("apply", "--dsn", db_dsn, "--format", "json")
     assert repaired.exit_code == 0
-    assert [s["step"] for s in repaired.json()["steps"]] == ["index-priority-analytics"]
+    assert [s["step"] for s in repaired.json()["steps"]] == ["index-priority-analytics", "analyze"]
     assert "DROP INDEX CONCURRENTLY" in repaired.json()["steps"][0]["sql"]
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         after = conn.execute("SELECT 'session_requests_priority_analytics_idx'::regclass::oid").fetchone()[0]
@@ -151,7 +153,7 @@ def test_apply_converges_the_seed_sql_run_by_hand(db_dsn):
     assert result.exit_code == 0, result.stderr
     steps = [s["step"] for s in result.json()["steps"]]
     assert steps == ["window-fill-nulls", "window-check-not-valid", "window-check-validate", "window-set-not-null",
-                     "column-comments"]
+                     "column-comments", "analyze"]
     assert f"{nulls} NULL windows" in result.json()["steps"][0]["detail"]
     assert cli("verify", "--dsn", db_dsn, "--no-data").exit_code == 0
     with psycopg.connect(db_dsn) as conn:
@@ -308,3 +310,62 @@ def test_verify_takes_no_lock_stronger_than_access_share(db_dsn):
         assert time.monotonic() - started < 3
     assert result.exit_code == 0, result.stdout
     assert any(c["id"] == "data:preferred_mechanic_id:orphans" for c in result.json()["checks"])
+
+
+def test_a_lock_timeout_after_the_columns_were_added_exits_3_with_what_was_done(db_dsn):
+    """Exit 2 promises that nothing changed: once add-columns ran, a later step's lock timeout is exit 3."""
+    holder = psycopg.connect(db_dsn, application_name="mechanics-editor")
+    holder.execute("LOCK TABLE mechanics IN ROW EXCLUSIVE MODE")  # add-fk-not-valid needs SHARE ROW EXCLUSIVE
+    try:
+        result = cli("apply", "--dsn", db_dsn, "--format", "json", "--lock-timeout", "0.1", "--retries", "1")
+    finally:
+        holder.close()
+    assert result.exit_code == 3, result.stderr
+    report = result.json()
+    assert [(s["step"], s["outcome"]) for s in report["steps"]] == [("add-columns", "applied"),
+                                                                  ("add-fk-not-valid", "interrupted")]
+    assert "mechanics-editor" in report["steps"][1]["detail"]
+    assert "Done in this run: add-columns" in report["notes"][0] and "Re-run `favmigrate apply`" in report["notes"][0]
+    resumed = cli("apply", "--dsn", db_dsn, "--format", "json")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert resumed.json()["steps"][0]["step"] == "add-fk-not-valid"
+
+
+def test_a_lock_timeout_before_any_change_exits_2(db_dsn):
+    holder = psycopg.connect(db_dsn)
+    holder.execute("LOCK TABLE session_requests IN ACCESS SHARE MODE")
+    try:
+        result = cli("apply", "--dsn", db_dsn, "--lock-timeout", "0.1", "--retries", "0")
+    finally:
+        holder.close()
+    assert result.exit_code == 2, result.stderr
+    assert cli("plan", "--dsn", db_dsn, "--format", "json").json()["steps"][0]["step"] == "add-columns"
+
+
+def unsampled_columns(conn: psycopg.Connection) -> set[str]:
+    found = conn.execute("SELECT attname FROM pg_stats WHERE tablename = 'session_requests' AND attname = ANY(%s)",
+                         (["preferred_mechanic_id", "priority_window_minutes", "priority_notified_at"],)).fetchall()
+    return {"preferred_mechanic_id", "priority_window_minutes", "priority_notified_at"} - {row[0] for row in found}
+
+
+def test_an_interrupted_final_analyze_is_run_by_the_next_apply(db_dsn):
+    from favmigrate.apply import apply_migration
+    from favmigrate.spec import Target, load_spec
+
+    def stop_at_analyze(event):
+        if event.kind.value == "step-start" and event.step == "analyze":
+            raise KeyboardInterrupt
+
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        stopped = apply_migration(conn, Target(load_spec()), on_event=stop_at_analyze)
+        assert int(stopped.exit_code) == 3 and stopped.steps[-1].step == "analyze"
+        assert len(unsampled_columns(conn)) == 3
+        history = conn.execute("SELECT outcome FROM favmigrate.history WHERE step = 'analyze'").fetchall()
+        assert history == [("interrupted",)]
+
+        again = cli("apply", "--dsn", db_dsn, "--format", "json")
+        assert again.exit_code == 0, again.stderr
+        assert [(s["step"], s["outcome"]) for s in again.json()["steps"]] == [("analyze", "applied")]
+        assert unsampled_columns(conn) == set()
+        third = cli("apply", "--dsn", db_dsn, "--format", "json")
+        assert third.json()["steps"] == [] and "already applied" in third.json()["notes"][0]

@@ -428,7 +428,7 @@ def test_a_rerun_removes_the_change_log_a_crashed_run_left(conn, db_dsn, discard
 # ---------------------------------------------------------------- locks
 
 
-def test_a_held_table_lock_is_retried_then_exits_2_naming_the_blocker(conn, db_dsn):
+def test_a_held_table_lock_is_retried_then_exits_3_naming_the_blocker(conn, db_dsn):
     apply(conn)
     holder = psycopg.connect(db_dsn, application_name="long-report")
     holder.execute("LOCK TABLE session_requests IN ACCESS SHARE MODE")
@@ -437,7 +437,8 @@ def test_a_held_table_lock_is_retried_then_exits_2_naming_the_blocker(conn, db_d
         result = cli("rollback", "--dsn", db_dsn, "--yes", "--lock-timeout", "0.2", "--retries", "2")
     finally:
         holder.close()
-    assert result.exit_code == 2, result.stderr
+    # the indexes were dropped before the foreign key's lock timed out: partly done, not "nothing changed"
+    assert result.exit_code == 3, result.stderr
     assert f"pid {holder_pid}" in result.stderr and "long-report" in result.stderr
     assert result.stderr.count("retry") >= 2 and "Traceback" not in result.stderr
     done = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
