@@ -51,7 +51,7 @@ from favmigrate.db import (
     with_lock_retries,
 )
 from favmigrate.errors import ExitCode, Interrupted, LockHeld, PreflightFailed, StepFailed, UsageError
-from favmigrate.history import HISTORY_SCHEMA
+from favmigrate.history import HISTORY_SCHEMA, ToolTable, create_tool_tables, tool_table
 from favmigrate.resources import read_sql
 from favmigrate.spec import ColumnSpec, Target
 
@@ -573,19 +573,12 @@ def _ensure_state(conn: psycopg.Connection[Any]) -> None:
 
     Raises PreflightFailed when the role may not create them.
     """
-    exists = scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL"),
-                    (f"{HISTORY_SCHEMA}.backfill_checkpoint", f"{HISTORY_SCHEMA}.backfill_rejects"))
-    if exists:
+    if all(tool_table(conn, name) is not ToolTable.MISSING for name in ("backfill_checkpoint", "backfill_rejects")):
         return
-    # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema is there
-    schema_exists = scalar(conn, sql.SQL("SELECT to_regnamespace(%s) IS NOT NULL"), (HISTORY_SCHEMA,))
     ddl = sql.SQL(read_sql("backfill_state.sql")).format(checkpoint_table=_STATE_CHECKPOINT,
                                                          rejects_table=_STATE_REJECTS)
     try:
-        with conn.transaction():
-            if not schema_exists:
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(HISTORY_SCHEMA)))
-            conn.execute(ddl)
+        create_tool_tables(conn, ddl)
     except pg_errors.InsufficientPrivilege as exc:
         raise PreflightFailed(f"cannot create the backfill's checkpoint tables: {_first_line(exc)}",
                               hint=f"create them once as the owner, or GRANT CREATE ON SCHEMA {HISTORY_SCHEMA} "
@@ -617,7 +610,7 @@ def _read_checkpoint(conn: psycopg.Connection[Any], target: Target) -> _Checkpoi
 
 def read_checkpoint(conn: psycopg.Connection[Any], target: Target) -> dict[str, Any] | None:
     """The saved progress of the backfill in ``target`` (None if it never ran). Read-only."""
-    if not scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"), (f"{HISTORY_SCHEMA}.backfill_checkpoint",)):
+    if tool_table(conn, "backfill_checkpoint") is ToolTable.MISSING:
         return None
     found = rows(conn, sql.SQL(
         "SELECT scan, phase, position, end_position, counters, options, started_at, updated_at, finished_at "

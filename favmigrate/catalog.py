@@ -13,7 +13,7 @@ from psycopg import sql
 
 from favmigrate.db import rows, scalar
 from favmigrate.errors import PreflightFailed
-from favmigrate.history import HISTORY_SCHEMA
+from favmigrate.history import HISTORY_SCHEMA, ToolTable, tool_table
 from favmigrate.spec import Target
 
 
@@ -209,6 +209,30 @@ def read_snapshot(conn: psycopg.Connection[Any], target: Target) -> Snapshot:
     )
 
 
+_ROW_SECURITY = sql.SQL(
+    """
+    SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = %s AND c.relname = ANY (%s) AND row_security_active(c.oid)
+    ORDER BY c.relname DESC
+    """
+)
+
+
+def hidden_by_row_security(conn: psycopg.Connection[Any], target: Target) -> tuple[str, ...]:
+    """The migration's tables (schema.table) whose rows row level security filters for the current role:
+    counts over them would be counts of what the role may see. Read-only."""
+    names = [target.spec.table, target.spec.referenced_table]
+    return tuple(f"{target.schema}.{r['relname']}" for r in rows(conn, _ROW_SECURITY, (target.schema, names)))
+
+
+def row_security_warning(conn: psycopg.Connection[Any], hidden: tuple[str, ...]) -> str:
+    """Why the data checks were skipped for a role that row level security filters."""
+    user = scalar(conn, sql.SQL("SELECT current_user"))
+    return (f"row level security filters what role {user} sees of {' and '.join(hidden)}: the data checks "
+            "(orphans, window range, backfill pending) are skipped; run them as the table owner or a role with "
+            "BYPASSRLS")
+
+
 _WITHOUT_STATISTICS = sql.SQL(
     """
     SELECT c.name
@@ -234,6 +258,7 @@ class DataStats:
     window_out_of_range: int
     backfill_pending: int
     backfill_rejected: int = 0  # of the pending rows, those whose values a backfill run rejected
+    skipped: tuple[str, ...] = ()  # what the role may not read, and what that leaves out of the counts
 
 
 def legacy_pending_condition(target: Target) -> sql.Composed:
@@ -259,6 +284,11 @@ def read_data_stats(conn: psycopg.Connection[Any], target: Target) -> DataStats:
     spec = target.spec
     fk_column = sql.Identifier(spec.foreign_key.columns[0])
     window = next(c for c in spec.columns if c.min is not None)
+    rejects = tool_table(conn, "backfill_rejects")
+    rejected = _rejected_condition(target) if rejects is ToolTable.READABLE else sql.SQL("FALSE")
+    skipped = () if rejects is not ToolTable.UNREADABLE else (
+        f"role {scalar(conn, sql.SQL('SELECT current_user'))} may not read {HISTORY_SCHEMA}.backfill_rejects: "
+        "rows whose legacy values backfill rejected are counted as waiting for backfill",)
     query = sql.SQL(
         """
         SELECT
@@ -270,7 +300,7 @@ def read_data_stats(conn: psycopg.Connection[Any], target: Target) -> DataStats:
         FROM {table} t
         """
     ).format(
-        rejected=_rejected_condition(conn, target),
+        rejected=rejected,
         fk=fk_column,
         ref=target.referenced_table,
         ref_col=sql.Identifier(spec.referenced_column),
@@ -281,16 +311,13 @@ def read_data_stats(conn: psycopg.Connection[Any], target: Target) -> DataStats:
         table=target.table,
     )
     row = rows(conn, query)[0]
-    return DataStats(row["orphans"], row["out_of_range"], row["pending"], row["rejected"])
+    return DataStats(row["orphans"], row["out_of_range"], row["pending"], row["rejected"], skipped)
 
 
-def _rejected_condition(conn: psycopg.Connection[Any], target: Target) -> sql.Composable:
-    """Whether a backfill run recorded a reject for row ``t`` (FALSE when no backfill ever ran)."""
-    rejects = sql.Identifier(HISTORY_SCHEMA, "backfill_rejects")
-    if not scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"), (rejects.as_string(conn),)):
-        return sql.SQL("FALSE")
+def _rejected_condition(target: Target) -> sql.Composable:
+    """Whether a backfill run recorded a reject for row ``t``."""
     return sql.SQL(
         "EXISTS (SELECT 1 FROM {rejects} r WHERE r.migration_id = {id} AND r.target_schema = {schema} "
         "AND r.row_id = t.{pk}::text)"
-    ).format(rejects=rejects, id=sql.Literal(target.spec.id), schema=sql.Literal(target.schema),
-             pk=sql.Identifier(target.spec.primary_key))
+    ).format(rejects=sql.Identifier(HISTORY_SCHEMA, "backfill_rejects"), id=sql.Literal(target.spec.id),
+             schema=sql.Literal(target.schema), pk=sql.Identifier(target.spec.primary_key))

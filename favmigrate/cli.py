@@ -188,6 +188,8 @@ def verify(
 
         with open_session(dsn, writes=False, warn=warn) as conn:
             report = run_verify(conn, target_for(schema), data=not no_data, absent=absent)
+        for skipped in report.warnings:
+            warn(skipped)
         data = report.to_dict()
         emit(data, fmt, lambda d: render_checks(d, stdout_console(), title="verify --absent" if absent else "verify"))
         if junit:
@@ -220,6 +222,8 @@ def plan(
 
         with open_session(dsn, writes=False, warn=warn) as conn:
             report = run_plan(conn, target_for(schema), replace=replace)
+        for skipped in report.warnings:
+            warn(skipped)
         emit(report.to_dict(), fmt, lambda d: render_plan(d, stdout_console()))
         return int(report.exit_code)
 

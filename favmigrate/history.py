@@ -1,8 +1,10 @@
-"""The tool's own record in the `favmigrate` schema: every run and step of apply and rollback."""
+"""The tool's own schema `favmigrate`: its creation (closed to every role but its owner), and the record of
+every run and step of apply and rollback."""
 
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from typing import Any
 
 import psycopg
@@ -15,9 +17,8 @@ from favmigrate.spec import Target
 
 HISTORY_SCHEMA = "favmigrate"
 
-_CREATE = sql.SQL(
+_CREATE_HISTORY = sql.SQL(
     """
-    CREATE SCHEMA IF NOT EXISTS {schema};
     CREATE TABLE IF NOT EXISTS {schema}.history (
         id            bigserial PRIMARY KEY,
         run_id        uuid NOT NULL,
@@ -40,12 +41,74 @@ _CREATE = sql.SQL(
 ).format(schema=sql.Identifier(HISTORY_SCHEMA))
 
 
+class ToolTable(StrEnum):
+    """What the current role can do with one table of the favmigrate schema."""
+
+    MISSING = "missing"
+    READABLE = "readable"
+    UNREADABLE = "unreadable"  # exists, but no USAGE on the schema or no SELECT on the table
+
+
+_TOOL_TABLE = sql.SQL(
+    """
+    SELECT has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT') AS readable
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = %s AND c.relname = %s
+    """
+)
+
+
+def tool_table(conn: psycopg.Connection[Any], name: str) -> ToolTable:
+    """Whether favmigrate.``name`` exists and the current role may read it, asked of the catalogs only
+    (to_regclass raises for a schema the role has no USAGE on). Read-only."""
+    found = rows(conn, _TOOL_TABLE, (HISTORY_SCHEMA, name))
+    if not found:
+        return ToolTable.MISSING
+    return ToolTable.READABLE if found[0]["readable"] else ToolTable.UNREADABLE
+
+
+# Every privilege on the schema and its tables and sequences held by a role other than the owner: PUBLIC
+# (grantee 0) or what ALTER DEFAULT PRIVILEGES granted when they were created.
+_FOREIGN_GRANTS = sql.SQL(
+    """
+    SELECT DISTINCT g.kind, g.name, r.rolname AS grantee  -- rolname NULL: PUBLIC
+    FROM (SELECT 'SCHEMA' AS kind, NULL::name AS name, a.grantee
+          FROM pg_namespace n, aclexplode(n.nspacl) a
+          WHERE n.nspname = %(schema)s AND a.grantee <> n.nspowner
+          UNION ALL
+          SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.relname, a.grantee
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
+          WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'S', 'v', 'm') AND a.grantee <> c.relowner) g
+    LEFT JOIN pg_roles r ON r.oid = g.grantee
+    """
+)
+
+
+def create_tool_tables(conn: psycopg.Connection[Any], ddl: sql.Composed) -> None:
+    """Create the favmigrate schema if missing and run ``ddl`` (CREATE TABLE IF NOT EXISTS ...) in one
+    transaction, then revoke every privilege on the schema and its tables from every role but their owner.
+
+    The tables record other commands' SQL, values and rejects: a role granted SELECT on all new tables by
+    default privileges (Supabase's anon) must not read them. Writes. Raises psycopg errors (privileges).
+    """
+    # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema is there
+    schema_exists = scalar(conn, sql.SQL("SELECT to_regnamespace(%s) IS NOT NULL"), (HISTORY_SCHEMA,))
+    with conn.transaction():
+        if not schema_exists:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(HISTORY_SCHEMA)))
+        conn.execute(ddl)
+        for grant in rows(conn, _FOREIGN_GRANTS, {"schema": HISTORY_SCHEMA}):
+            target = (sql.Identifier(HISTORY_SCHEMA) if grant["name"] is None
+                      else sql.Identifier(HISTORY_SCHEMA, grant["name"]))
+            grantee = sql.SQL("PUBLIC") if grant["grantee"] is None else sql.Identifier(grant["grantee"])
+            conn.execute(sql.SQL("REVOKE ALL ON {kind} {target} FROM {grantee}").format(
+                kind=sql.SQL(grant["kind"]), target=target, grantee=grantee))
+
+
 def ensure_history(conn: psycopg.Connection[Any]) -> None:
-    """Create the favmigrate schema and history table if missing. Writes."""
-    exists = scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"), (f"{HISTORY_SCHEMA}.history",))
-    if not exists:
-        with conn.transaction():
-            conn.execute(_CREATE)
+    """Create the favmigrate schema and history table if missing, closed to other roles. Writes."""
+    if tool_table(conn, "history") is ToolTable.MISSING:
+        create_tool_tables(conn, _CREATE_HISTORY)
 
 
 def new_run_id() -> uuid.UUID:
@@ -72,7 +135,7 @@ def record_step(
 
 def applied_checksums(conn: psycopg.Connection[Any], target: Target) -> dict[str, str]:
     """The checksum recorded when each step was last applied (since the last rollback). Read-only."""
-    if not scalar(conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"), (f"{HISTORY_SCHEMA}.history",)):
+    if tool_table(conn, "history") is ToolTable.MISSING:
         return {}
     found = rows(
         conn,

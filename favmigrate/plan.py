@@ -9,12 +9,12 @@ from typing import Any
 import psycopg
 
 from favmigrate.apply import PlannedStep, plan_steps
-from favmigrate.catalog import read_data_stats, read_snapshot, require_tables
+from favmigrate.catalog import read_snapshot, require_tables
 from favmigrate.checks import check_applied
 from favmigrate.errors import ExitCode
 from favmigrate.results import CheckResult
 from favmigrate.spec import Target
-from favmigrate.verify import read_only
+from favmigrate.verify import read_only, readable_data_stats
 
 
 class ObjectState(StrEnum):
@@ -41,6 +41,7 @@ class PlanReport:
     objects: tuple[ObjectStatus, ...]
     steps: tuple[PlannedStep, ...]
     backfill_pending: int | None  # information only: never changes the exit code
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -52,7 +53,8 @@ class PlanReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "objects": [o.to_dict() for o in self.objects],
-                "steps": [s.to_dict() for s in self.steps], "backfill_pending": self.backfill_pending}
+                "steps": [s.to_dict() for s in self.steps], "backfill_pending": self.backfill_pending,
+                "warnings": list(self.warnings)}
 
 
 def _object_status(kind: str, name: str, checks: list[CheckResult]) -> ObjectStatus:
@@ -78,7 +80,7 @@ def plan(conn: psycopg.Connection[Any], target: Target, *, replace: bool = False
         require_tables(snapshot, target)
         checks = check_applied(spec, snapshot, schema=target.schema)
         columns_present = all(c.name in snapshot.columns for c in spec.columns)
-        pending = read_data_stats(conn, target).backfill_pending if columns_present else None
+        stats, warnings = readable_data_stats(conn, target) if columns_present else (None, ())
 
     def of(prefix: str) -> list[CheckResult]:
         return [c for c in checks if c.id.startswith(prefix + ":")]
@@ -86,4 +88,5 @@ def plan(conn: psycopg.Connection[Any], target: Target, *, replace: bool = False
     objects = [_object_status("column", c.name, of(f"column:{c.name}")) for c in spec.columns]
     objects.append(_object_status("constraint", spec.foreign_key.name, of(f"constraint:{spec.foreign_key.name}")))
     objects += [_object_status("index", i.name, of(f"index:{i.name}")) for i in spec.indexes]
-    return PlanReport(tuple(objects), tuple(plan_steps(target, snapshot, replace=replace)), pending)
+    return PlanReport(tuple(objects), tuple(plan_steps(target, snapshot, replace=replace)),
+                      stats.backfill_pending if stats else None, warnings)

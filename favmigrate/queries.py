@@ -30,6 +30,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from favmigrate import catalog
 from favmigrate.catalog import Snapshot, require_tables
 from favmigrate.db import ms, rows, scalar, set_local
 from favmigrate.errors import PreflightFailed, UsageError
@@ -175,7 +176,7 @@ def require_applied(snapshot: Snapshot, target: Target) -> None:
 
 def hidden_by_row_security(conn: psycopg.Connection[Any], target: Target) -> bool:
     """True when row level security filters what the current role sees of the table. Read-only."""
-    return bool(scalar(conn, sql.SQL("SELECT row_security_active(%s::regclass)"), (target.table_name,)))
+    return f"{target.schema}.{target.spec.table}" in catalog.hidden_by_row_security(conn, target)
 
 
 def _type(param: QueryParam, query: QuerySpec) -> sql.SQL:

@@ -49,6 +49,7 @@ class CheckReport:
     checks: tuple[CheckResult, ...]
     mode: str = "applied"  # "applied" or "absent"
     schema: str = "public"
+    warnings: tuple[str, ...] = ()  # what could not be checked (e.g. tool tables the role may not read)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +72,7 @@ class CheckReport:
             "schema": self.schema,
             "summary": self.counts(),
             "checks": [check.to_dict() for check in self.checks],
+            "warnings": list(self.warnings),
         }
 
 

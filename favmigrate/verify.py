@@ -9,7 +9,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from favmigrate.catalog import Snapshot, read_data_stats, read_snapshot, require_tables
+from favmigrate.catalog import (
+    DataStats,
+    Snapshot,
+    hidden_by_row_security,
+    read_data_stats,
+    read_snapshot,
+    require_tables,
+    row_security_warning,
+)
 from favmigrate.checks import check_absent, check_applied
 from favmigrate.results import CheckReport
 from favmigrate.spec import Target
@@ -43,5 +51,19 @@ def checks_for(
     if absent:
         return CheckReport(check_absent(target.spec, snapshot, target.schema), mode="absent", schema=target.schema)
     columns_present = snapshot.table_exists and all(c.name in snapshot.columns for c in target.spec.columns)
-    stats = read_data_stats(conn, target) if data and columns_present and snapshot.referenced_table_exists else None
-    return CheckReport(check_applied(target.spec, snapshot, stats, target.schema), schema=target.schema)
+    stats: DataStats | None = None
+    warnings: tuple[str, ...] = ()
+    if data and columns_present and snapshot.referenced_table_exists:
+        stats, warnings = readable_data_stats(conn, target)
+    return CheckReport(check_applied(target.spec, snapshot, stats, target.schema), schema=target.schema,
+                       warnings=warnings)
+
+
+def readable_data_stats(conn: psycopg.Connection[Any], target: Target) -> tuple[DataStats | None, tuple[str, ...]]:
+    """The data counts and what the role could not read; no counts when row level security filters the
+    tables (they would be counts of what the role may see, a false pass). Read-only."""
+    hidden = hidden_by_row_security(conn, target)
+    if hidden:
+        return None, (row_security_warning(conn, hidden),)
+    stats = read_data_stats(conn, target)
+    return stats, stats.skipped
