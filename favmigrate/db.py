@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
-from favmigrate.errors import ConnectionFailed, Interrupted, LockHeld, PoolerRefused
+from favmigrate.errors import ConnectionFailed, Interrupted, LockHeld, PoolerRefused, ReadOnlyServer
 
 APPLICATION_NAME = "favmigrate"
 DEFAULT_CONNECT_TIMEOUT_S = 10
@@ -187,10 +187,27 @@ def open_session(
     conn = connect(resolved, connect_timeout=connect_timeout)
     try:
         if writes:
+            refuse_read_only(conn)
             ensure_pinned_session(conn)
         yield conn
     finally:
         conn.close()
+
+
+def refuse_read_only(conn: psycopg.Connection[Any]) -> None:
+    """Refuse (ReadOnlyServer, exit 2) a hot standby or a database whose transactions are read-only by
+    default, before anything is written: each write would fail, and a re-run could never finish."""
+    found = rows(conn, sql.SQL("SELECT pg_is_in_recovery() AS standby, "
+                               "current_setting('default_transaction_read_only') AS read_only"))[0]
+    if found["standby"]:
+        raise ReadOnlyServer("the server is a hot standby (in recovery): it cannot be changed; nothing was done",
+                             hint="connect to the primary")
+    if found["read_only"] == "on":
+        raise ReadOnlyServer(
+            "the database is read-only (default_transaction_read_only = on for this database or role); "
+            "nothing was done",
+            hint="run it where writes are allowed, or ALTER DATABASE ... SET default_transaction_read_only = off "
+            "if the read-only setting is not intended")
 
 
 def ensure_pinned_session(conn: psycopg.Connection[Any]) -> None:

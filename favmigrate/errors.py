@@ -39,6 +39,10 @@ class PoolerRefused(FavmigrateError):
     """A command that changes the database was pointed at a transaction pooler."""
 
 
+class ReadOnlyServer(FavmigrateError):
+    """A command that changes the database was pointed at a hot standby or a read-only database."""
+
+
 class PreflightFailed(FavmigrateError):
     """The database is not in a state the command can safely start from; nothing was changed."""
 
