@@ -674,6 +674,99 @@ def sandbox(
     run(job, debug=debug)
 
 
+class LintFormat(StrEnum):
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+
+
+class LintFailOn(StrEnum):
+    note = "note"
+    warning = "warning"
+    error = "error"
+    never = "never"
+
+
+@app.command()
+def lint(
+    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH...", help="SQL files, folders (every *.sql in "
+                                                      "them) or - for stdin.", show_default=False)] = None,
+    dsn: Annotated[str | None, typer.Option("--dsn", help="Read table sizes and column types from this database's "
+                                            "catalogs (read-only) to grade findings.", show_default=False)] = None,
+    rule: Annotated[list[str] | None, typer.Option("--rule", help="Run only these rules (repeatable or "
+                                                   "comma-separated; all, default).", show_default=False)] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip these rules (repeatable or "
+                                                      "comma-separated).", show_default=False)] = None,
+    fail_on: Annotated[LintFailOn | None, typer.Option("--fail-on", help="Exit 1 on findings of this severity "
+                                                       "or above.", show_default="warning")] = None,
+    config: Annotated[Path | None, typer.Option("--config", dir_okay=False, help="Project config file with a "
+                                                "[lint] table.", show_default="./favmigrate.toml")] = None,
+    list_rules: Annotated[bool, typer.Option("--list-rules", help="List every rule and exit.")] = False,
+    fmt: Annotated[LintFormat, typer.Option("--format", help="text, json or sarif.")] = LintFormat.text,
+    junit: Annotated[Path | None, typer.Option("--junit", dir_okay=False, show_default=False,
+                                               help="Also write JUnit XML, one testcase per finding.")] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Find lock-unsafe statements in migration SQL before deploy (squawk's rule ids).
+
+    Flags a plain CREATE INDEX, a validating foreign key or CHECK, SET NOT NULL, type changes,
+    drops, renames, missing lock_timeout / statement_timeout, CREATE INDEX CONCURRENTLY in a
+    transaction, and more (--list-rules). Reads DO bodies and constant EXECUTE strings; a table
+    created in the same file is new. `-- squawk-ignore RULE, ...` or `-- favmigrate:ignore RULE`
+    skips the next statement, the `-file` forms the file. Settings come from the [lint] table
+    (rules, exclude, fail-on) of favmigrate.toml. With --dsn only the catalogs are read, in a
+    READ ONLY transaction. GitHub annotations go to stderr when GITHUB_ACTIONS is set. Exit 0
+    clean, 1 findings at or above --fail-on, 2 unreadable input, unknown rule id or no database.
+
+    Example: favmigrate lint migrations/ --format sarif > lint.sarif
+    """
+
+    def job() -> int:
+        from favmigrate.errors import UsageError
+        from favmigrate.lint import FailOn, LintOptions, load_config, read_sources, select_rules
+        from favmigrate.lint import lint as run_lint
+        from favmigrate.lint.reporters import github_annotations, sarif, summary_line, text_lines, write_junit
+        from favmigrate.render import print_json, print_lines
+
+        settings = load_config(config)
+        rules = select_rules(rule or settings.get("rules"), exclude or settings.get("exclude"))
+        if list_rules:
+            listing = [r.to_dict() for r in rules]
+            if fmt is LintFormat.json:
+                print_json(listing)
+            else:
+                print_lines(f"{r['id']}  {r['severity']}{'' if r['default'] else ' (opt-in)'}  {r['summary']}"
+                            for r in listing)
+            return 0
+        if not paths:
+            raise UsageError("nothing to lint: give SQL files, folders or - for stdin")
+        options = LintOptions(rules, FailOn((fail_on.value if fail_on else None) or settings.get("fail-on",
+                                                                                                 "warning")))
+        sources = read_sources(paths)
+        if dsn:
+            from favmigrate.db import open_session
+
+            with open_session(dsn, writes=False, warn=warn) as conn:
+                report = run_lint(sources, options, conn)
+        else:
+            report = run_lint(sources, options)
+        data = report.to_dict()
+        if fmt is LintFormat.json:
+            print_json(data)
+        elif fmt is LintFormat.sarif:
+            print_json(sarif(data, [r.to_dict() for r in report.rules]))
+        else:
+            print_lines(text_lines(data))
+        if junit:
+            write_junit(data, junit)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            print_lines(github_annotations(data), err=True)
+        print_lines([summary_line(data)], err=True)
+        return int(report.exit_code)
+
+    run(job, debug=debug)
+
+
 def main() -> None:
     app()
 

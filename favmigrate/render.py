@@ -76,6 +76,13 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(clip_strings(data), indent=2, default=str) + "\n")
 
 
+def print_lines(lines: Iterable[str], *, err: bool = False) -> None:
+    """Plain lines, exactly as given, on stdout (or stderr)."""
+    stream = sys.stderr if err else sys.stdout
+    for line in lines:
+        stream.write(line + "\n")
+
+
 _LINE_BREAKS = re.compile(r"[\t\r\n]+")
 
 

@@ -43,3 +43,6 @@ def test_wheel_installed_in_a_fresh_venv_runs_from_tmp(tmp_path: Path, db_dsn: s
     verify = subprocess.run([python, "-m", "favmigrate.cli", "verify", "--dsn", db_dsn, "--format", "json"],
                             cwd=workdir, capture_output=True, text=True)
     assert verify.returncode == 1 and '"ok": false' in verify.stdout
+    lint = subprocess.run([python, "-m", "favmigrate.cli", "lint", "-"], input="CREATE INDEX i ON t (a);\n",
+                          cwd=workdir, capture_output=True, text=True)
+    assert lint.returncode == 1 and "require-concurrent-index-creation" in lint.stdout, lint.stderr
