@@ -95,7 +95,7 @@ class PlannedStep:
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step.name, "reason": self.reason, "sql": list(self.statements),
-                "rebuild_index": self.rebuild_index}
+                "rebuild_index": self.rebuild_index, "lock": self.step.lock.value}
 
 
 # ---------------------------------------------------------------- planning (pure over a snapshot)
@@ -460,7 +460,8 @@ def apply_migration(
         steps = tuple(StepResult(p.step.name, StepOutcome.WOULD_APPLY, p.reason, ";\n".join(p.statements))
                       for p in planned)
         dry_note = "dry run: nothing was changed" if planned else "already applied: nothing to do"
-        return RunReport("apply", steps, dry_run=True, notes=(dry_note,))
+        return RunReport("apply", steps, dry_run=True, notes=(dry_note,),
+                         extra={"plan": {"steps": [p.to_dict() for p in planned]}})
     if not planned:
         _check_recorded_checksums(conn, target, options.force)
         return RunReport("apply", (), notes=("already applied: nothing to do",),

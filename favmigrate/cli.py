@@ -244,6 +244,32 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the SQL it would run; change nothing.")]
 
 
+class RunFormat(StrEnum):
+    text = "text"
+    json = "json"
+    sql = "sql"
+
+
+RunFormatOption = Annotated[RunFormat, typer.Option(
+    "--format", help="text (tables on a terminal), json, or sql: with --dry-run, exactly the statements that "
+    "would run, as a script psql can run (batched steps as commented templates).")]
+OutputOption = Annotated[Path | None, typer.Option(
+    "--output", "-o", dir_okay=False, show_default=False,
+    help="With --dry-run: write the SQL script to this file instead of stdout (implies --format sql).")]
+
+
+def check_sql_output(fmt: RunFormat, output: Path | None, dry_run: bool) -> RunFormat:
+    """The format to render: --output implies sql. Raises UsageError when the options do not go together."""
+    from favmigrate.errors import UsageError
+
+    if output is not None and fmt is RunFormat.json:
+        raise UsageError("--output writes the SQL script: use it with --format sql (or without --format)")
+    chosen = RunFormat.sql if output is not None else fmt
+    if chosen is RunFormat.sql and not dry_run:
+        raise UsageError("--format sql and --output show the statements of a dry run: add --dry-run")
+    return chosen
+
+
 def session_limits(lock_timeout: float, retries: int, statement_timeout: float | None, lock_wait: float) -> Any:
     """The --lock-timeout / --retries / --statement-timeout / --lock-wait options as one value."""
     from favmigrate.db import SessionLimits
@@ -292,7 +318,8 @@ def apply(
                                         "applied.")] = False,
     dry_run: DryRunOption = False,
     quiet: QuietOption = False,
-    fmt: FormatOption = OutputFormat.text,
+    fmt: RunFormatOption = RunFormat.text,
+    output: OutputOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Apply the migration online-safely: only the steps still needed, then verify.
@@ -304,6 +331,7 @@ def apply(
     favmigrate.history table. Ctrl-C stops with exit 3; re-running repairs and continues.
 
     Example: favmigrate apply --dsn postgresql://postgres@db.example.com:5432/postgres --lock-timeout 2
+    Example: favmigrate apply --dry-run -o phase4.sql && psql -f phase4.sql
     """
 
     def job() -> int:
@@ -311,30 +339,52 @@ def apply(
         from favmigrate.db import open_session
         from favmigrate.render import ProgressEvents
 
+        chosen = check_sql_output(fmt, output, dry_run)
         options = ApplyOptions(limits=session_limits(lock_timeout, retries, statement_timeout, lock_wait),
                                batch_size=batch_size, replace=replace, force=force,
                                dry_run=dry_run)
         with (open_session(dsn, writes=not dry_run, warn=warn) as conn,
               ProgressEvents(progress_printer(quiet), enabled=not quiet) as events):
             report = apply_migration(conn, target_for(schema), options, on_event=events)
-        emit(report.to_dict(), fmt, lambda d: _render_apply(d, dry_run))
+        emit_run(report.to_dict(), chosen, output)
         return int(report.exit_code)
 
     run(job, debug=debug)
 
 
-def _render_apply(data: dict[str, Any], dry_run: bool) -> None:
-    from favmigrate.render import render_run, render_sql, stdout_console
+def emit_run(data: dict[str, Any], fmt: RunFormat, output: Path | None,
+             render_more: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """apply / rollback output: JSON; the dry run's SQL script (on stdout or in ``output``); or the run's
+    table (the script, for a dry run) followed by ``render_more``."""
+    from favmigrate.errors import UsageError
+    from favmigrate.render import print_json, print_sql, render_run, sql_script, stdout_console
 
-    console = stdout_console()
-    if dry_run:
-        for step in data["steps"]:
-            console.print(f"-- step {step['step']}: {step['detail']}", markup=False, highlight=False)
-            render_sql([step["sql"]], console)
-        for note in data["notes"]:
-            console.print(f"-- {note}", markup=False)
+    if fmt is RunFormat.json:
+        print_json(data)
         return
-    render_run(data, console)
+    console = stdout_console()
+    if not data["dry_run"]:
+        render_run(data, console)
+    else:
+        steps = data["plan"]["steps"]
+        header = [f"favmigrate {data['command']} --dry-run: the statements it would run, in order (it also sets "
+                  "lock_timeout and retries a statement that times out waiting for its lock)"]
+        if any(step["lock"] == "batched" for step in steps):
+            header.append(f"the batched steps are templates this script does not run: only `favmigrate "
+                          f"{data['command']}` runs them")
+        script = sql_script(steps, header=header if steps else (), closing=data["plan"].get("closing_sql", ()),
+                            notes=data["notes"])
+        if output is not None:
+            try:
+                output.write_text(script, encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+            return
+        print_sql(script, console)
+        if fmt is RunFormat.sql:
+            return
+    if render_more is not None:
+        render_more(data)
 
 
 @app.command()
@@ -358,7 +408,8 @@ def rollback(
                                       "not a terminal).")] = False,
     dry_run: DryRunOption = False,
     quiet: QuietOption = False,
-    fmt: FormatOption = OutputFormat.text,
+    fmt: RunFormatOption = RunFormat.text,
+    output: OutputOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Roll the migration back without losing data: values back into metadata, then drop its objects.
@@ -385,6 +436,7 @@ def rollback(
 
         if prefer_columns and discard_data:
             raise UsageError("--prefer-columns and --discard-data exclude each other")
+        chosen = check_sql_output(fmt, output, dry_run)
         options = RollbackOptions(limits=session_limits(lock_timeout, retries, statement_timeout, lock_wait),
                                   batch_size=batch_size, sleep_s=sleep,
                                   prefer_columns=prefer_columns, discard_data=discard_data, dry_run=dry_run)
@@ -405,11 +457,7 @@ def rollback(
             report = rollback_migration(conn, target_for(schema), options, on_event=events,
                                         confirm=None if yes else confirm)
 
-        def render_text(data: dict[str, Any]) -> None:
-            _render_apply(data, dry_run)
-            render_preservation(data, stdout_console())
-
-        emit(report.to_dict(), fmt, render_text)
+        emit_run(report.to_dict(), chosen, output, lambda data: render_preservation(data, stdout_console()))
         return int(report.exit_code)
 
     run(job, debug=debug)

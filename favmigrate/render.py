@@ -66,6 +66,11 @@ def clip_strings(data: Any, limit: int = JSON_STRING_LIMIT) -> Any:
     return data
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 step``, ``2 steps``, ``1,234 rows`` (irregular plurals through ``nouns``)."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def styled(value: str) -> str:
     style = STATUS_STYLE.get(value)
     return f"[{style}]{value}[/{style}]" if style else value
@@ -161,15 +166,57 @@ def render_run(data: dict[str, Any], console: Console) -> None:
             console.print(f"[green]verified[/green]: all {verification['summary']['pass']} checks pass")
 
 
-def render_sql(statements: Sequence[str], console: Console) -> None:
-    """SQL exactly as it would run, syntax-highlighted on a terminal, plain otherwise."""
+def sql_script(steps: Sequence[dict[str, Any]], *, header: Sequence[str] = (), closing: Sequence[str] = (),
+               notes: Sequence[str] = ()) -> str:
+    """The statements of planned steps (``PlannedStep.to_dict()``) as one script psql can run, exactly as
+    favmigrate runs them: a transactional step between BEGIN and COMMIT, a CONCURRENTLY step on its own,
+    a batched step as a commented template (favmigrate repeats it, binding its values, one transaction per
+    batch). ``header`` and ``notes`` become comment lines.
+    """
+    lines = [f"-- {_one_line(line)}" for line in header]
+    for step in steps:
+        lines.append(f"-- step {step['step']}: {_one_line(step['reason'])}")
+        statements = [statement.strip().rstrip(";").rstrip() + ";" for statement in step["sql"]]
+        if step["lock"] == "batched":
+            template = [_PLACEHOLDER.sub(_as_variable, statement) for statement in statements]
+            names = dict.fromkeys(m.group(1) for st in statements for m in _PLACEHOLDER.finditer(st) if m.group(1))
+            lines.append("-- repeated in batches by favmigrate, one transaction each, until no row is left, with "
+                         f"{', '.join(':' + name for name in names) or 'its values'} bound for each batch "
+                         "(a template: not run by this script):")
+            lines += [f"--   {line}" for statement in template for line in statement.splitlines()]
+        elif step["lock"] == "concurrent":
+            lines += statements  # CONCURRENTLY cannot run inside a transaction block
+        else:
+            lines += ["BEGIN;", *statements, "COMMIT;"]
+    if closing:
+        lines.append("-- then")
+        lines += [statement.strip().rstrip(";") + ";" for statement in closing]
+    lines += [f"-- {_one_line(note)}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+
+
+def _as_variable(match: re.Match[str]) -> str:
+    """A psycopg placeholder as a psql-style :variable (``%%`` back to ``%``), for a template shown to people."""
+    return f":{match.group(1)}" if match.group(1) else "%"
+
+
+def _one_line(text: str) -> str:
+    return _LINE_BREAKS.sub(" ", text)
+
+
+def print_sql(script: str, console: Console) -> None:
+    """SQL exactly as given: syntax-highlighted on a terminal (never wrapped or cut), byte for byte otherwise."""
+    if not console.is_terminal:
+        console.file.write(script)
+        console.file.flush()
+        return
     from rich.syntax import Syntax
 
-    for statement in statements:
-        if console.is_terminal:
-            console.print(Syntax(statement.rstrip(";") + ";", "sql", theme="ansi_dark", background_color="default"))
-        else:
-            console.print(statement.rstrip(";") + ";", markup=False, highlight=False)
+    highlighted = Syntax(script, "sql", theme="ansi_dark", background_color="default").highlight(script)
+    console.print(highlighted, soft_wrap=True, end="")
 
 
 def write_junit(data: dict[str, Any], path: Path, *, suite: str) -> None:
@@ -203,10 +250,8 @@ def render_plan(data: dict[str, Any], console: Console) -> None:
     if not data["steps"]:
         console.print("[green]Nothing to do: every object is in place.[/green]")
         return
-    console.print(f"apply would run {len(data['steps'])} step(s):")
-    for step in data["steps"]:
-        console.print(f"-- step {step['step']}: {step['reason']}", markup=False, highlight=False)
-        render_sql(step["sql"], console)
+    console.print(f"apply would run {plural(len(data['steps']), 'step')}:")
+    print_sql(sql_script(data["steps"]), console)
 
 
 def plan_tree(document: dict[str, Any]) -> list[str]:

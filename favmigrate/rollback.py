@@ -753,9 +753,10 @@ def backfill_state_present(conn: psycopg.Connection[Any], target: Target) -> boo
     return False
 
 
-def _clear_state_statements() -> list[sql.Composed]:
-    return [sql.SQL("DELETE FROM {} WHERE migration_id = %s AND target_schema = %s").format(table)
-            for table in _state_tables()]
+def _clear_state_statements(target: Target) -> list[sql.Composed]:
+    # literals, not placeholders, so that the dry run shows the statements exactly as they run
+    return [sql.SQL("DELETE FROM {} WHERE migration_id = {} AND target_schema = {}").format(
+        table, sql.Literal(target.spec.id), sql.Literal(target.schema)) for table in _state_tables()]
 
 
 def _present_objects(step: StepSpec, snapshot: Snapshot) -> list[str]:
@@ -824,7 +825,7 @@ def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, backfi
         planned.append(PlannedStep(step, reason, statements, down=True))
     if backfill_state:
         planned.append(PlannedStep(CLEAR_STATE, "the backfill's checkpoint and rejects point into dropped columns",
-                                   tuple(as_text(s) for s in _clear_state_statements())))
+                                   tuple(as_text(s) for s in _clear_state_statements(target))))
     return planned
 
 
@@ -1019,13 +1020,13 @@ class _Executor:
         return f"dropped; last pass under the lock: {found.summary(written=True)}", retries
 
     def _clear_state(self) -> tuple[str, int]:
-        statements = [statement for table, statement in zip(_state_tables(), _clear_state_statements(), strict=True)
+        statements = [statement for table, statement in zip(_state_tables(), _clear_state_statements(self.target),
+                                                               strict=True)
                       if scalar(self.conn, sql.SQL("SELECT to_regclass(%s) IS NOT NULL"), (as_text(table),))]
 
         def clear() -> int:
             with self.conn.transaction():
-                return sum(self.conn.execute(s, (self.target.spec.id, self.target.schema)).rowcount
-                           for s in statements)
+                return sum(self.conn.execute(s).rowcount for s in statements)
 
         deleted, retries = self._retrying(clear, CLEAR_STATE.name)
         self.state_cleared = deleted > 0
