@@ -169,25 +169,30 @@ def render_run(data: dict[str, Any], console: Console) -> None:
 def sql_script(steps: Sequence[dict[str, Any]], *, header: Sequence[str] = (), closing: Sequence[str] = (),
                notes: Sequence[str] = ()) -> str:
     """The statements of planned steps (``PlannedStep.to_dict()``) as one script psql can run, exactly as
-    favmigrate runs them: a transactional step between BEGIN and COMMIT, a CONCURRENTLY step on its own,
-    a batched step as a commented template (favmigrate repeats it, binding its values, one transaction per
-    batch). ``header`` and ``notes`` become comment lines.
+    favmigrate runs them: a transactional step between BEGIN and COMMIT, a CONCURRENTLY step on its own.
+    A statement favmigrate runs with values bound (``%(name)s``), and every statement of a batched step
+    (repeated, one transaction per batch), is a commented template with ``:name`` for each value.
+    ``header`` and ``notes`` become comment lines.
     """
     lines = [f"-- {_one_line(line)}" for line in header]
     for step in steps:
         lines.append(f"-- step {step['step']}: {_one_line(step['reason'])}")
         statements = [statement.strip().rstrip(";").rstrip() + ";" for statement in step["sql"]]
         if step["lock"] == "batched":
-            template = [_PLACEHOLDER.sub(_as_variable, statement) for statement in statements]
-            names = dict.fromkeys(m.group(1) for st in statements for m in _PLACEHOLDER.finditer(st) if m.group(1))
-            lines.append("-- repeated in batches by favmigrate, one transaction each, until no row is left, with "
-                         f"{', '.join(':' + name for name in names) or 'its values'} bound for each batch "
-                         "(a template: not run by this script):")
-            lines += [f"--   {line}" for statement in template for line in statement.splitlines()]
-        elif step["lock"] == "concurrent":
-            lines += statements  # CONCURRENTLY cannot run inside a transaction block
-        else:
-            lines += ["BEGIN;", *statements, "COMMIT;"]
+            lines.append(f"-- repeated in batches by favmigrate, one transaction each, until no row is left, with "
+                         f"{_bound(statements)} bound for each batch (a template: not run by this script):")
+            lines += _template(statements)
+            continue
+        body: list[str] = []
+        for statement in statements:
+            if _BOUND.search(statement):
+                body.append(f"-- run by favmigrate with {_bound([statement])} bound (a template: not run by this "
+                            "script):")
+                body += _template([statement])
+            else:
+                body.append(statement)
+        # CONCURRENTLY cannot run inside a transaction block
+        lines += body if step["lock"] == "concurrent" else ["BEGIN;", *body, "COMMIT;"]
     if closing:
         lines.append("-- then")
         lines += [statement.strip().rstrip(";") + ";" for statement in closing]
@@ -195,12 +200,25 @@ def sql_script(steps: Sequence[dict[str, Any]], *, header: Sequence[str] = (), c
     return "\n".join(lines) + "\n"
 
 
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+def _bound(statements: Sequence[str]) -> str:
+    names = dict.fromkeys(m.group(1) for st in statements for m in _BOUND.finditer(st) if m.group(1))
+    return ", ".join(f":{name}" for name in names) or "its values"
+
+
+def _template(statements: Sequence[str]) -> list[str]:
+    shown = [_PLACEHOLDER.sub(_as_variable, statement) for statement in statements]
+    return [f"--   {line}" for statement in shown for line in statement.splitlines()]
+
+
+_BOUND = re.compile(r"%\((\w+)\)s|%s")  # the values psycopg binds; such a statement is shown as a template
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%|%s")
 
 
 def _as_variable(match: re.Match[str]) -> str:
     """A psycopg placeholder as a psql-style :variable (``%%`` back to ``%``), for a template shown to people."""
-    return f":{match.group(1)}" if match.group(1) else "%"
+    if match.group(1):
+        return f":{match.group(1)}"
+    return "%" if match.group(0) == "%%" else "?"
 
 
 def _one_line(text: str) -> str:
