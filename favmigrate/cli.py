@@ -372,8 +372,7 @@ def emit_run(data: dict[str, Any], fmt: RunFormat, output: Path | None,
         if any(step["lock"] == "batched" for step in steps):
             header.append(f"the batched steps are templates this script does not run: only `favmigrate "
                           f"{data['command']}` runs them")
-        script = sql_script(steps, header=header if steps else (), closing=data["plan"].get("closing_sql", ()),
-                            notes=data["notes"])
+        script = sql_script(steps, header=header if steps else (), notes=data["notes"])
         if output is not None:
             try:
                 output.write_text(script, encoding="utf-8")

@@ -166,8 +166,7 @@ def render_run(data: dict[str, Any], console: Console) -> None:
             console.print(f"[green]verified[/green]: all {verification['summary']['pass']} checks pass")
 
 
-def sql_script(steps: Sequence[dict[str, Any]], *, header: Sequence[str] = (), closing: Sequence[str] = (),
-               notes: Sequence[str] = ()) -> str:
+def sql_script(steps: Sequence[dict[str, Any]], *, header: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
     """The statements of planned steps (``PlannedStep.to_dict()``) as one script psql can run, exactly as
     favmigrate runs them: a transactional step between BEGIN and COMMIT, a CONCURRENTLY step on its own.
     A statement favmigrate runs with values bound (``%(name)s``), and every statement of a batched step
@@ -193,9 +192,6 @@ def sql_script(steps: Sequence[dict[str, Any]], *, header: Sequence[str] = (), c
                 body.append(statement)
         # CONCURRENTLY cannot run inside a transaction block
         lines += body if step["lock"] == "concurrent" else ["BEGIN;", *body, "COMMIT;"]
-    if closing:
-        lines.append("-- then")
-        lines += [statement.strip().rstrip(";") + ";" for statement in closing]
     lines += [f"-- {_one_line(note)}" for note in notes]
     return "\n".join(lines) + "\n"
 
