@@ -493,12 +493,20 @@ def render_preservation(data: dict[str, Any], console: Console) -> None:
     if conflicts:
         print_table(console, f"conflicts: metadata already held another value (first {len(conflicts)})",
                     ("row", "key", "metadata value", "column value"),
-                    [(c["row"], c["key"], json.dumps(c["metadata_value"]), json.dumps(c["column_value"]))
-                     for c in conflicts], wrap=("metadata value", "column value"))
+                    [(c["row"], c["key"], _metadata_text(c), json.dumps(c["column_value"])) for c in conflicts],
+                    wrap=("metadata value", "column value"))
     if found.get("not_object_sample"):
         console.print(f"rows whose metadata is not a JSON object (left as they are, first "
                       f"{len(found['not_object_sample'])}): {', '.join(found['not_object_sample'])}",
                       markup=False, highlight=False)
+
+
+def _metadata_text(conflict: dict[str, Any]) -> str:
+    """A conflict's metadata value: its JSON text, which the library cut when it was long."""
+    if conflict["metadata_truncated"]:
+        cut = f"… (cut, {size_text(conflict['metadata_bytes'])} in all)"
+        return str(conflict["metadata_json"])[:CELL_LIMIT - len(cut)] + cut  # fits a cell: never cut again
+    return str(conflict["metadata_json"])
 
 
 class BackfillProgress:

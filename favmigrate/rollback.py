@@ -21,6 +21,7 @@ integral JSON number or a string of digits, an ISO-8601 time compared as an inst
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -241,17 +242,50 @@ class KeyCount:
 
 
 @dataclass(frozen=True)
+class CarriedJson:
+    """A legacy JSON value rollback only carries, never decodes: an array, an object (nested to any depth) or a
+    value longer than PREVIEW_CHARS. It never means a column value. ``text`` is its JSON text, cut at
+    PREVIEW_CHARS characters; ``size`` its full size in bytes.
+    """
+
+    text: str
+    size: int
+    truncated: bool
+
+
+PREVIEW_CHARS = 200  # of a legacy value in a report; every value the backfill can read is shorter
+
+
+def legacy_from_text(text: str | None, size: int | None) -> Any:
+    """A legacy value as fetched (its JSON text cut at PREVIEW_CHARS + 1 characters, and its size in bytes):
+    a short JSON scalar decoded (None for JSON null or an absent key), anything else a CarriedJson. Pure.
+    """
+    if text is None:
+        return None
+    truncated = len(text) > PREVIEW_CHARS
+    if truncated or text[0] in "[{":
+        return CarriedJson(text[:PREVIEW_CHARS], size or len(text.encode()), truncated)
+    return json.loads(text)  # a scalar of at most PREVIEW_CHARS characters: nothing in it can nest
+
+
+@dataclass(frozen=True)
 class Conflict:
     """A legacy key holding another value than its column (kept unless prefer_columns)."""
 
     row: str
     key: str
-    metadata_value: Any
+    metadata_value: Any  # as legacy_from_text returns it
     column_value: Any
 
     def to_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "key": self.key, "metadata_value": self.metadata_value,
-                "column_value": self.column_value}
+        """The metadata value as JSON text, cut at PREVIEW_CHARS characters, with its size in bytes."""
+        if isinstance(self.metadata_value, CarriedJson):
+            carried = self.metadata_value
+        else:
+            text = json.dumps(self.metadata_value, ensure_ascii=False)
+            carried = CarriedJson(text, len(text.encode()), False)
+        return {"row": self.row, "key": self.key, "metadata_json": carried.text, "metadata_bytes": carried.size,
+                "metadata_truncated": carried.truncated, "column_value": self.column_value}
 
 
 @dataclass(frozen=True)
@@ -432,7 +466,8 @@ def holds_values_condition(columns: Sequence[ColumnSpec]) -> sql.Composable:
 
 def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, lock: bool,
                 logged: bool = False) -> sql.Composed:
-    """The next keyset batch of rows holding values: key, jsonb_typeof(metadata), then (value, legacy) per column.
+    """The next keyset batch of rows holding values: key, jsonb_typeof(metadata), then per column its value, the
+    legacy value's JSON text (cut after PREVIEW_CHARS + 1 characters) and its size in bytes.
 
     ``logged``: the rows whose keys are in %(ids)s (taken from the change log) instead of the next keyset batch.
     """
@@ -441,7 +476,11 @@ def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, l
     pk = sql.Identifier(spec.primary_key)
     selected: list[sql.Composable] = []
     for column in columns:
-        selected += [_column_expression(column), sql.SQL("t.{} -> {}").format(meta, sql.Literal(column.legacy_key))]
+        # as text, never decoded by the driver (a value nested 1,000 levels deep breaks a JSON decoder),
+        # and cut: a 10 MB value is only ever shown truncated
+        legacy = sql.SQL("(t.{} -> {})::text").format(meta, sql.Literal(column.legacy_key))
+        selected += [_column_expression(column), sql.SQL("left({}, {})").format(legacy, sql.Literal(PREVIEW_CHARS + 1)),
+                     sql.SQL("octet_length({})").format(legacy)]
     after: sql.Composable
     if logged:
         after = sql.SQL("t.{} = ANY (%(ids)s) AND ").format(pk)
@@ -540,8 +579,8 @@ def _decide(spec: MigrationSpec, columns: Sequence[ColumnSpec], fetched: list[tu
             prefer_columns: bool) -> list[_Decision]:
     decisions = []
     for row in fetched:
-        row_values = {c.name: row[2 + 2 * i] for i, c in enumerate(columns)}
-        legacy = {c.legacy_key: row[3 + 2 * i] for i, c in enumerate(columns)}
+        row_values = {c.name: row[2 + 3 * i] for i, c in enumerate(columns)}
+        legacy = {c.legacy_key: legacy_from_text(row[3 + 3 * i], row[4 + 3 * i]) for i, c in enumerate(columns)}
         values = values_to_preserve(spec, row_values)
         states = classify(spec, row[1], legacy, values)
         decisions.append(_Decision(row[0], values, legacy, states, patch_for(spec, values, states, prefer_columns)))

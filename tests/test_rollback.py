@@ -576,6 +576,56 @@ def test_dry_run_prints_the_sql_and_counts_and_changes_nothing(conn, db_dsn):
     assert conn.execute("SELECT count(*) FROM favmigrate.history WHERE command = 'rollback'").fetchone()[0] == 0
 
 
+MODES = {"keep-metadata": [], "prefer-columns": ["--prefer-columns"], "discard-data": ["--discard-data"]}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_deeply_nested_legacy_values_are_carried_never_decoded(conn, db_dsn, mode):
+    apply(conn)
+    rows = plain_rows(conn, 2)
+    for row, depth in zip(rows, (1200, 3000), strict=True):
+        conn.execute("UPDATE session_requests SET priority_window_minutes = 20, metadata = metadata || "
+                     "jsonb_build_object('priority_window_minutes', (repeat('[', %s) || repeat(']', %s))::jsonb) "
+                     "WHERE id = %s", (depth, depth, row))
+    before = dict(conn.execute("SELECT id, metadata::text FROM session_requests").fetchall())
+
+    dry = cli("rollback", "--dsn", db_dsn, "--dry-run", "--format", "json", *MODES[mode])
+    assert dry.exit_code == 0, dry.stderr
+    survey = dry.json()["plan"]["survey"]
+    assert survey["conflicts"] == 2 and survey["unreadable_conflicts"] == 2
+    if mode != "discard-data":
+        sample = {c["row"]: c for c in survey["conflict_sample"]}
+        assert sample[str(rows[0])]["metadata_json"] == "[" * 200 and sample[str(rows[0])]["metadata_truncated"]
+        assert sample[str(rows[1])]["metadata_bytes"] == 6000
+
+    result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json", *MODES[mode])
+    assert result.exit_code == 0, result.stderr
+    after = dict(conn.execute("SELECT id, metadata::text FROM session_requests").fetchall())
+    if mode == "prefer-columns":
+        windows = conn.execute("SELECT metadata -> 'priority_window_minutes' FROM session_requests "
+                               "WHERE id = ANY (%s)", (rows,)).fetchall()
+        assert windows == [(20,), (20,)]
+        assert {k: v for k, v in after.items() if k not in rows} == {k: v for k, v in before.items() if k not in rows}
+    else:
+        assert after == before, "the nested values are kept as they were"
+
+
+def test_a_huge_conflicting_value_is_shown_cut_with_its_size(conn, db_dsn):
+    apply(conn)
+    row = plain_rows(conn, 1)[0]
+    conn.execute("UPDATE session_requests SET priority_window_minutes = 20, "
+                 "metadata = jsonb_build_object('priority_window_minutes', repeat('x', 10000000)) WHERE id = %s",
+                 (row,))
+    text = cli("rollback", "--dsn", db_dsn, "--dry-run")
+    assert text.exit_code == 0, text.stderr
+    assert len(text.stdout) < 20_000 and "10.0 MB in all" in text.stdout
+    result = cli("rollback", "--dsn", db_dsn, "--dry-run", "--format", "json")
+    assert len(result.stdout) < 50_000
+    (conflict,) = result.json()["plan"]["survey"]["conflict_sample"]
+    assert conflict["metadata_json"] == '"' + "x" * 199 and conflict["metadata_truncated"]
+    assert conflict["metadata_bytes"] == 10_000_002 and conflict["column_value"] == 20
+
+
 def test_refuses_to_drop_an_object_that_uses_the_columns(conn, db_dsn):
     apply(conn)
     conn.execute("CREATE VIEW priority_requests AS SELECT id, preferred_mechanic_id FROM session_requests")
