@@ -296,3 +296,9 @@ def test_rule_selection() -> None:
         select_rules(["nope"], None)
     with pytest.raises(UsageError, match="nope"):
         select_rules(None, ["nope"])
+
+
+def test_a_default_calling_an_unknown_function_may_rewrite() -> None:
+    text = TIMEOUTS + "ALTER TABLE t ADD COLUMN IF NOT EXISTS a int DEFAULT next_code();"
+    assert rules_of(text) == ["adding-field-with-default"]
+    assert rules_of(text.replace("next_code()", "10")) == []

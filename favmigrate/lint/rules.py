@@ -86,15 +86,14 @@ RULES: dict[str, RuleInfo] = {rule.id: rule for rule in (
              "remove the inner BEGIN (or COMMIT the first block before it)"),
 )}
 
-# Functions whose value is fixed per statement or transaction: a default using them needs no rewrite.
+# Functions known not to be volatile (fixed per statement or transaction): a default using them needs no
+# rewrite. Any other function is taken as volatile unless --dsn's pg_proc says otherwise.
 _NON_VOLATILE = frozenset({
     "now", "current_timestamp", "current_date", "current_time", "localtimestamp", "localtime",
     "transaction_timestamp", "statement_timestamp", "current_user", "session_user", "current_schema",
     "to_timestamp", "make_interval", "interval", "lower", "upper", "coalesce", "array", "jsonb_build_object",
     "json_build_object", "to_jsonb", "date_trunc",
 })
-_VOLATILE = frozenset({"random", "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v4", "clock_timestamp",
-                       "timeofday", "nextval", "txid_current", "uuidv4", "uuidv7"})
 _ZERO = re.compile(r"^\s*0+(\.0*)?\s*(us|ms|s|min|h|d)?\s*$", re.IGNORECASE)
 _TIMEOUTS = ("lock_timeout", "statement_timeout")
 # A missing timeout is a property of the file: reported at the first statement that needs it.
@@ -387,7 +386,8 @@ class FileLinter:
             hits += self.robust(action.token, "ADD COLUMN without IF NOT EXISTS")
         volatile = self.volatile_call(action.default or ())
         if action.generated_stored or volatile:
-            why = "a stored generated column" if action.generated_stored else f"the volatile default {volatile}()"
+            why = ("a stored generated column" if action.generated_stored
+                   else f"the default {volatile}() (volatile, or unknown without --dsn)")
             hits.append(_Hit("adding-field-with-default", action.token,
                              f"ADD COLUMN {column} with {why} rewrites the whole table under an ACCESS EXCLUSIVE lock",
                              scans=table))
@@ -408,14 +408,14 @@ class FileLinter:
         return hits
 
     def volatile_call(self, expression: Iterable[Token]) -> str | None:
-        """The first function of a DEFAULT expression that is (or may be) volatile, or None."""
+        """The first function of a DEFAULT expression that is volatile, or may be (unknown without --dsn)."""
         tokens = list(expression)
         for token, after in itertools.pairwise(tokens):
             if not (token.is_word() and after.is_punct("(")):
                 continue
             name = token.name
             known = self.facts.volatile(name)
-            if known or (known is None and name in _VOLATILE):
+            if known or (known is None and name not in _NON_VOLATILE):
                 return name
         return None
 

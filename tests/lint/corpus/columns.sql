@@ -21,3 +21,5 @@ ALTER TABLE orders RENAME COLUMN note TO remark;
 ALTER TABLE orders RENAME TO purchase_orders;
 
 DROP TABLE IF EXISTS order_archive;
+
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS code int DEFAULT next_code();

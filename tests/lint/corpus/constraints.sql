@@ -21,3 +21,5 @@ BEGIN;
 ALTER TABLE orders ADD CONSTRAINT orders_discount_check CHECK (discount >= 0) NOT VALID;
 ALTER TABLE orders VALIDATE CONSTRAINT orders_discount_check;
 COMMIT;
+
+ALTER TABLE order_lines ADD CONSTRAINT order_lines_pkey PRIMARY KEY (id);
