@@ -29,6 +29,7 @@ from favmigrate.db import (
     run_lock,
     scalar,
     set_session,
+    statement_timeout_message,
     with_lock_retries,
 )
 from favmigrate.errors import Interrupted, LockHeld, PreflightFailed, StepFailed
@@ -379,8 +380,12 @@ class StepRunner:
                 results.append(interrupted)
                 break
             except psycopg.OperationalError as exc:
-                results.append(StepResult(item.step.name, StepOutcome.INTERRUPTED, f"connection lost: {exc}".strip(),
+                timed_out = statement_timeout_message(exc)
+                results.append(StepResult(item.step.name, StepOutcome.INTERRUPTED,
+                                          timed_out or f"connection lost: {exc}".strip(),
                                           duration_s=time.monotonic() - started))
+                if timed_out:
+                    self._record_quietly(results[-1])
                 break
             except LockHeld as exc:
                 self._record_quietly(StepResult(item.step.name, StepOutcome.FAILED, exc.message,

@@ -50,6 +50,17 @@ DsnOption = Annotated[
 ]
 SchemaOption = Annotated[str, typer.Option("--schema", help="Schema holding session_requests and mechanics.")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="text (tables on a terminal) or json.")]
+MAX_TIMEOUT_S = 2_147_483  # PostgreSQL's largest timeout setting, INT_MAX milliseconds
+
+
+def statement_timeout_option(what: str) -> Any:
+    """--statement-timeout, the same name and meaning on every database command; ``what`` it limits."""
+    return typer.Option(
+        "--statement-timeout", min=0, max=MAX_TIMEOUT_S,
+        help=f"Seconds {what} may run before the server cancels it (0: no limit; fractions round up to whole "
+        "milliseconds). Set at session level, so a role's or database's own statement_timeout does not apply.")
+
+
 DebugOption = Annotated[bool, typer.Option("--debug", help="Also print the traceback of an error (the exit code "
                                           "stays the same).")]
 JunitOption = Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML, one testcase per check.",
@@ -92,11 +103,12 @@ def fail(message: str, *, hint: str | None = None, code: ExitCode = ExitCode.PRE
     raise typer.Exit(int(code))
 
 
-def run(job: Callable[[], int], *, debug: bool) -> NoReturn:
+def run(job: Callable[[], int], *, debug: bool, writes: bool = False) -> NoReturn:
     """Run a command body, translating every failure into a message and a documented exit code.
 
     ``debug`` (the command's --debug, or the one before the command) adds the traceback, scrubbed of
-    passwords; it never changes the exit code.
+    passwords; it never changes the exit code. A command that ``writes`` exits 3 when stopped by a
+    lost connection or timeout (re-runnable); a read command stopped by a timeout could not run (exit 2).
     """
     show_traceback = debug or _State.debug
     try:
@@ -115,8 +127,11 @@ def run(job: Callable[[], int], *, debug: bool) -> NoReturn:
         fail("interrupted; nothing is left half-done that a re-run cannot finish", code=ExitCode.INTERRUPTED)
     except Exception as exc:
         _print_traceback(show_traceback)
-        from favmigrate.db import scrub
+        from favmigrate.db import scrub, statement_timeout_message
 
+        timed_out = statement_timeout_message(exc)
+        if timed_out:
+            fail(timed_out, code=ExitCode.INTERRUPTED if writes else ExitCode.PRECONDITION)
         fail(f"{type(exc).__name__}: {scrub(str(exc))}".splitlines()[0],
              hint=None if show_traceback else "re-run with --debug for the traceback", code=_exit_for(exc))
     raise typer.Exit(code)
@@ -166,6 +181,8 @@ def verify(
     = False,
     absent: Annotated[bool, typer.Option("--absent", help="Verify the rolled-back state: no migration object exists.")]
     = False,
+    statement_timeout: Annotated[float, statement_timeout_option("each query (the data checks scan the table)")]
+    = 0.0,
     fmt: FormatOption = OutputFormat.text,
     junit: JunitOption = None,
     debug: DebugOption = False,
@@ -176,7 +193,7 @@ def verify(
     the indexes (columns, predicate, valid/ready/live) with verify/migration.toml, then counts orphaned
     mechanic ids, out-of-range windows and rows still waiting for backfill. Runs in a READ ONLY
     transaction. Exit 0 all pass (warnings allowed), 1 any check fails, 2 could not run (the
-    tables do not exist in --schema, connection error).
+    tables do not exist in --schema, connection error, --statement-timeout reached).
 
     Example: favmigrate verify --dsn postgresql://postgres@localhost/app --format json
     """
@@ -186,7 +203,7 @@ def verify(
         from favmigrate.render import render_checks, stdout_console, write_junit
         from favmigrate.verify import verify as run_verify
 
-        with open_session(dsn, writes=False, warn=warn) as conn:
+        with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
             report = run_verify(conn, target_for(schema), data=not no_data, absent=absent)
         for skipped in report.warnings:
             warn(skipped)
@@ -204,6 +221,8 @@ def plan(
     dsn: DsnOption = None,
     schema: SchemaOption = "public",
     replace: Annotated[bool, typer.Option("--replace", help="Plan as apply --replace would.")] = False,
+    statement_timeout: Annotated[float, statement_timeout_option("each query (the backfill count scans the "
+                                                                 "table)")] = 0.0,
     fmt: FormatOption = OutputFormat.text,
     debug: DebugOption = False,
 ) -> None:
@@ -220,7 +239,7 @@ def plan(
         from favmigrate.plan import plan as run_plan
         from favmigrate.render import render_plan, stdout_console
 
-        with open_session(dsn, writes=False, warn=warn) as conn:
+        with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
             report = run_plan(conn, target_for(schema), replace=replace)
         for skipped in report.warnings:
             warn(skipped)
@@ -235,9 +254,6 @@ LockTimeoutOption = Annotated[float, typer.Option(
     "and retries (keeps application queries from piling up behind it).")]
 RetriesOption = Annotated[int, typer.Option("--retries", min=0, help="Retries after a lock timeout (with backoff "
                                             "and jitter).")]
-StatementTimeoutOption = Annotated[float | None, typer.Option(
-    "--statement-timeout", min=0, show_default="none", help="Seconds allowed to long weak-lock steps (index builds, "
-    "VALIDATE). Set at session level, so a role's statement_timeout cannot kill an index build half-way.")]
 LockWaitOption = Annotated[float, typer.Option("--lock-wait", min=0, help="Seconds to wait for another favmigrate "
                                                "run on this database to finish.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
@@ -270,11 +286,11 @@ def check_sql_output(fmt: RunFormat, output: Path | None, dry_run: bool) -> RunF
     return chosen
 
 
-def session_limits(lock_timeout: float, retries: int, statement_timeout: float | None, lock_wait: float) -> Any:
-    """The --lock-timeout / --retries / --statement-timeout / --lock-wait options as one value."""
+def session_limits(lock_timeout: float, retries: int, statement_timeout: float, lock_wait: float) -> Any:
+    """The --lock-timeout / --retries / --statement-timeout (0: none) / --lock-wait options as one value."""
     from favmigrate.db import SessionLimits
 
-    return SessionLimits(lock_timeout_s=lock_timeout, retries=retries, statement_timeout_s=statement_timeout,
+    return SessionLimits(lock_timeout_s=lock_timeout, retries=retries, statement_timeout_s=statement_timeout or None,
                          lock_wait_s=lock_wait)
 
 
@@ -308,7 +324,8 @@ def apply(
     schema: SchemaOption = "public",
     lock_timeout: LockTimeoutOption = 1.0,
     retries: RetriesOption = 10,
-    statement_timeout: StatementTimeoutOption = None,
+    statement_timeout: Annotated[float, statement_timeout_option("a long weak-lock step (index build, VALIDATE) or "
+                                                                 "a batch")] = 0.0,
     lock_wait: LockWaitOption = 30.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per transaction when filling NULL "
                                             "windows left by a hand-run nullable column.")] = 5_000,
@@ -343,13 +360,13 @@ def apply(
         options = ApplyOptions(limits=session_limits(lock_timeout, retries, statement_timeout, lock_wait),
                                batch_size=batch_size, replace=replace, force=force,
                                dry_run=dry_run)
-        with (open_session(dsn, writes=not dry_run, warn=warn) as conn,
+        with (open_session(dsn, writes=not dry_run, statement_timeout_s=statement_timeout or None, warn=warn) as conn,
               ProgressEvents(progress_printer(quiet), enabled=not quiet) as events):
             report = apply_migration(conn, target_for(schema), options, on_event=events)
         emit_run(report.to_dict(), chosen, output)
         return int(report.exit_code)
 
-    run(job, debug=debug)
+    run(job, debug=debug, writes=not dry_run)
 
 
 def emit_run(data: dict[str, Any], fmt: RunFormat, output: Path | None,
@@ -392,7 +409,8 @@ def rollback(
     schema: SchemaOption = "public",
     lock_timeout: LockTimeoutOption = 1.0,
     retries: RetriesOption = 10,
-    statement_timeout: StatementTimeoutOption = None,
+    statement_timeout: Annotated[float, statement_timeout_option("one statement (a write-back batch, a drop)")]
+    = 0.0,
     lock_wait: LockWaitOption = 30.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows holding values per transaction "
                                             "while writing them back into metadata.")] = 1_000,
@@ -451,7 +469,7 @@ def rollback(
                                    hint="review `favmigrate rollback --dry-run`, then pass --yes")
             return typer.confirm("Roll back now?", default=False, err=True)
 
-        with (open_session(dsn, writes=not dry_run, warn=warn) as conn,
+        with (open_session(dsn, writes=not dry_run, statement_timeout_s=statement_timeout or None, warn=warn) as conn,
               ProgressEvents(progress_printer(quiet), enabled=not quiet) as events):
             report = rollback_migration(conn, target_for(schema), options, on_event=events,
                                         confirm=None if yes else confirm)
@@ -459,11 +477,7 @@ def rollback(
         emit_run(report.to_dict(), chosen, output, lambda data: render_preservation(data, stdout_console()))
         return int(report.exit_code)
 
-    run(job, debug=debug)
-
-
-QueryTimeoutOption = Annotated[float, typer.Option(
-    "--timeout", min=0, help="statement_timeout of each query, in seconds (0: none).")]
+    run(job, debug=debug, writes=not dry_run)
 
 
 def _params(values: list[str] | None) -> dict[str, str]:
@@ -482,7 +496,7 @@ def _params(values: list[str] | None) -> dict[str, str]:
 def explain(
     dsn: DsnOption = None,
     schema: SchemaOption = "public",
-    timeout: QueryTimeoutOption = 60.0,
+    statement_timeout: Annotated[float, statement_timeout_option("each EXPLAIN ANALYZE run")] = 60.0,
     param: Annotated[list[str] | None, typer.Option(
         "--param", metavar="NAME=VALUE", help="A query parameter (repeatable), e.g. mechanic_id=<uuid>; "
         "a parameter left out takes its default from the data.", show_default=False)] = None,
@@ -499,8 +513,8 @@ def explain(
 
     Runs each query of verify/*.sql (the priority-timeout scan, one preferred mechanic's requests, the
     per-mechanic analytics) under EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) twice, each in a READ ONLY
-    transaction that is rolled back, under --timeout: the planner's natural plan, and a forced plan with
-    enable_seqscan=off. pass: the natural plan uses the expected index; warn: only the forced plan does
+    transaction that is rolled back, under --statement-timeout: the planner's natural plan, and a forced plan
+    with enable_seqscan=off. pass: the natural plan uses the expected index; warn: only the forced plan does
     (normal on a small table); fail: neither. Warns about an index of the migration no query uses and an
     existing index that duplicates one of them. A query file that writes is refused. Exit 0 no fail, 1 any
     fail, 2 could not run (migration not applied, bad query file or param).
@@ -514,8 +528,8 @@ def explain(
         from favmigrate.explain import explain as run_explain
         from favmigrate.render import render_explain, render_plans, stderr_console, stdout_console, write_junit
 
-        options = ExplainOptions(timeout_s=timeout or None, params=_params(param), queries_dir=queries)
-        with open_session(dsn, writes=False, warn=warn) as conn:
+        options = ExplainOptions(timeout_s=statement_timeout or None, params=_params(param), queries_dir=queries)
+        with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
             report = run_explain(conn, target_for(schema), options)
         data = report.to_dict()
         emit(data, fmt, lambda d: render_explain(d, stdout_console(), show_plan=show_plan))
@@ -560,7 +574,7 @@ def report(
     until: Annotated[str | None, typer.Option("--until", help="Only requests created before this ISO 8601 "
                                               "date/time (exclusive; UTC without an offset).",
                                               show_default=False)] = None,
-    timeout: QueryTimeoutOption = 60.0,
+    statement_timeout: Annotated[float, statement_timeout_option("the report query")] = 60.0,
     fmt: Annotated[ReportFormat, typer.Option("--format", help="text (tables), json (totals and per-mechanic "
                                               "rows) or csv (the per-mechanic rows, with a header line).")]
     = ReportFormat.text,
@@ -587,8 +601,8 @@ def report(
         from favmigrate.report import CSV_COLUMNS, ReportOptions, priority_report
 
         options = ReportOptions(since=_moment(since, "--since"), until=_moment(until, "--until"),
-                                timeout_s=timeout or None)
-        with open_session(dsn, writes=False, warn=warn) as conn:
+                                timeout_s=statement_timeout or None)
+        with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
             result = priority_report(conn, target_for(schema), options)
         if fmt is ReportFormat.csv:
             print_csv(CSV_COLUMNS, result.csv_rows())
@@ -629,8 +643,7 @@ def backfill(
                                       "key (pk), or auto.")] = "auto",
     lock_timeout: LockTimeoutOption = 1.0,
     retries: RetriesOption = 10,
-    statement_timeout: Annotated[float, typer.Option("--statement-timeout", min=0, help="Seconds one batch may "
-                                                     "run (0: no limit).")] = 60.0,
+    statement_timeout: Annotated[float, statement_timeout_option("one batch")] = 60.0,
     lock_wait: LockWaitOption = 30.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what a real run would update, reject and "
                                           "leave as conflicts; change nothing.")] = False,
@@ -665,14 +678,14 @@ def backfill(
             batch_size=batch_size, sleep_s=sleep, max_rows_per_second=max_rows_per_second, dry_run=dry_run,
             restart=restart, overwrite=overwrite, disable_triggers=disable_triggers, rejects_path=rejects,
             max_replica_lag_s=max_replica_lag, scan=scan_mode,
-            limits=session_limits(lock_timeout, retries, statement_timeout or None, lock_wait))
-        with (open_session(dsn, writes=not dry_run, warn=warn) as conn,
+            limits=session_limits(lock_timeout, retries, statement_timeout, lock_wait))
+        with (open_session(dsn, writes=not dry_run, statement_timeout_s=statement_timeout or None, warn=warn) as conn,
               BackfillProgress(quiet=quiet) as progress):
             report = run_backfill(conn, target_for(schema), options, on_event=progress)
         emit(report.to_dict(), fmt, lambda d: render_backfill(d, stdout_console()))
         return int(report.exit_code)
 
-    run(job, debug=debug)
+    run(job, debug=debug, writes=not dry_run)
 
 
 @app.command()
@@ -752,6 +765,7 @@ def lint(
     fmt: Annotated[LintFormat, typer.Option("--format", help="text, json or sarif.")] = LintFormat.text,
     junit: Annotated[Path | None, typer.Option("--junit", dir_okay=False, show_default=False,
                                                help="Also write JUnit XML, one testcase per finding.")] = None,
+    statement_timeout: Annotated[float, statement_timeout_option("each catalog query (with --dsn)")] = 0.0,
     debug: DebugOption = False,
 ) -> None:
     """Find lock-unsafe statements in migration SQL before deploy (squawk's rule ids).
@@ -793,7 +807,7 @@ def lint(
         if dsn:
             from favmigrate.db import open_session
 
-            with open_session(dsn, writes=False, warn=warn) as conn:
+            with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
                 report = run_lint(sources, options, conn)
         else:
             report = run_lint(sources, options)

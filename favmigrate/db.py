@@ -7,6 +7,7 @@ Every connection is autocommit with explicit ``conn.transaction()`` blocks, carr
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import re
@@ -168,11 +169,16 @@ def connect(dsn: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S) -> ps
 
 @contextmanager
 def open_session(
-    dsn: str | None, *, writes: bool, warn: Warn = _ignore, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S
+    dsn: str | None, *, writes: bool, statement_timeout_s: float | None, warn: Warn = _ignore,
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> Iterator[psycopg.Connection[Any]]:
-    """Connect for a command. A command that ``writes`` refuses transaction poolers and unpinned sessions.
+    """Connect for a command. A command that ``writes`` refuses transaction poolers, unpinned sessions, hot
+    standbys and read-only databases.
 
-    Raises ConnectionFailed or PoolerRefused; changes nothing.
+    Every command sets its statement_timeout (None: no limit) at session level before its first query, so a
+    role's or database's own statement_timeout never applies to it; behind a transaction pooler (read
+    commands only) session settings would leak to other clients, so the role's applies there.
+    Raises ConnectionFailed, PoolerRefused or ReadOnlyServer; changes nothing.
     """
     resolved = resolve_dsn(dsn)
     pooled = is_transaction_pooler(resolved)
@@ -186,6 +192,8 @@ def open_session(
         warn("connected through a transaction pooler: fine for read-only commands, never for changes")
     conn = connect(resolved, connect_timeout=connect_timeout)
     try:
+        if not pooled:
+            set_session(conn, statement_timeout=ms(statement_timeout_s))
         if writes:
             refuse_read_only(conn)
             ensure_pinned_session(conn)
@@ -250,8 +258,17 @@ def set_local(conn: psycopg.Connection[Any], **settings: str) -> None:
 
 
 def ms(seconds: float | None) -> str:
-    """A timeout in seconds as a PostgreSQL setting; None or 0 means no limit."""
-    return "0" if not seconds else f"{int(seconds * 1000)}ms"
+    """A timeout in seconds as a PostgreSQL setting, rounded up to whole milliseconds (so a tiny positive
+    value is 1ms, never 0, which PostgreSQL reads as no limit); None or 0 means no limit."""
+    return "0" if not seconds else f"{math.ceil(seconds * 1000)}ms"
+
+
+def statement_timeout_message(exc: BaseException) -> str | None:
+    """For a statement cancelled by the statement_timeout, what happened and the option to raise; else None."""
+    if not isinstance(exc, pg_errors.QueryCanceled) or "statement timeout" not in str(exc):
+        return None
+    return ("a statement ran longer than the statement timeout and was cancelled: raise --statement-timeout "
+            "(0: no limit)")
 
 
 # ---------------------------------------------------------------- the run lock

@@ -246,7 +246,7 @@ def _verdict(
                 "run `favmigrate verify`, then `favmigrate apply` to build it")
     if natural.error:
         return (CheckStatus.FAIL, f"the natural plan was {natural.error}",
-                "raise --timeout, or look at the forced plan with --show-plan")
+                "raise --statement-timeout, or look at the forced plan with --show-plan")
     chosen = next((name for name in usable if natural.uses(name)), None)
     if chosen:
         return CheckStatus.PASS, f"the planner uses {chosen}", ""

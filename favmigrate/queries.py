@@ -213,7 +213,7 @@ def resolve_params(
             except pg_errors.QueryCanceled:
                 raise UsageError(
                     f"query file {query.file}: the default of {param.name} was cancelled by statement_timeout",
-                    hint=f"raise --timeout, or pass --param {param.name}=VALUE",
+                    hint=f"raise --statement-timeout, or pass --param {param.name}=VALUE",
                 ) from None
             except psycopg.Error as exc:
                 if isinstance(exc, psycopg.OperationalError):

@@ -166,7 +166,7 @@ def priority_report(
             found = rows(conn, statement, {"since": options.since, "until": options.until})
         except pg_errors.QueryCanceled:
             raise UsageError(f"the report query was cancelled by statement_timeout after {options.timeout_s:g}s",
-                             hint="raise --timeout, or narrow --since/--until") from None
+                             hint="raise --statement-timeout, or narrow --since/--until") from None
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError):
                 raise

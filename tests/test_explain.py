@@ -323,7 +323,7 @@ def test_statement_timeout_cancels_and_fails(tiny, tmp_path):
     queries = _write(tmp_path / "q", "slow.sql", (
         f"-- expects: {TIMEOUT_IDX}\n"
         "SELECT sr.id FROM {table} AS sr, pg_sleep(2) WHERE sr.status = 'pending'\n"))
-    result = cli("explain", "--dsn", tiny.info.dsn, "--queries", str(queries), "--timeout", "0.2",
+    result = cli("explain", "--dsn", tiny.info.dsn, "--queries", str(queries), "--statement-timeout", "0.2",
                  "--format", "json")
     assert result.exit_code == 1, result.stderr
     (query,) = result.json()["queries"]
