@@ -267,6 +267,7 @@ class BackfillReport:
     overwrite: bool
     rejects_file: str | None
     rejects_error: str | None = None  # the backfill finished, its rejects file could not be written
+    analyzed: bool = False  # the run ended with ANALYZE of the table
     notes: tuple[str, ...] = ()
 
     @property
@@ -308,6 +309,7 @@ class BackfillReport:
             "triggers_disabled": self.triggers_disabled,
             "rejects_file": self.rejects_file,
             "rejects_error": self.rejects_error,
+            "analyzed": self.analyzed,
             "notes": list(self.notes),
         }
 
@@ -702,6 +704,7 @@ class _Run:
         self.watch = None if options.dry_run else BlockerWatch.for_connection(conn)
         self._statements: dict[tuple[Phase, bool], sql.Composed] = {}
         self._lag_warned = False
+        self.analyzed = False
 
     @property
     def key(self) -> dict[str, Any]:
@@ -735,9 +738,22 @@ class _Run:
             with self.conn.transaction():
                 self.save(None, self.counters)
 
+    def analyze(self) -> None:
+        """ANALYZE the table: apply analysed the columns while they were empty, so until this (or autovacuum)
+        the planner takes them for all NULL and all default, and plans the new indexes' queries wrongly."""
+        def action() -> None:
+            with self.conn.transaction():
+                set_local(self.conn, statement_timeout="0")  # --statement-timeout bounds a batch, not this
+                self.conn.execute(sql.SQL("ANALYZE {}").format(self.target.table))
+
+        _, retries = with_lock_retries(self.conn, action, policy=self.options.limits.retry_policy, watch=self.watch,
+                                       on_retry=self._on_retry, what=f"ANALYZE {self.target.table_name}")
+        self.lock_retries += retries
+        self.analyzed = True
+
     def _on_retry(self, attempt: int, delay: float, blockers: list[dict[str, Any]]) -> None:
         who = describe_blockers(blockers) or "unknown backends"
-        self.event(BackfillEventKind.RETRY, f"rows locked for more than {self.options.limits.lock_timeout_s:g}s (retry "
+        self.event(BackfillEventKind.RETRY, f"lock not granted within {self.options.limits.lock_timeout_s:g}s (retry "
                    f"{attempt}/{self.options.limits.retries} in {delay:.1f}s); blocked by {who}")
 
     def run_batch(self, params: dict[str, Any], first: bool, next_position: str | None) -> BatchCounts:
@@ -1065,6 +1081,8 @@ def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions
             run.watch.close()
     if options.dry_run:
         notes.append("dry run: nothing was changed")
+    if run.analyzed:
+        notes.append(f"planner statistics refreshed (ANALYZE {target.table_name})")
     return BackfillReport(
         counters=run.counters, columns=tuple(c.name for c in cols.all), dry_run=options.dry_run, resumed=resumed,
         scan=run.scan, batch_size=options.batch_size, elapsed_s=time.monotonic() - run.started,
@@ -1072,7 +1090,7 @@ def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions
         legacy_rows_estimate=legacy, triggers=triggers, triggers_disabled=options.disable_triggers,
         overwrite=options.overwrite,
         rejects_file=str(options.rejects_path) if options.rejects_path and rejects_error is None else None,
-        rejects_error=rejects_error, notes=tuple(notes),
+        rejects_error=rejects_error, analyzed=run.analyzed, notes=tuple(notes),
     )
 
 
@@ -1110,6 +1128,8 @@ def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: _Rej
                 run.event(BackfillEventKind.PHASE, catch_up_note)
             run.walk(position)
         run.enter(Phase.DONE, None)
+        run.event(BackfillEventKind.PHASE, f"ANALYZE {target.table_name}: planner statistics of the filled columns")
+        run.analyze()
         if out is not None:
             _dump_rejects(conn, target, out, run.cols)
     run.phase = Phase.DONE

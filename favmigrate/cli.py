@@ -658,7 +658,8 @@ def backfill(
     default 10), never changes metadata, and reports each rejected value and conflict. Progress is
     checkpointed in the favmigrate schema with every batch: Ctrl-C (exit 3) and a re-run continues;
     a re-run after completion changes nothing. Before the first batch it lists the triggers each
-    update fires. Needs the columns: run `favmigrate apply` first (exit 2 otherwise).
+    update fires; a finished run ends with ANALYZE of the table (fresh planner statistics). Needs the
+    columns: run `favmigrate apply` first (exit 2 otherwise).
 
     Example: favmigrate backfill --dsn postgresql://postgres@db.example.com:5432/postgres --rejects rejects.jsonl
     """

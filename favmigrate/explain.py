@@ -21,6 +21,7 @@ from psycopg import sql
 
 from favmigrate.catalog import IndexInfo, Snapshot, columns_without_statistics, read_snapshot
 from favmigrate.checks import describe_index, normalize_predicate
+from favmigrate.db import rows
 from favmigrate.errors import ExitCode, UsageError
 from favmigrate.queries import (
     QuerySpec,
@@ -303,6 +304,80 @@ def _statistics_warnings(target: Target, unsampled: tuple[str, ...]) -> Iterator
         )
 
 
+# pg_stats and a sample of the table disagree by more than this fraction of the rows: the statistics
+# predate the data (apply analyses the new columns while they are empty; backfill fills them).
+STALE_FRACTION = 0.1
+_STALE_SAMPLE_ROWS = 30_000  # ANALYZE's own sample at the default statistics target
+
+
+@dataclass(frozen=True)
+class StaleStatistic:
+    """A column whose pg_stats figure (the share of NULLs, or of its most common value) the data contradicts."""
+
+    column: str
+    what: str  # "NULL", or the most common value as pg_stats shows it
+    in_statistics: float
+    in_table: float
+
+    def describe(self) -> str:
+        return (f"{self.column} {self.in_statistics:.0%} {self.what} in pg_stats, {self.in_table:.0%} in a sample "
+                "of the table")
+
+
+_COLUMN_STATISTICS = sql.SQL(
+    """
+    SELECT attname AS name, null_frac, (most_common_vals::text::text[])[1] AS common_value,
+           most_common_freqs[1] AS common_freq
+    FROM pg_stats WHERE schemaname = %s AND tablename = %s AND attname = ANY(%s)
+    """
+)
+
+
+def stale_statistics(conn: psycopg.Connection[Any], target: Target, estimated_rows: int) -> tuple[StaleStatistic, ...]:
+    """The migration's columns whose planner statistics the table's contents contradict.
+
+    Compares pg_stats' null fraction and most common value's frequency with a sample of the table
+    (TABLESAMPLE SYSTEM, about ANALYZE's sample size; the whole table when it is small). Read-only.
+    """
+    found = {row["name"]: row for row in rows(conn, _COLUMN_STATISTICS, (
+        target.schema, target.spec.table, [column.name for column in target.spec.columns]))}
+    if not found:
+        return ()
+    measures: list[sql.Composable] = [sql.SQL("count(*)")]
+    for name, row in found.items():
+        column = sql.Identifier(name)
+        measures.append(sql.SQL("count(*) FILTER (WHERE {} IS NULL)").format(column))
+        common = row["common_value"]
+        measures.append(sql.SQL("count(*) FILTER (WHERE {}::text = {})").format(column, sql.Literal(common))
+                        if common is not None else sql.SQL("0"))
+    percent = 100.0 if estimated_rows <= _STALE_SAMPLE_ROWS else 100.0 * _STALE_SAMPLE_ROWS / estimated_rows
+    counts = conn.execute(sql.SQL("SELECT {} FROM {} TABLESAMPLE SYSTEM (%s)").format(
+        sql.SQL(", ").join(measures), target.table), (percent,)).fetchone()
+    assert counts is not None
+    sampled, stale = counts[0], []
+    if not sampled:
+        return ()
+    for index, (name, row) in enumerate(found.items()):
+        nulls, common = counts[1 + 2 * index] / sampled, counts[2 + 2 * index] / sampled
+        if abs(float(row["null_frac"]) - nulls) > STALE_FRACTION:
+            stale.append(StaleStatistic(name, "NULL", float(row["null_frac"]), nulls))
+        elif row["common_value"] is not None and abs(float(row["common_freq"]) - common) > STALE_FRACTION:
+            stale.append(StaleStatistic(name, row["common_value"], float(row["common_freq"]), common))
+    return tuple(stale)
+
+
+def _stale_statistics_warnings(target: Target, stale: tuple[StaleStatistic, ...]) -> Iterator[CheckResult]:
+    if stale:
+        yield CheckResult(
+            f"stale-statistics:{target.spec.table}", CheckStatus.WARN, "pg_stats agrees with the table",
+            "; ".join(s.describe() for s in stale),
+            f"the planner statistics of {target.table_name} predate its data ({'; '.join(s.describe() for s in stale)}"
+            "): its estimates, and the plans above, may not be the ones it will choose once they are refreshed",
+            f"run ANALYZE {target.table_name} (backfill ends with one; it reads a sample and does not block "
+            "writes), then explain again",
+        )
+
+
 def _covers(wide: IndexInfo | IndexSpec, narrow: IndexSpec) -> bool:
     """``wide`` starts with every column of ``narrow`` and has the same predicate."""
     columns = tuple(c.strip('"') for c in wide.columns)
@@ -380,6 +455,7 @@ def explain(
         snapshot = read_snapshot(conn, target)
         require_applied(snapshot, target)
         unsampled = columns_without_statistics(conn, target)
+        stale = stale_statistics(conn, target, snapshot.estimated_rows)
         filtered = hidden_by_row_security(conn, target)
         label = mechanic_label(conn, target)
     table_indexes = frozenset(snapshot.indexes)
@@ -394,10 +470,14 @@ def explain(
         }
         natural, forced = runs[PlanMode.NATURAL], runs[PlanMode.FORCED]
         status, message, hint = _verdict(query, natural, forced, snapshot)
+        if status is not CheckStatus.PASS and (unsampled or stale):
+            hint = (f"first run ANALYZE {target.table_name}: the planner statistics are missing or stale (see the "
+                    "statistics warning), so this plan may not be the one it will choose")
         results.append(QueryExplain(query, status, message, params, natural, forced, hint))
     warnings = (
         *_row_security_warnings(target, filtered),
         *_statistics_warnings(target, unsampled),
+        *_stale_statistics_warnings(target, stale),
         *_unused_index_warnings(target, snapshot, results),
         *duplicate_index_warnings(target, snapshot),
     )

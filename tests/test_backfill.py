@@ -751,3 +751,23 @@ def test_a_rejects_file_that_fails_after_the_batches_exits_3_with_what_was_done(
     assert_backfilled(conn)
     again = cli("backfill", "--dsn", db_dsn, "--format", "json")
     assert again.exit_code == 0 and again.json()["rows_updated"] == 0
+
+
+def test_backfill_ends_with_analyze_so_pg_stats_reflects_the_data(db_dsn, conn):
+    migrate(conn)  # apply analyses the columns while they are still empty
+    stats = "SELECT attname, null_frac FROM pg_stats WHERE tablename = 'session_requests' AND attname = ANY(%s)"
+    nullable = [COLUMN[MECHANIC], COLUMN[NOTIFIED]]
+    assert dict(conn.execute(stats, (nullable,)).fetchall()) == dict.fromkeys(nullable, 1.0)
+    result = cli("backfill", "--dsn", db_dsn, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert data["analyzed"] and any(note.startswith("planner statistics refreshed") for note in data["notes"])
+    assert "ANALYZE" in result.stderr
+    real = conn.execute("SELECT avg((preferred_mechanic_id IS NULL)::int)::float8, "
+                        "avg((priority_notified_at IS NULL)::int)::float8 FROM session_requests").fetchone()
+    after = dict(conn.execute(stats, (nullable,)).fetchall())
+    assert real[0] < 0.9 and real[1] < 0.9
+    assert after == pytest.approx({COLUMN[MECHANIC]: real[0], COLUMN[NOTIFIED]: real[1]}, abs=0.02)
+    common = conn.execute("SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'session_requests' "
+                          "AND attname = 'priority_window_minutes'").fetchone()[0]
+    assert common != "{10}", "the window's statistics still describe the column as all default"

@@ -367,3 +367,20 @@ def test_columns_without_statistics_are_reported_until_analyze(conn):
     assert warning.hint.startswith('run ANALYZE "public"."session_requests"')
     conn.execute("ANALYZE session_requests")
     assert not [w for w in explain(conn, target()).warnings if w.id.startswith("no-statistics:")]
+
+
+@pytest.mark.db
+def test_statistics_that_the_data_contradicts_are_reported_until_analyze(conn):
+    apply(conn)  # analyses the new columns while they are empty
+    conn.execute("ALTER TABLE session_requests SET (autovacuum_enabled = false)")  # no ANALYZE behind our back
+    assert not [w for w in explain(conn, target()).warnings if w.id.startswith("stale-statistics:")]
+    conn.execute("UPDATE session_requests SET preferred_mechanic_id = (SELECT min(id::text)::uuid FROM mechanics), "
+                 "priority_window_minutes = 30 WHERE id::text < '8'")  # about half the rows
+    report = explain(conn, target())
+    (warning,) = [w for w in report.warnings if w.id == "stale-statistics:session_requests"]
+    assert "preferred_mechanic_id 100% NULL in pg_stats" in warning.message
+    assert "priority_window_minutes 100% 10 in pg_stats" in warning.message
+    assert warning.hint.startswith('run ANALYZE "public"."session_requests"')
+    assert not [w for w in report.warnings if w.id.startswith("no-statistics:")], "the columns do have statistics"
+    conn.execute("ANALYZE session_requests")
+    assert not [w for w in explain(conn, target()).warnings if w.id.startswith("stale-statistics:")]
