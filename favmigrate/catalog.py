@@ -31,6 +31,7 @@ class ConstraintInfo:
     name: str
     type: str  # pg_constraint.contype: f, c, p, u ...
     columns: tuple[str, ...]
+    referenced_schema: str | None  # nspname and relname exactly as in the catalogs, never quoted
     referenced_table: str | None
     referenced_columns: tuple[str, ...]
     on_delete: str | None  # SET NULL, CASCADE ... for foreign keys
@@ -108,7 +109,7 @@ _COLUMNS = sql.SQL(
 _CONSTRAINTS = sql.SQL(
     """
     SELECT con.conname, con.contype::text AS contype, con.convalidated, con.confdeltype::text AS confdeltype,
-           CASE WHEN con.confrelid <> 0 THEN con.confrelid::regclass::text END AS referenced_table,
+           rn.nspname AS referenced_schema, rc.relname AS referenced_table,
            ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
                  JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.ord)
                AS columns,
@@ -117,6 +118,8 @@ _CONSTRAINTS = sql.SQL(
                AS referenced_columns,
            pg_get_constraintdef(con.oid, true) AS definition
     FROM pg_constraint con
+    LEFT JOIN pg_class rc ON rc.oid = con.confrelid
+    LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
     WHERE con.conrelid = %s::oid
     """
 )
@@ -166,6 +169,7 @@ def read_snapshot(conn: psycopg.Connection[Any], target: Target) -> Snapshot:
             name=r["conname"],
             type=r["contype"],
             columns=tuple(r["columns"]),
+            referenced_schema=r["referenced_schema"],
             referenced_table=r["referenced_table"],
             referenced_columns=tuple(r["referenced_columns"]),
             on_delete=_ON_DELETE.get(r["confdeltype"]) if r["contype"] == "f" else None,

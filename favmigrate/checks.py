@@ -11,7 +11,8 @@ from favmigrate.spec import ColumnSpec, IndexSpec, MigrationSpec
 
 PASS, FAIL, WARN, SKIP = CheckStatus.PASS, CheckStatus.FAIL, CheckStatus.WARN, CheckStatus.SKIP
 
-_CAST = re.compile(r"::\s*(\"[^\"]+\"|[a-z_][a-z0-9_]*)(\s*\.\s*(\"[^\"]+\"|[a-z_][a-z0-9_]*))?"
+_IDENT = r"(\"(?:[^\"]|\"\")+\"|[a-z_][a-z0-9_$]*)"  # a quoted identifier may hold "" (a doubled quote)
+_CAST = re.compile(rf"::\s*{_IDENT}(\s*\.\s*{_IDENT})?"
                    r"(\s+(varying|with(out)?\s+time\s+zone|precision))*(\[\])?", re.IGNORECASE)
 
 
@@ -131,8 +132,7 @@ def _foreign_key_checks(spec: MigrationSpec, snapshot: Snapshot, schema: str) ->
             yield CheckResult(f"{prefix}:{aspect}", SKIP, message=f"constraint {fk.name} is missing")
         return
     yield CheckResult(f"{prefix}:exists", PASS, "present", "present")
-    referenced = (found.referenced_table or "").replace('"', "")
-    same_table = referenced in (fk.referenced_table, f"{schema}.{fk.referenced_table}")
+    same_table = (found.referenced_schema, found.referenced_table) == (schema, fk.referenced_table)
     definition_ok = (
         found.type == "f" and found.columns == fk.columns and same_table
         and found.referenced_columns == fk.referenced_columns and found.on_delete == fk.on_delete

@@ -16,8 +16,8 @@ def _complete_snapshot() -> Snapshot:
         c.name: ColumnInfo(c.name, c.type, c.nullable, c.default, c.comment) for c in SPEC.columns
     }
     fk = SPEC.foreign_key
-    constraints = {fk.name: ConstraintInfo(fk.name, "f", fk.columns, "mechanics", fk.referenced_columns, "SET NULL",
-                                           True, "FOREIGN KEY ...")}
+    constraints = {fk.name: ConstraintInfo(fk.name, "f", fk.columns, "public", "mechanics", fk.referenced_columns,
+                                           "SET NULL", True, "FOREIGN KEY ...")}
     indexes = {
         i.name: IndexInfo(i.name, i.columns, f"({i.predicate})", False, "btree", True, True, True, "CREATE INDEX ...")
         for i in SPEC.indexes
