@@ -457,6 +457,15 @@ def apply_migration(
     options = options or ApplyOptions()
     emit = on_event or _silent
     options.limits.set_on(conn)
+    if options.dry_run:
+        return _apply(conn, target, options, emit)
+    # the run lock comes before the first read: a rollback holding it would undo what we read
+    with run_lock(conn, target.lock_name, wait_s=options.limits.lock_wait_s):
+        return _apply(conn, target, options, emit)
+
+
+def _apply(conn: psycopg.Connection[Any], target: Target, options: ApplyOptions, emit: OnEvent) -> RunReport:
+    """apply_migration's body, under the run lock unless it is a dry run."""
     snapshot = read_snapshot(conn, target)
     for warning in preflight(conn, target, snapshot, options):
         emit(Event(EventKind.WARNING, message=warning))
@@ -473,13 +482,9 @@ def apply_migration(
                          verification=checks_for(conn, target, snapshot, data=False, absent=False))
     runner = StepRunner(conn, target, options, emit, "apply")
     try:
-        with run_lock(conn, target.lock_name, wait_s=options.limits.lock_wait_s):
-            ensure_history(conn)
-            _check_recorded_checksums(conn, target, options.force)
-            # re-plan under the lock: another run may have finished steps while we waited
-            planned = _with_analyze(conn, target, plan_steps(target, read_snapshot(conn, target),
-                                                             replace=options.replace))
-            results = runner.run_all(planned)
+        ensure_history(conn)
+        _check_recorded_checksums(conn, target, options.force)
+        results = runner.run_all(planned)
     finally:
         runner.watch.close()
     verification: CheckReport | None = None

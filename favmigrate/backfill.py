@@ -1002,16 +1002,18 @@ def backfill(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
     # filter invites it.
     options.limits.set_on(conn, TimeZone="UTC", jit="off")
     saved = "" if options.dry_run else "; every finished batch is saved: run `favmigrate backfill` again to continue"
+    # the run lock comes before the first read: a rollback holding it may drop the columns we would find
+    locked = contextlib.nullcontext() if options.dry_run else run_lock(conn, target.lock_name,
+                                                                       wait_s=options.limits.lock_wait_s)
     try:
-        version = _preflight(conn, target, options, emit)
-        scan = _resolve_scan(options.scan, version)
-        if scan is Scan.PK:
-            # a generic plan cannot see how few keys a batch spans (a page range it estimates well)
-            set_session(conn, plan_cache_mode="force_custom_plan")
-        if options.dry_run:
-            return _run(conn, target, options, emit, scan)
-        with run_lock(conn, target.lock_name, wait_s=options.limits.lock_wait_s):
-            _ensure_state(conn)
+        with locked:
+            version = _preflight(conn, target, options, emit)
+            scan = _resolve_scan(options.scan, version)
+            if scan is Scan.PK:
+                # a generic plan cannot see how few keys a batch spans (a page range it estimates well)
+                set_session(conn, plan_cache_mode="force_custom_plan")
+            if not options.dry_run:
+                _ensure_state(conn)
             return _run(conn, target, options, emit, scan)
     except KeyboardInterrupt:
         raise Interrupted(f"backfill interrupted{saved}") from None
