@@ -232,6 +232,20 @@ def _check_recorded_checksums(conn: psycopg.Connection[Any], target: Target, for
 # ---------------------------------------------------------------- running
 
 
+def step_settings(kind: LockKind, limits: SessionLimits) -> dict[str, str]:
+    """The session settings a step of this lock kind runs under."""
+    # a concurrent build waits for every older transaction; a lock_timeout there would kill the build
+    # half-way and leave an INVALID index, so only the statement_timeout applies
+    lock_timeout = "0" if kind is LockKind.CONCURRENT else ms(limits.lock_timeout_s)
+    return {"lock_timeout": lock_timeout, "statement_timeout": ms(limits.statement_timeout_s)}
+
+
+def session_statements(kind: LockKind, limits: SessionLimits) -> list[str]:
+    """``step_settings`` as the statements that set them, for a dry run's script."""
+    return [as_text(sql.SQL("SELECT set_config({}, {}, false)").format(sql.Literal(name), sql.Literal(value)))
+            for name, value in step_settings(kind, limits).items()]
+
+
 class StepRunner:
     """Runs planned steps with the right timeouts, lock retries, progress events and history records."""
 
@@ -265,14 +279,7 @@ class StepRunner:
         return retries
 
     def _set_timeouts(self, kind: LockKind) -> None:
-        statement_timeout = ms(self.options.limits.statement_timeout_s)
-        if kind is LockKind.CONCURRENT:
-            # a concurrent build waits for every older transaction; a lock_timeout there would kill
-            # the build half-way and leave an INVALID index, so only the statement_timeout applies
-            set_session(self.conn, lock_timeout="0", statement_timeout=statement_timeout)
-        else:
-            set_session(self.conn, lock_timeout=ms(self.options.limits.lock_timeout_s),
-                        statement_timeout=statement_timeout)
+        set_session(self.conn, **step_settings(kind, self.options.limits))
 
     def _fill_batches(self, step: StepSpec) -> tuple[int, str]:
         (statement,) = self.target.up_statements(step)
@@ -475,7 +482,9 @@ def _apply(conn: psycopg.Connection[Any], target: Target, options: ApplyOptions,
                       for p in planned)
         dry_note = "dry run: nothing was changed" if planned else "already applied: nothing to do"
         return RunReport("apply", steps, dry_run=True, notes=(dry_note,),
-                         extra={"plan": {"steps": [p.to_dict() for p in planned]}})
+                         extra={"plan": {"steps": [
+                             {**p.to_dict(), "session": session_statements(p.step.lock, options.limits)}
+                             for p in planned]}})
     if not planned:
         _check_recorded_checksums(conn, target, options.force)
         return RunReport("apply", (), notes=("already applied: nothing to do",),

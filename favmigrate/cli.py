@@ -384,8 +384,8 @@ def emit_run(data: dict[str, Any], fmt: RunFormat, output: Path | None,
         render_run(data, console)
     else:
         steps = data["plan"]["steps"]
-        header = [f"favmigrate {data['command']} --dry-run: the statements it would run, in order (it also sets "
-                  "lock_timeout and retries a statement that times out waiting for its lock)"]
+        header = [f"favmigrate {data['command']} --dry-run: the statements it would run, in order (favmigrate "
+                  "also retries a statement that times out waiting for its lock)"]
         if any(step["lock"] == "batched" for step in steps):
             header.append(f"the batched steps are templates this script does not run: only `favmigrate "
                           f"{data['command']}` runs them")

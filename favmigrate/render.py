@@ -171,10 +171,15 @@ def sql_script(steps: Sequence[dict[str, Any]], *, header: Sequence[str] = (), n
     favmigrate runs them: a transactional step between BEGIN and COMMIT, a CONCURRENTLY step on its own.
     A statement favmigrate runs with values bound (``%(name)s``), and every statement of a batched step
     (repeated, one transaction per batch), is a commented template with ``:name`` for each value.
-    ``header`` and ``notes`` become comment lines.
+    ``header`` and ``notes`` become comment lines; a step's ``session`` statements (its lock_timeout and
+    statement_timeout) come before it when they differ from the previous step's.
     """
     lines = [f"-- {_one_line(line)}" for line in header]
+    session: list[str] = []
     for step in steps:
+        if step.get("session", session) != session:  # the settings favmigrate sets before the step, when they change
+            session = step["session"]
+            lines += [statement + ";" for statement in session]
         lines.append(f"-- step {step['step']}: {_one_line(step['reason'])}")
         statements = [statement.strip().rstrip(";").rstrip() + ";" for statement in step["sql"]]
         if step["lock"] == "batched":

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from favmigrate.db import ms
+from favmigrate.apply import session_statements
+from favmigrate.db import SessionLimits
 from favmigrate.errors import UsageError
 from favmigrate.lint import RULES, LintOptions, Source, lint, select_rules
 from favmigrate.resources import sql_dir
-from favmigrate.spec import LockKind, Target, as_text, load_spec
+from favmigrate.spec import Target, as_text, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "bench" / "seed_original.sql"  # the seed document's hand-written SQL, verbatim
@@ -116,16 +117,15 @@ def test_seed_sql_gives_exactly_its_known_findings() -> None:
 
 def rendered_migration() -> str:
     """The statements apply runs on a table where the seed's SQL ran (every step, convergence included), with
-    the session settings its step runner makes: lock_timeout 1s for blocking steps and 0 for concurrent index
-    builds, statement_timeout 0 (apply's default: none), each non-concurrent step in its own transaction."""
+    the session settings its step runner makes before each step (apply's defaults: lock_timeout 1s, none for a
+    concurrent index build, no statement_timeout), each non-concurrent step in its own transaction.
+    `apply --dry-run --format sql` prints the same (test_lint_cli.py lints that too, on a database)."""
     target = Target(load_spec())
     spec = target.spec
     steps = [spec.steps[0], *spec.converge, *spec.steps[1:]]
     lines = []
     for step in steps:
-        lock_timeout = "0" if step.lock is LockKind.CONCURRENT else ms(1.0)
-        lines.append(f"SELECT set_config('lock_timeout', '{lock_timeout}', false);")
-        lines.append(f"SELECT set_config('statement_timeout', '{ms(None)}', false);")
+        lines += [statement + ";" for statement in session_statements(step.lock, SessionLimits())]
         statements = [as_text(s) + ";" for s in target.up_statements(step)]
         if step.transactional:
             statements = ["BEGIN;", *statements, "COMMIT;"]

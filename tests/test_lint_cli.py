@@ -245,3 +245,21 @@ def test_dsn_lint_executes_nothing(db_dsn: str, tmp_path: Path) -> None:
 def test_unreachable_database_exits_2(tmp_path: Path) -> None:
     result = cli("lint", SEED, "--dsn", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
     assert result.exit_code == 2
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("state", ["fresh", "seed-sql-ran"])
+def test_apply_dry_run_sql_lints_clean(db_dsn: str, state: str) -> None:
+    if state == "seed-sql-ran":  # the hand-written seed columns: apply converges them (CHECK, VALIDATE, SET NOT NULL)
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE session_requests ADD COLUMN preferred_mechanic_id uuid, ADD COLUMN "
+                         "priority_window_minutes integer, ADD COLUMN priority_notified_at timestamptz")
+    script = cli("apply", "--dsn", db_dsn, "--dry-run", "--format", "sql").stdout
+    assert "CREATE INDEX CONCURRENTLY" in script
+    assert ("SET NOT NULL" in script) is (state == "seed-sql-ran")
+    result = cli("lint", "-", "--format", "json", input=script)
+    assert result.exit_code == 0 and result.json()["findings"] == []
+    # the same statements without the session settings apply makes are not safe to run by hand
+    bare = "\n".join(line for line in script.splitlines() if "set_config" not in line)
+    assert [f["rule"] for f in cli("lint", "-", "--format", "json", input=bare).json()["findings"]] == [
+        "require-lock-timeout"]
