@@ -165,9 +165,10 @@ def _index_checks(index: IndexSpec, snapshot: Snapshot) -> Iterator[CheckResult]
         "" if matches else f"index {index.name} has another definition",
     )
     healthy = found.valid and found.ready and found.live
-    state = f"valid={found.valid} ready={found.ready} live={found.live}"
+    state = ", ".join(word if flag else f"not {word}"
+                      for word, flag in (("valid", found.valid), ("ready", found.ready), ("live", found.live)))
     yield CheckResult(
-        f"{prefix}:valid", PASS if healthy else FAIL, "valid=True ready=True live=True", state,
+        f"{prefix}:valid", PASS if healthy else FAIL, "valid, ready, live", state,
         "" if healthy else f"index {index.name} is INVALID (an interrupted concurrent build?)",
         hint="" if healthy else "run `favmigrate apply`: it drops the invalid index concurrently and rebuilds it",
     )

@@ -294,30 +294,6 @@ def session_limits(lock_timeout: float, retries: int, statement_timeout: float, 
                          lock_wait_s=lock_wait)
 
 
-def progress_printer(quiet: bool) -> Callable[[Any], None]:
-    """Shows apply/rollback events on stderr (steps, lock retries, warnings)."""
-    from favmigrate.render import stderr_console
-
-    console = stderr_console()
-
-    def show(event: Any) -> None:
-        kind = event.kind.value
-        if kind == "warning":
-            console.print(f"[yellow]warning:[/yellow] {event.message}", highlight=False)
-        elif quiet:
-            return
-        elif kind == "step-start":
-            console.print(f"[cyan]>[/cyan] {event.step}: {event.message}", highlight=False)
-        elif kind == "step-done":
-            console.print(f"[green]✓[/green] {event.step}: {event.message}", highlight=False)
-        elif kind == "retry":
-            console.print(f"[yellow]…[/yellow] {event.step}: {event.message}", highlight=False)
-        else:
-            console.print(f"  {event.step}: {event.message}", highlight=False)
-
-    return show
-
-
 @app.command()
 def apply(
     dsn: DsnOption = None,
@@ -361,7 +337,7 @@ def apply(
                                batch_size=batch_size, replace=replace, force=force,
                                dry_run=dry_run)
         with (open_session(dsn, writes=not dry_run, statement_timeout_s=statement_timeout or None, warn=warn) as conn,
-              ProgressEvents(progress_printer(quiet), enabled=not quiet) as events):
+              ProgressEvents(quiet=quiet) as events):
             report = apply_migration(conn, target_for(schema), options, on_event=events)
         emit_run(report.to_dict(), chosen, output)
         return int(report.exit_code)
@@ -470,7 +446,7 @@ def rollback(
             return typer.confirm("Roll back now?", default=False, err=True)
 
         with (open_session(dsn, writes=not dry_run, statement_timeout_s=statement_timeout or None, warn=warn) as conn,
-              ProgressEvents(progress_printer(quiet), enabled=not quiet) as events):
+              ProgressEvents(quiet=quiet) as events):
             report = rollback_migration(conn, target_for(schema), options, on_event=events,
                                         confirm=None if yes else confirm)
 
@@ -575,6 +551,9 @@ def report(
                                               "date/time (exclusive; UTC without an offset).",
                                               show_default=False)] = None,
     statement_timeout: Annotated[float, statement_timeout_option("the report query")] = 60.0,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, show_default=False,
+                                              help="Show at most this many mechanics, the best success rate "
+                                              "first (the totals still cover all of them).")] = None,
     fmt: Annotated[ReportFormat, typer.Option("--format", help="text (tables), json (totals and per-mechanic "
                                               "rows) or csv (the per-mechanic rows, with a header line).")]
     = ReportFormat.text,
@@ -592,7 +571,7 @@ def report(
     empty, never an error. Runs verify/priority_analytics.sql (checked by `favmigrate explain`) in a
     READ ONLY transaction. Exit 0 done, 2 could not run (migration not applied, bad option).
 
-    Example: favmigrate report --since 2025-11-01 --until 2025-12-01 --format csv > priority.csv
+    Example: favmigrate report --since 2025-10-01 --until 2025-11-01 --limit 10 --format csv > priority.csv
     """
 
     def job() -> int:
@@ -601,7 +580,7 @@ def report(
         from favmigrate.report import CSV_COLUMNS, ReportOptions, priority_report
 
         options = ReportOptions(since=_moment(since, "--since"), until=_moment(until, "--until"),
-                                timeout_s=statement_timeout or None)
+                                timeout_s=statement_timeout or None, limit=limit)
         with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
             result = priority_report(conn, target_for(schema), options)
         if fmt is ReportFormat.csv:

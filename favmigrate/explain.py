@@ -255,7 +255,7 @@ def _verdict(
     if forced_choice:
         return (
             CheckStatus.WARN,
-            f"the planner prefers {natural.access()} on ~{snapshot.estimated_rows} estimated rows; only with "
+            f"the planner prefers {natural.access()} on ~{snapshot.estimated_rows:,} estimated rows; only with "
             f"enable_seqscan=off does it use {forced_choice}, so the index can serve the query. Normal on a small "
             "table, where reading every page costs less than the index",
             "run explain against production-sized data (run ANALYZE first if the estimate is stale)",
@@ -271,7 +271,7 @@ def _verdict(
         return (
             CheckStatus.WARN,
             f"with enable_seqscan=off the planner reads {forced.access()} instead of {wanted}: on "
-            f"~{snapshot.estimated_rows} estimated rows the costs of the two barely differ, so this does not show "
+            f"~{snapshot.estimated_rows:,} estimated rows the costs of the two barely differ, so this does not show "
             f"that {wanted} cannot serve the query",
             "run explain against production-sized data (run ANALYZE first if the estimate is stale)",
         )
@@ -408,7 +408,7 @@ def _unused_index_warnings(
                             "for these queries")
                 break
         if snapshot.estimated_rows < SMALL_TABLE_ROWS:
-            evidence += f" (measured on ~{snapshot.estimated_rows} estimated rows, where plans say little)"
+            evidence += f" (measured on ~{snapshot.estimated_rows:,} estimated rows, where plans say little)"
         yield CheckResult(
             f"unused-index:{index.name}", CheckStatus.WARN, "used by a query of the set", "unused",
             f"no query of the set uses {index.name}, in its natural or its forced plan{evidence}",

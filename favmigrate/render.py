@@ -153,8 +153,9 @@ def render_checks(data: dict[str, Any], console: Console, *, title: str = "verif
 def render_run(data: dict[str, Any], console: Console) -> None:
     """apply / rollback: one row per step, then notes and the embedded verification."""
     rows = [(s["step"], s["outcome"], f"{s['duration_s']:.2f}s", s["lock_retries"], s["detail"]) for s in data["steps"]]
-    print_table(console, data["command"], ("step", "outcome", "time", "lock retries", "detail"), rows,
-                status_column=1, wrap=("detail",))
+    if rows:
+        print_table(console, data["command"], ("step", "outcome", "time", "lock retries", "detail"), rows,
+                    status_column=1, wrap=("detail",))
     for note in data["notes"]:
         console.print(f"- {note}")
     verification = data.get("verification")
@@ -355,7 +356,7 @@ def render_explain(data: dict[str, Any], console: Console, *, show_plan: bool = 
     counts = {status: sum(q["status"] == status for q in data["queries"]) for status in ("pass", "warn", "fail")}
     verdict = "[green]OK[/green]" if data["ok"] else "[bold red]FAILED[/bold red]"
     console.print(f"{verdict}: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail, "
-                  f"{len(data['warnings'])} warning(s)")
+                  f"{plural(len(data['warnings']), 'warning')}")
     if show_plan:
         render_plans(data, plan_console or console)
 
@@ -422,24 +423,78 @@ def render_report(data: dict[str, Any], console: Console) -> None:
 
 
 def print_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Machine output: CSV with a header line on stdout (None is an empty field)."""
+    """Machine output: CSV with a header line on stdout (None is an empty field, a fraction has two decimals)."""
     import csv
 
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
-    writer.writerows(["" if cell is None else cell for cell in row] for row in rows)
+    writer.writerows([_csv_cell(cell) for cell in row] for row in rows)
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return f"{value:.2f}" if isinstance(value, float) else value
+
+
+def live_progress(console: Console, get_time: Callable[[], float] | None = None) -> Any:
+    """A transient rich Progress for running steps: spinner, name, then a bar with thousands-separated counts
+    and an ETA once a step reports counts against a known total (a count alone while the total is unknown;
+    nothing, never ``0/?``, for a step without counts), extra text, and the elapsed time."""
+    from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
+    from rich.text import Text
+
+    class Bar(BarColumn):
+        def render(self, task: Task) -> Any:
+            return super().render(task) if task.total is not None else Text("")
+
+    class Count(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            if task.total is not None:
+                return Text(f"{int(task.completed):,}/{int(task.total):,}")
+            return Text(f"{int(task.completed):,}" if task.completed else "")
+
+    class Remaining(ProgressColumn):
+        max_refresh = 1.0
+
+        def render(self, task: Task) -> Text:
+            left = task.time_remaining
+            return Text("" if task.total is None or left is None or task.finished else f"ETA {duration(left)}")
+
+    class Elapsed(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(duration(task.elapsed), style="dim")
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), Bar(), Count(),
+                    TextColumn("{task.fields[extra]}"), Remaining(), Elapsed(), console=console, transient=True,
+                    get_time=get_time)
+
+
+_EVENT_MARKS = {"warning": ("warning:", "yellow"), "step-done": ("✓", "green"), "retry": ("…", "yellow"),
+                "pause": ("‖", "yellow")}
+
+
+def event_line(kind: str, message: str, step: str = "") -> Any:
+    """One progress message as a line: a mark for its kind, the step, the message (never read as markup)."""
+    from rich.text import Text
+
+    mark, style = _EVENT_MARKS.get(kind, (">", "cyan"))
+    return Text.assemble((mark, style), f" {step}: " if step else " ", message)
 
 
 class ProgressEvents:
-    """An event callback showing PROGRESS events that carry counts as a transient progress bar on stderr.
+    """The events of apply and rollback on stderr, as a context manager (the display is gone before the
+    summary or an error message).
 
-    One bar per step, shown only while the step runs; every other event goes to ``fallback``. Use it as a
-    context manager, so that the bar is gone before an error message.
+    Every message is a line printed above the live display, through the same console, so it never lands on
+    the spinner. On a terminal the running step shows as a spinner with its name and elapsed time, and a
+    bar with thousands-separated counts and an ETA once it reports counts. ``quiet``: warnings only.
     """
 
-    def __init__(self, fallback: Callable[[Any], None], *, enabled: bool = True) -> None:
-        self._fallback = fallback
-        self._enabled = enabled and stderr_console().is_terminal  # no bar in logs and pipes
+    def __init__(self, *, quiet: bool = False, console: Console | None = None) -> None:
+        self._console = console or stderr_console()
+        self._quiet = quiet
+        self._live = self._console.is_terminal and not quiet  # no live display in logs and pipes
         self._bar: Any = None
         self._tasks: dict[str, Any] = {}
 
@@ -450,32 +505,27 @@ class ProgressEvents:
         self.close()
 
     def __call__(self, event: Any) -> None:
-        if event.kind.value == "step-start" and self._enabled:
-            self._advance(event.step, 0, None)  # a spinner with the elapsed time until the step is done
-        if event.kind.value == "progress" and getattr(event, "done", None) is not None:
-            if self._enabled:
+        kind = event.kind.value
+        if kind == "progress" and getattr(event, "done", None) is not None:
+            if self._live:
                 self._advance(event.step, event.done, event.total)
             return
-        if event.kind.value == "step-done" and event.step in self._tasks:
+        if kind == "step-done" and event.step in self._tasks:
             self._finish(event.step)
-        self._fallback(event)
+        self._print(event)
+        if kind == "step-start" and self._live:
+            self._advance(event.step, 0, None)
+
+    def _print(self, event: Any) -> None:
+        if event.kind.value == "warning" or not self._quiet:
+            self._console.print(event_line(event.kind.value, event.message, event.step), highlight=False)
 
     def _advance(self, step: str, done: int, total: int | None) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
         if self._bar is None:
-            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=stderr_console(), transient=True)
+            self._bar = live_progress(self._console)
             self._bar.start()
         if step not in self._tasks:
-            self._tasks[step] = self._bar.add_task(step, total=total)
+            self._tasks[step] = self._bar.add_task(step, total=total, extra="")
         self._bar.update(self._tasks[step], completed=done, total=total)
 
     def _finish(self, step: str) -> None:
@@ -484,7 +534,7 @@ class ProgressEvents:
             self.close()
 
     def close(self) -> None:
-        """Stop the bar (before a prompt, at the end, on an error)."""
+        """Stop the live display (before a prompt, at the end, on an error)."""
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
@@ -544,14 +594,8 @@ class BackfillProgress:
         if kind == "done":
             self.close()
             return
-        if kind == "warning":
-            self._print(f"[yellow]warning:[/yellow] {event.message}")
-        elif not self._quiet and event.message:
-            mark = {"retry": "[yellow]…[/yellow]", "pause": "[yellow]‖[/yellow]"}.get(kind, "[cyan]>[/cyan]")
-            self._print(f"{mark} {event.message}")
-
-    def _print(self, text: str) -> None:
-        (self._bar.console if self._bar is not None else self._console).print(text, highlight=False)
+        if kind == "warning" or (not self._quiet and event.message):
+            self._console.print(event_line(kind, event.message), highlight=False)
 
     def _show(self, event: Any) -> None:
         import time
@@ -566,18 +610,14 @@ class BackfillProgress:
                                     f"{event.rows_updated:,} updated, {event.rows_per_s:,.0f} rows/s, {rejects}",
                                     highlight=False, markup=False)
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         if self._bar is None:
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]} rows/s"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[rejects]}"), console=self._console, transient=True)
+            self._bar = live_progress(self._console)
             self._bar.start()
-            self._task = self._bar.add_task("backfill", total=event.total_estimate, rate="0", rejects="")
+            self._task = self._bar.add_task("backfill", total=event.total_estimate, extra="")
         expected = max(event.total_estimate or 0, event.scanned) or None
         description = "backfill" if event.phase.value == "main" else f"backfill ({event.phase.value})"
         self._bar.update(self._task, completed=event.scanned, total=expected, description=description,
-                         rate=f"{event.rows_per_s:,.0f}", rejects=rejects)
+                         extra=f"{event.rows_per_s:,.0f} rows/s, {rejects}")
 
     def close(self) -> None:
         if self._bar is not None:

@@ -52,10 +52,12 @@ class ReportOptions:
     since: datetime | None = None  # inclusive, on created_at
     until: datetime | None = None  # exclusive, on created_at
     timeout_s: float | None = DEFAULT_TIMEOUT_S
+    limit: int | None = None  # at most this many mechanics (the best first); the totals cover them all
 
 
 def _number(value: Decimal | float | None) -> float | None:
-    return None if value is None else float(value)
+    """A rate or a duration rounded to two decimals (what a person or a spreadsheet needs)."""
+    return None if value is None else round(float(value), 2)
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class PriorityReport:
     totals: PriorityStats
     mechanics: tuple[PriorityStats, ...]
     notes: tuple[str, ...] = ()
+    mechanics_total: int = 0  # before --limit
 
     @property
     def ok(self) -> bool:
@@ -140,6 +143,7 @@ class PriorityReport:
             "generated_at": self.generated_at.isoformat(),
             "totals": totals,
             "mechanics": [stats.to_dict() for stats in self.mechanics],
+            "mechanics_total": self.mechanics_total,
             "notes": list(self.notes),
         }
 
@@ -179,12 +183,17 @@ def priority_report(
     if missing:
         notes.append(f"index {', '.join(missing)} missing: the report read the table without it")
     totals = next((PriorityStats.from_row(r) for r in found if r["is_total"]), _EMPTY)
+    mechanics = [PriorityStats.from_row(r) for r in found if not r["is_total"]]
+    if options.limit is not None and len(mechanics) > options.limit:
+        notes.append(f"the {options.limit:,} best of {len(mechanics):,} mechanics are shown (--limit); the totals "
+                     "cover them all")
     return PriorityReport(
         schema=target.schema,
         since=options.since,
         until=options.until,
         generated_at=generated_at,
         totals=totals,
-        mechanics=tuple(PriorityStats.from_row(r) for r in found if not r["is_total"]),
+        mechanics=tuple(mechanics[:options.limit]),
         notes=tuple(notes),
+        mechanics_total=len(mechanics),
     )

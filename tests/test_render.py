@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from types import SimpleNamespace
+from typing import Any
 
 from rich.console import Console
 
-from favmigrate.render import clip, clip_strings, print_json, print_table
+from favmigrate.render import ProgressEvents, clip, clip_strings, live_progress, print_json, print_table
 
 ID = "0b6f5d1c-3a9e-4c61-9d8e-5f2a7b1c44e1"
 
@@ -69,3 +72,65 @@ def test_json_output_clips_huge_strings(capsys):
     data = json.loads(capsys.readouterr().out)
     value = data["conflicts"][0]["metadata_value"]
     assert value.startswith("é" * 4096 + "…") and value.endswith("(cut, 10.0 MB in all)")
+
+
+def test_a_step_without_counts_is_a_spinner_with_its_name_and_elapsed_time_never_0_of_unknown():
+    now = [100.0]
+    console, out = terminal(100)
+    progress = live_progress(console, get_time=lambda: now[0])
+    ddl = progress.add_task("add-columns", total=None, extra="")
+    now[0] += 75
+    console.print(progress.make_tasks_table([progress.tasks[ddl]]))
+    line = out.getvalue()
+    assert "add-columns" in line and "1m 15s" in line
+    assert "0/?" not in line and "?" not in line and "ETA" not in line
+
+
+def test_a_step_with_counts_shows_thousands_separated_counts_and_an_eta():
+    now = [0.0]
+    console, out = terminal(120)
+    progress = live_progress(console, get_time=lambda: now[0])
+    task = progress.add_task("preserve-metadata", total=1_200_000, extra="")
+    for done in (0, 300_000, 600_000):
+        progress.update(task, completed=done)
+        now[0] += 30
+    console.print(progress.make_tasks_table([progress.tasks[task]]))
+    assert "600,000/1,200,000" in out.getvalue() and "ETA 1m 00s" in out.getvalue()
+    count_only = progress.add_task("survey", total=None, extra="")
+    progress.update(count_only, completed=12_345)
+    console.print(progress.make_tasks_table([progress.tasks[count_only]]))
+    assert "12,345" in out.getvalue() and "12,345/" not in out.getvalue()
+
+
+def event(kind: str, step: str = "", message: str = "", done: int | None = None) -> Any:
+    return SimpleNamespace(kind=SimpleNamespace(value=kind), step=step, message=message, done=done, total=None)
+
+
+def test_step_messages_are_whole_lines_above_the_live_display():
+    console, out = terminal(100)
+    with ProgressEvents(console=console) as events:
+        events(event("step-start", "index-priority-timeout", "index does not exist"))
+        events(event("retry", "index-priority-timeout", "lock timeout, retry 1 of 10 in 0.5s"))
+        events(event("step-done", "index-priority-timeout", "built concurrently in 1.20s"))
+        events(event("warning", message="a [bold] message stays text"))
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).replace("\r", "\n").splitlines()
+    for text in ("> index-priority-timeout: index does not exist",
+                 "… index-priority-timeout: lock timeout, retry 1 of 10 in 0.5s",
+                 "✓ index-priority-timeout: built concurrently in 1.20s",
+                 "warning: a [bold] message stays text"):
+        assert text in [line.rstrip() for line in lines], (text, lines)
+
+
+def test_piped_progress_is_plain_lines_and_quiet_keeps_warnings():
+    console, out = piped()
+    with ProgressEvents(console=console) as events:
+        events(event("step-start", "add-columns", "column preferred_mechanic_id does not exist"))
+        events(event("progress", "survey", "", done=5))
+        events(event("step-done", "add-columns", "applied in 0.01s"))
+    assert out.getvalue() == ("> add-columns: column preferred_mechanic_id does not exist\n"
+                              "✓ add-columns: applied in 0.01s\n")
+    console, out = piped()
+    with ProgressEvents(console=console, quiet=True) as events:
+        events(event("step-start", "add-columns", "x"))
+        events(event("warning", message="careful"))
+    assert out.getvalue() == "warning: careful\n"

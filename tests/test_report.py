@@ -156,11 +156,10 @@ def test_csv_has_a_header_and_one_row_per_mechanic(conn, known):
     assert result.exit_code == 0, result.stderr
     table = list(csv.reader(io.StringIO(result.stdout)))
     assert tuple(table[0]) == CSV_COLUMNS
-    assert [row[:8] for row in table[1:]] == [
-        [known["ada"], "Ada Lovelace", "8", "7", "3", "37.5", "3", "42.86"],
-        [known["bob"], "Bob Builder", "3", "3", "1", "33.33", "1", "33.33"],
+    assert table[1:] == [
+        [known["ada"], "Ada Lovelace", "8", "7", "3", "37.50", "3", "42.86", "260.00", "120.00"],
+        [known["bob"], "Bob Builder", "3", "3", "1", "33.33", "1", "33.33", "30.00", "30.00"],
     ]
-    assert float(table[1][8]) == pytest.approx(260.0) and float(table[1][9]) == pytest.approx(120.0)
 
 
 @pytest.mark.db
@@ -327,3 +326,40 @@ def test_mechanic_label_prefers_name_then_first_and_last_name_then_email(conn, k
     labels = conn.execute(sql.SQL("SELECT m.id::text, {} FROM mechanics AS m WHERE m.id IN (%s, %s) ORDER BY 2")
                           .format(mechanic_label(conn, target())), (known["ada"], known["bob"])).fetchall()
     assert labels == [(known["ada"], "Ada L."), (known["bob"], "bob@example.com")]
+
+
+@pytest.mark.db
+def test_limit_keeps_the_best_mechanics_and_the_totals_of_all(conn, known):
+    result = cli("report", "--dsn", conn.info.dsn, "--limit", "1", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert [m["mechanic_id"] for m in data["mechanics"]] == [known["ada"]]
+    assert data["mechanics_total"] == 2 and data["totals"]["requests"] == 11
+    assert data["notes"] == ["the 1 best of 2 mechanics are shown (--limit); the totals cover them all"]
+    rows = list(csv.reader(io.StringIO(cli("report", "--dsn", conn.info.dsn, "--limit", "1", "--format", "csv")
+                                       .stdout)))
+    assert len(rows) == 2 and rows[1][0] == known["ada"]
+    assert cli("report", "--dsn", conn.info.dsn, "--limit", "0").exit_code == 2
+
+
+@pytest.mark.db
+def test_durations_are_rounded(conn, known):
+    conn.execute("UPDATE session_requests SET accepted_at = accepted_at + interval '0.123456 seconds' "
+                 "WHERE id = %s", (known["bob_30"],))
+    bob = next(m for m in priority_report(conn, target()).mechanics if m.mechanic_id == known["bob"])
+    assert (bob.avg_response_s, bob.median_response_s) == (30.12, 30.12)
+
+
+@pytest.mark.db
+def test_the_readme_example_returns_rows_on_the_sandbox_data(db_dsn):
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = next(line.split("#")[0].split() for line in readme.splitlines()
+                   if line.strip().startswith("favmigrate report --since"))
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    assert cli("backfill", "--dsn", db_dsn, "--quiet").exit_code == 0
+    result = cli(*example[1:], "--dsn", db_dsn, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert data["totals"]["requests"] > 0 and len(data["mechanics"]) > 1
