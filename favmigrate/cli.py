@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from favmigrate import __version__
 from favmigrate.errors import ExitCode, FavmigrateError
@@ -21,14 +22,27 @@ from favmigrate.errors import ExitCode, FavmigrateError
 if TYPE_CHECKING:
     from favmigrate.spec import Target
 
+# --help lists the commands in the order they are used, not alphabetically or as defined
+WORKFLOW_ORDER = ("plan", "apply", "verify", "backfill", "explain", "report", "rollback", "history", "lint",
+                  "sandbox")
+
+
+class WorkflowOrder(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        known = [name for name in WORKFLOW_ORDER if name in self.commands]
+        return known + sorted(name for name in self.commands if name not in WORKFLOW_ORDER)
+
+
 app = typer.Typer(
     name="favmigrate",
+    cls=WorkflowOrder,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Take a live PostgreSQL through the Phase 4 favorites-priority migration safely: plan it, apply it "
     "online, verify it against the catalogs, backfill the legacy JSONB metadata, measure it, roll it back "
     "without losing data.\n\nExit codes: 0 ok; 1 a check failed / drift / work pending; 2 usage, connection or "
     "preflight error (nothing changed); 3 interrupted or partially done (safe to re-run).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -51,12 +65,41 @@ DsnOption = Annotated[
 SchemaOption = Annotated[str, typer.Option("--schema", help="Schema holding session_requests and mechanics.")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="text (tables on a terminal) or json.")]
 MAX_TIMEOUT_S = 2_147_483  # PostgreSQL's largest timeout setting, INT_MAX milliseconds
+MAX_BATCH_ROWS = 1_000_000
+
+
+def in_range(kind: type[int] | type[float], low: float, high: float) -> Callable[[Any], Any]:
+    """A parser for a number option that refuses, naming the allowed range, what is not a ``kind`` within
+    [low, high]: inf, nan, 1e20 rows, negative seconds."""
+    noun = "a whole number" if kind is int else "a number"
+    allowed = f"{_number(low)}..{_number(high)}"
+
+    def parse(text: Any) -> Any:
+        try:
+            value = kind(text)
+        except (TypeError, ValueError, OverflowError):
+            value = None
+        if value is None or not low <= value <= high:  # nan compares false: refused too
+            raise typer.BadParameter(f"{text!r} is not {noun} in the allowed range {allowed}")
+        return value
+
+    return parse
+
+
+def ranged(*names: str, kind: type[int] | type[float], low: float, high: float, help: str, **extra: Any) -> Any:
+    """A number option checked by the parser, its allowed range stated in --help."""
+    return typer.Option(*names, parser=in_range(kind, low, high),
+                        help=f"{help} Allowed: {_number(low)}..{_number(high)}.", **extra)
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
 
 
 def statement_timeout_option(what: str) -> Any:
     """--statement-timeout, the same name and meaning on every database command; ``what`` it limits."""
-    return typer.Option(
-        "--statement-timeout", min=0, max=MAX_TIMEOUT_S,
+    return ranged(
+        "--statement-timeout", kind=float, low=0, high=MAX_TIMEOUT_S,
         help=f"Seconds {what} may run before the server cancels it (0: no limit; fractions round up to whole "
         "milliseconds). Set at session level, so a role's or database's own statement_timeout does not apply.")
 
@@ -181,6 +224,9 @@ def verify(
     = False,
     absent: Annotated[bool, typer.Option("--absent", help="Verify the rolled-back state: no migration object exists.")]
     = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1): rows still waiting for "
+                                         "backfill, or anything the role could not read. For CI gates that want a "
+                                         "finished backfill.")] = False,
     statement_timeout: Annotated[float, statement_timeout_option("each query (the data checks scan the table)")]
     = 0.0,
     fmt: FormatOption = OutputFormat.text,
@@ -192,7 +238,7 @@ def verify(
     Compares columns (type, nullability, default, comment), the foreign key (definition, validated) and
     the indexes (columns, predicate, valid/ready/live) with verify/migration.toml, then counts orphaned
     mechanic ids, out-of-range windows and rows still waiting for backfill. Runs in a READ ONLY
-    transaction. Exit 0 all pass (warnings allowed), 1 any check fails, 2 could not run (the
+    transaction. Exit 0 all pass (warnings allowed unless --strict), 1 any check fails, 2 could not run (the
     tables do not exist in --schema, connection error, --statement-timeout reached).
 
     Example: favmigrate verify --dsn postgresql://postgres@localhost/app --format json
@@ -204,7 +250,7 @@ def verify(
         from favmigrate.verify import verify as run_verify
 
         with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
-            report = run_verify(conn, target_for(schema), data=not no_data, absent=absent)
+            report = run_verify(conn, target_for(schema), data=not no_data, absent=absent, strict=strict)
         for skipped in report.warnings:
             warn(skipped)
         data = report.to_dict()
@@ -249,13 +295,14 @@ def plan(
     run(job, debug=debug)
 
 
-LockTimeoutOption = Annotated[float, typer.Option(
-    "--lock-timeout", min=0.01, help="Seconds a statement needing a strong lock may wait before it gives up "
-    "and retries (keeps application queries from piling up behind it).")]
-RetriesOption = Annotated[int, typer.Option("--retries", min=0, help="Retries after a lock timeout (with backoff "
-                                            "and jitter).")]
-LockWaitOption = Annotated[float, typer.Option("--lock-wait", min=0, help="Seconds to wait for another favmigrate "
-                                               "run on this database to finish.")]
+LockTimeoutOption = Annotated[float, ranged(
+    "--lock-timeout", kind=float, low=0.01, high=3600, help="Seconds a statement needing a strong lock may wait "
+    "before it gives up and retries (keeps application queries from piling up behind it).")]
+RetriesOption = Annotated[int, ranged("--retries", kind=int, low=0, high=1000,
+                                      help="Retries after a lock timeout (with backoff and jitter).")]
+LockWaitOption = Annotated[float, ranged("--lock-wait", kind=float, low=0, high=86_400,
+                                         help="Seconds to wait for another favmigrate run on this database to "
+                                         "finish.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the SQL it would run; change nothing.")]
 
@@ -303,7 +350,8 @@ def apply(
     statement_timeout: Annotated[float, statement_timeout_option("a long weak-lock step (index build, VALIDATE) or "
                                                                  "a batch")] = 0.0,
     lock_wait: LockWaitOption = 30.0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per transaction when filling NULL "
+    batch_size: Annotated[int, ranged("--batch-size", kind=int, low=1, high=MAX_BATCH_ROWS, help="Rows per "
+                                      "transaction when filling NULL "
                                             "windows left by a hand-run nullable column.")] = 5_000,
     replace: Annotated[bool, typer.Option("--replace", help="Rebuild (concurrently) an index of ours whose valid "
                                           "definition differs from the spec, instead of refusing.")] = False,
@@ -388,9 +436,11 @@ def rollback(
     statement_timeout: Annotated[float, statement_timeout_option("one statement (a write-back batch, a drop)")]
     = 0.0,
     lock_wait: LockWaitOption = 30.0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows holding values per transaction "
+    batch_size: Annotated[int, ranged("--batch-size", kind=int, low=1, high=MAX_BATCH_ROWS, help="Rows holding "
+                                      "values per transaction "
                                             "while writing them back into metadata.")] = 1_000,
-    sleep: Annotated[float, typer.Option("--sleep", min=0, help="Seconds to pause between batches (throttle).")]
+    sleep: Annotated[float, ranged("--sleep", kind=float, low=0, high=3600,
+                                   help="Seconds to pause between batches (throttle).")]
     = 0.0,
     prefer_columns: Annotated[bool, typer.Option("--prefer-columns", help="Where a legacy key already holds "
                                                  "another value, overwrite it with the column's value (default: "
@@ -595,18 +645,60 @@ def report(
 
 
 @app.command()
+def history(
+    dsn: DsnOption = None,
+    schema: SchemaOption = "public",
+    runs: Annotated[int, ranged("--runs", kind=int, low=1, high=10_000, help="How many of the latest runs to show.")]
+    = 20,
+    statement_timeout: Annotated[float, statement_timeout_option("the history query")] = 0.0,
+    fmt: FormatOption = OutputFormat.text,
+    debug: DebugOption = False,
+) -> None:
+    """The runs and steps of apply and rollback recorded in favmigrate.history, newest run first (read-only).
+
+    Each run shows its id, command, database user and tool version; each step its outcome, detail, start
+    and duration. Nothing recorded yet is not an error. Exit 0 shown, 2 could not run (connection, a
+    role that may not read favmigrate.history).
+
+    Example: favmigrate history --runs 5 --format json
+    """
+
+    def job() -> int:
+        from favmigrate.db import open_session
+        from favmigrate.history import read_history
+        from favmigrate.render import render_history, stdout_console
+
+        with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
+            report = read_history(conn, target_for(schema), runs=runs)
+        emit(report.to_dict(), fmt, lambda d: render_history(d, stdout_console()))
+        return int(report.exit_code)
+
+    run(job, debug=debug)
+
+
+class ScanChoice(StrEnum):
+    """backfill --scan (the values of favmigrate.backfill.Scan, kept here so --help imports no psycopg)."""
+
+    auto = "auto"
+    ctid = "ctid"
+    pk = "pk"
+
+
+@app.command()
 def backfill(
     dsn: DsnOption = None,
     schema: SchemaOption = "public",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows scanned per batch (one short "
-                                            "transaction each).")] = 10_000,
-    sleep: Annotated[float, typer.Option("--sleep", min=0, help="Seconds to pause after every batch.")] = 0.0,
-    max_rows_per_second: Annotated[float | None, typer.Option("--max-rows-per-second", min=1, show_default="none",
-                                                              help="Throttle to at most this many rows scanned "
-                                                              "per second.")] = None,
-    max_replica_lag: Annotated[float | None, typer.Option("--max-replica-lag", min=0, show_default="none",
-                                                          help="Pause between batches while a replica's replay lag "
-                                                          "(pg_stat_replication) exceeds this many seconds.")] = None,
+    batch_size: Annotated[int, ranged("--batch-size", kind=int, low=1, high=MAX_BATCH_ROWS,
+                                      help="Rows scanned per batch (one short transaction each).")] = 10_000,
+    sleep: Annotated[float, ranged("--sleep", kind=float, low=0, high=3600,
+                                   help="Seconds to pause after every batch.")] = 0.0,
+    max_rows_per_second: Annotated[float | None, ranged("--max-rows-per-second", kind=float, low=1, high=1e9,
+                                                        show_default="none", help="Throttle to at most this many "
+                                                        "rows scanned per second.")] = None,
+    max_replica_lag: Annotated[float | None, ranged("--max-replica-lag", kind=float, low=0, high=86_400,
+                                                    show_default="none", help="Pause between batches while a "
+                                                    "replica's replay lag (pg_stat_replication) exceeds this many "
+                                                    "seconds.")] = None,
     rejects: Annotated[Path | None, typer.Option("--rejects", dir_okay=False, show_default=False,
                                                  help="Write every rejected value and conflict as JSON Lines "
                                                  "{id, key, value, reason} to this file.")] = None,
@@ -618,8 +710,8 @@ def backfill(
                                                    "parameter.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Start a new pass instead of resuming an unfinished "
                                           "one.")] = False,
-    scan: Annotated[str, typer.Option("--scan", help="Batches by page range (ctid, PostgreSQL 14+), by primary "
-                                      "key (pk), or auto.")] = "auto",
+    scan: Annotated[ScanChoice, typer.Option("--scan", help="Batches by page range (ctid, PostgreSQL 14+), by "
+                                             "primary key (pk), or auto (ctid where it can).")] = ScanChoice.auto,
     lock_timeout: LockTimeoutOption = 1.0,
     retries: RetriesOption = 10,
     statement_timeout: Annotated[float, statement_timeout_option("one batch")] = 60.0,
@@ -647,13 +739,9 @@ def backfill(
         from favmigrate.backfill import BackfillOptions, Scan
         from favmigrate.backfill import backfill as run_backfill
         from favmigrate.db import open_session
-        from favmigrate.errors import UsageError
         from favmigrate.render import BackfillProgress, render_backfill, stdout_console
 
-        try:
-            scan_mode = Scan(scan)
-        except ValueError:
-            raise UsageError(f"--scan must be auto, ctid or pk, not {scan!r}") from None
+        scan_mode = Scan(scan.value)
         options = BackfillOptions(
             batch_size=batch_size, sleep_s=sleep, max_rows_per_second=max_rows_per_second, dry_run=dry_run,
             restart=restart, overwrite=overwrite, disable_triggers=disable_triggers, rejects_path=rejects,
@@ -668,12 +756,21 @@ def backfill(
     run(job, debug=debug, writes=not dry_run)
 
 
+class SandboxBackend(StrEnum):
+    """sandbox --backend (the backends favmigrate.sandbox knows)."""
+
+    docker = "docker"
+    local = "local"
+    embedded = "embedded"
+
+
 @app.command()
 def sandbox(
-    rows: Annotated[int, typer.Option("--rows", min=0, help="session_requests rows to generate.")] = 10_000,
+    rows: Annotated[int, ranged("--rows", kind=int, low=0, high=100_000_000,
+                                help="session_requests rows to generate.")] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the deterministic data generator.")] = 42,
-    backend: Annotated[str | None, typer.Option("--backend", help="docker, local or embedded "
-                                                "(default: FAVMIGRATE_PG, else embedded).")] = None,
+    backend: Annotated[SandboxBackend | None, typer.Option("--backend", show_default="FAVMIGRATE_PG, else embedded",
+                                                           help="Where the server comes from.")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Start a disposable PostgreSQL loaded with the sample database, and keep it until Ctrl-C.
@@ -693,7 +790,7 @@ def sandbox(
         from favmigrate.sandbox import disposable_postgres
 
         console = stderr_console()
-        chosen = backend or os.environ.get("FAVMIGRATE_PG") or "embedded"
+        chosen = (backend.value if backend else None) or os.environ.get("FAVMIGRATE_PG") or "embedded"
         with disposable_postgres(chosen) as server:
             with connect(server.dsn) as conn:
                 summary = load_sample(conn, rows=rows, seed=seed, progress=lambda m: console.print(m, markup=False))

@@ -245,6 +245,14 @@ def rows(conn: psycopg.Connection[Any], query: sql.SQL | sql.Composed, params: A
         return cur.fetchall()
 
 
+@contextmanager
+def read_only(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A READ ONLY transaction that is always rolled back."""
+    with conn.transaction(force_rollback=True):
+        conn.execute(sql.SQL("SET TRANSACTION READ ONLY"))
+        yield
+
+
 def set_session(conn: psycopg.Connection[Any], **settings: str) -> None:
     """Set GUCs at session level, overriding role defaults (Supabase roles carry a statement_timeout)."""
     for name, value in settings.items():

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from favmigrate.catalog import IndexInfo, Snapshot, columns_without_statistics, read_snapshot
 from favmigrate.checks import describe_index, normalize_predicate
-from favmigrate.db import rows
+from favmigrate.db import read_only, rows
 from favmigrate.errors import ExitCode, UsageError
 from favmigrate.queries import (
     QuerySpec,
@@ -36,7 +36,6 @@ from favmigrate.queries import (
 )
 from favmigrate.results import CheckResult, CheckStatus
 from favmigrate.spec import IndexSpec, Target
-from favmigrate.verify import read_only
 
 DEFAULT_TIMEOUT_S = 60.0
 # Below this many rows the planner's costs of two indexes differ by noise: a forced plan that picks

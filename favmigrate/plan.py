@@ -11,10 +11,11 @@ import psycopg
 from favmigrate.apply import PlannedStep, plan_steps
 from favmigrate.catalog import read_snapshot, require_tables
 from favmigrate.checks import check_applied
+from favmigrate.db import read_only
 from favmigrate.errors import ExitCode
 from favmigrate.results import CheckResult
 from favmigrate.spec import Target
-from favmigrate.verify import read_only, readable_data_stats
+from favmigrate.verify import readable_data_stats
 
 
 class ObjectState(StrEnum):

@@ -32,11 +32,10 @@ from psycopg import sql
 
 from favmigrate import catalog
 from favmigrate.catalog import Snapshot, require_tables
-from favmigrate.db import ms, rows, scalar, set_local
+from favmigrate.db import ms, read_only, rows, scalar, set_local
 from favmigrate.errors import PreflightFailed, UsageError
 from favmigrate.resources import verify_dir
 from favmigrate.spec import Target
-from favmigrate.verify import read_only
 
 _HEADER = re.compile(r"^--\s*(title|expects|param)\s*:\s*(.*?)\s*$")
 _PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>[a-z_][a-z0-9_ .]*?(\[\])?)\s*(=\s*(?P<default>.+))?$",

@@ -167,6 +167,20 @@ def render_run(data: dict[str, Any], console: Console) -> None:
             console.print(f"[green]verified[/green]: all {verification['summary']['pass']} checks pass")
 
 
+def render_history(data: dict[str, Any], console: Console) -> None:
+    """history: one row per recorded step, newest run first, its steps in order."""
+    if not data["runs"]:
+        console.print(f"no run of {data['migration_id']} on schema {data['schema']} is recorded yet",
+                      markup=False, highlight=False)
+        return
+    rows = [(run["run_id"], run["command"], step["step"], step["outcome"], step["started_at"],
+             duration(step["duration_ms"] / 1000), run["db_user"], run["tool_version"], step["detail"])
+            for run in data["runs"] for step in run["steps"]]
+    print_table(console, f"history of {data['migration_id']} on schema {data['schema']}",
+                ("run", "command", "step", "outcome", "started", "took", "user", "version", "detail"), rows,
+                status_column=3, wrap=("detail",))
+
+
 def sql_script(steps: Sequence[dict[str, Any]], *, header: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
     """The statements of planned steps (``PlannedStep.to_dict()``) as one script psql can run, exactly as
     favmigrate runs them: a transactional step between BEGIN and COMMIT, a CONCURRENTLY step on its own.

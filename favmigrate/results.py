@@ -50,10 +50,13 @@ class CheckReport:
     mode: str = "applied"  # "applied" or "absent"
     schema: str = "public"
     warnings: tuple[str, ...] = ()  # what could not be checked (e.g. tool tables the role may not read)
+    strict: bool = False  # warnings fail too: a warn check, or something that could not be checked
 
     @property
     def ok(self) -> bool:
-        return not any(check.failed for check in self.checks)
+        if any(check.failed for check in self.checks):
+            return False
+        return not (self.strict and (self.warnings or any(c.status is CheckStatus.WARN for c in self.checks)))
 
     @property
     def exit_code(self) -> ExitCode:
@@ -70,6 +73,7 @@ class CheckReport:
             "ok": self.ok,
             "mode": self.mode,
             "schema": self.schema,
+            "strict": self.strict,
             "summary": self.counts(),
             "checks": [check.to_dict() for check in self.checks],
             "warnings": list(self.warnings),

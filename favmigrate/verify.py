@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import dataclasses
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from favmigrate.catalog import (
     DataStats,
@@ -19,20 +17,15 @@ from favmigrate.catalog import (
     row_security_warning,
 )
 from favmigrate.checks import check_absent, check_applied
+from favmigrate.db import read_only
 from favmigrate.results import CheckReport
 from favmigrate.spec import Target
 
 
-@contextmanager
-def read_only(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """A READ ONLY transaction that is always rolled back."""
-    with conn.transaction(force_rollback=True):
-        conn.execute(sql.SQL("SET TRANSACTION READ ONLY"))
-        yield
-
-
-def verify(conn: psycopg.Connection[Any], target: Target, *, data: bool = True, absent: bool = False) -> CheckReport:
-    """Check the database against the spec inside a READ ONLY transaction that is rolled back.
+def verify(conn: psycopg.Connection[Any], target: Target, *, data: bool = True, absent: bool = False,
+           strict: bool = False) -> CheckReport:
+    """Check the database against the spec inside a READ ONLY transaction that is rolled back; ``strict``:
+    warnings fail the report too.
 
     Takes no lock stronger than ACCESS SHARE (the data checks read the table). This is a read-only operation.
     Raises PreflightFailed when the tables do not exist (wrong --schema or database: nothing to verify).
@@ -41,7 +34,7 @@ def verify(conn: psycopg.Connection[Any], target: Target, *, data: bool = True, 
         snapshot = read_snapshot(conn, target)
         require_tables(snapshot, target)
         report = checks_for(conn, target, snapshot, data=data, absent=absent)
-    return report
+    return dataclasses.replace(report, strict=strict)
 
 
 def checks_for(

@@ -94,6 +94,9 @@ def test_a_read_only_role_runs_the_read_commands_and_is_told_what_it_skipped(db_
     for command in ("explain", "report"):
         result = cli(command, "--dsn", dsn, "--format", "json")
         assert result.exit_code == 0, (command, result.stderr)
+    history = cli("history", "--dsn", dsn)
+    assert history.exit_code == 2
+    assert f"error: role {reader} may not read favmigrate.history" in history.stderr
 
 
 def test_without_row_security_a_read_only_role_counts_and_says_what_it_could_not_read(db_dsn, make_role):

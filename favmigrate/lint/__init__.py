@@ -137,7 +137,7 @@ def lint(sources: Sequence[Source], options: LintOptions, conn: psycopg.Connecti
     if conn is None:
         findings = run(NoFacts())
     else:
-        from favmigrate.verify import read_only
+        from favmigrate.db import read_only
 
         with read_only(conn):
             findings = run(CatalogFacts(conn))
