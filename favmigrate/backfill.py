@@ -60,6 +60,7 @@ MIN_SERVER_VERSION = 120000
 TID_RANGE_SERVER_VERSION = 140000  # TID Range Scan: a page range is read without touching an index
 EXACT_ESTIMATE_ROWS = 200_000  # above this the pre-run count samples the table instead of scanning it
 _SAMPLE_ROWS = 50_000
+_SHOWN_IDS = 20  # row ids listed in a report
 
 # Validation patterns, applied in SQL. [0-9] rather than \d: \d follows the locale's notion of a digit.
 UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
@@ -129,6 +130,7 @@ class BackfillEventKind(StrEnum):
     BATCH = "batch"
     PHASE = "phase"
     RETRY = "retry"
+    SKIP = "skip"  # a batch skipped rows another transaction held locked
     PAUSE = "pause"
     WARNING = "warning"
     DONE = "done"
@@ -222,6 +224,7 @@ class BatchCounts:
     updated: Mapping[str, int]
     rows_updated: int
     rejected: Mapping[str, int]  # includes "conflict"
+    skipped: tuple[str, ...] = ()  # ids of candidates another transaction held locked
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> BatchCounts:
@@ -229,6 +232,7 @@ class BatchCounts:
             in_range=int(summary["in_range"]), last=summary.get("last"), candidates=int(summary["candidates"]),
             updated={k: int(v) for k, v in summary["updated"].items()}, rows_updated=int(summary["rows_updated"]),
             rejected={k: int(v) for k, v in summary["rejected"].items()},
+            skipped=tuple(summary.get("skipped", ())),
         )
 
 
@@ -268,11 +272,13 @@ class BackfillReport:
     rejects_file: str | None
     rejects_error: str | None = None  # the backfill finished, its rejects file could not be written
     analyzed: bool = False  # the run ended with ANALYZE of the table
+    locked_skipped: int = 0  # rows batches skipped because another transaction held them locked
+    still_locked: tuple[str, ...] = ()  # of those, the ones still locked when the retries ran out
     notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.rejects_error is None
+        return self.rejects_error is None and not self.still_locked
 
     @property
     def exit_code(self) -> ExitCode:
@@ -310,6 +316,8 @@ class BackfillReport:
             "rejects_file": self.rejects_file,
             "rejects_error": self.rejects_error,
             "analyzed": self.analyzed,
+            "locked_rows": {"skipped": self.locked_skipped, "still_locked": len(self.still_locked),
+                            "still_locked_ids": list(self.still_locked[:_SHOWN_IDS])},
             "notes": list(self.notes),
         }
 
@@ -380,14 +388,16 @@ def _candidate(target: Target, alias: str, *, pending: bool) -> sql.Composed:
 
 
 def _compose_batch(target: Target, *, scan: Scan, phase: Phase, dry_run: bool, first: bool,
-                   lock_mechanics: bool = False) -> sql.Composed:
+                   lock_mechanics: bool = False, by_ids: bool = False) -> sql.Composed:
     spec = target.spec
     cols = _Columns.of(target)
     pk = sql.Identifier(spec.primary_key)
-    pending = phase is Phase.CATCH_UP
+    pending = phase is not Phase.MAIN
     last_key: sql.Composable = sql.SQL("NULL::text")
-    if scan is Scan.CTID:
-        in_batch: sql.Composable = sql.SQL("t.ctid >= %(lo)s::tid AND t.ctid < %(hi)s::tid")
+    if by_ids:  # the rows a batch skipped because another transaction held them locked
+        in_batch: sql.Composable = sql.SQL("t.{pk} = ANY(%(ids)s)").format(pk=pk)
+    elif scan is Scan.CTID:
+        in_batch = sql.SQL("t.ctid >= %(lo)s::tid AND t.ctid < %(hi)s::tid")
     else:
         # the next batch_size keys, whatever the phase: a catch-up batch filters inside its range, so no
         # batch ever walks the whole index looking for the few rows still pending
@@ -408,7 +418,9 @@ def _compose_batch(target: Target, *, scan: Scan, phase: Phase, dry_run: bool, f
         **_common_arguments(target, cols),
         in_batch=in_batch,
         candidate=_candidate(target, "t", pending=pending),
-        row_lock=sql.SQL("") if dry_run else sql.SQL("FOR NO KEY UPDATE OF t"),
+        # a row another transaction holds is skipped, not waited for: one long transaction must not stop
+        # the run; the batch reports it and the run retries it at its end
+        row_lock=sql.SQL("") if dry_run else sql.SQL("FOR NO KEY UPDATE OF t SKIP LOCKED"),
         # with triggers on, the foreign key's own check locks each mechanic (a mechanic deleted after our
         # look-up makes it fail, and the batch is retried); with them off, only this lock guards it
         mechanic_lock=sql.SQL("FOR KEY SHARE OF m") if lock_mechanics else sql.SQL(""),
@@ -455,10 +467,13 @@ def _common_arguments(target: Target, cols: _Columns) -> dict[str, sql.Composabl
 
 
 def batch_statement(target: Target, *, scan: Scan = Scan.CTID, phase: Phase = Phase.MAIN, dry_run: bool = False,
-                    first: bool = False, disable_triggers: bool = False) -> sql.Composed:
-    """The SQL of one batch (for display and tests). Read-only: builds text, runs nothing."""
+                    first: bool = False, disable_triggers: bool = False, by_ids: bool = False) -> sql.Composed:
+    """The SQL of one batch (for display and tests). Read-only: builds text, runs nothing.
+
+    ``by_ids``: the batch of the rows given as %(ids)s that are still pending (the retry of locked rows).
+    """
     return _compose_batch(target, scan=scan, phase=phase, dry_run=dry_run, first=first,
-                          lock_mechanics=disable_triggers and not dry_run)
+                          lock_mechanics=disable_triggers and not dry_run, by_ids=by_ids)
 
 
 # ---------------------------------------------------------------- preflight
@@ -702,7 +717,9 @@ class _Run:
         self.longest_batch_s = 0.0
         self.lock_retries = 0
         self.watch = None if options.dry_run else BlockerWatch.for_connection(conn)
-        self._statements: dict[tuple[Phase, bool], sql.Composed] = {}
+        self._statements: dict[tuple[Phase, bool, bool], sql.Composed] = {}
+        self.skipped: dict[str, None] = {}  # rows a batch skipped because they were locked (insertion-ordered)
+        self.still_locked: tuple[str, ...] = ()
         self._lag_warned = False
         self.analyzed = False
 
@@ -710,12 +727,12 @@ class _Run:
     def key(self) -> dict[str, Any]:
         return {"migration_id": self.target.spec.id, "target_schema": self.target.schema}
 
-    def statement(self, first: bool) -> sql.Composed:
-        key = (self.phase, first and self.scan is Scan.PK)
+    def statement(self, first: bool, by_ids: bool) -> sql.Composed:
+        key = (self.phase, first and self.scan is Scan.PK, by_ids)
         if key not in self._statements:
             self._statements[key] = batch_statement(self.target, scan=self.scan, phase=self.phase,
                                                     dry_run=self.options.dry_run, first=key[1],
-                                                    disable_triggers=self.options.disable_triggers)
+                                                    disable_triggers=self.options.disable_triggers, by_ids=by_ids)
         return self._statements[key]
 
     def event(self, kind: BackfillEventKind, message: str = "") -> None:
@@ -756,9 +773,10 @@ class _Run:
         self.event(BackfillEventKind.RETRY, f"lock not granted within {self.options.limits.lock_timeout_s:g}s (retry "
                    f"{attempt}/{self.options.limits.retries} in {delay:.1f}s); blocked by {who}")
 
-    def run_batch(self, params: dict[str, Any], first: bool, next_position: str | None) -> BatchCounts:
+    def run_batch(self, params: dict[str, Any], first: bool, next_position: str | None,
+                  by_ids: bool = False) -> BatchCounts:
         """One batch in one transaction with its checkpoint (rolled back for a dry run); retries lock waits."""
-        statement = self.statement(first)
+        statement = self.statement(first, by_ids)
         rejects: list[tuple[Any, ...]] = []
 
         def action() -> BatchCounts:
@@ -771,9 +789,9 @@ class _Run:
                 found = self.conn.execute(statement, params).fetchall()
                 counts = BatchCounts.from_summary(next(row[6] for row in found if row[0] == "summary"))
                 rejects.extend(row for row in found if row[0] == "reject")
-                exhausted = self.scan is Scan.PK and counts.last is None
+                exhausted = self.scan is Scan.PK and counts.last is None and not by_ids
                 if not self.options.dry_run and not exhausted:
-                    position = next_position if self.scan is Scan.CTID else counts.last
+                    position = next_position if self.scan is Scan.CTID or by_ids else counts.last
                     self.save(position, self.counters.plus(counts, self.phase))
             return counts
 
@@ -798,6 +816,26 @@ class _Run:
             for row in rejects:
                 self.rejects_out.write(_reject_line(row[1], row[2], row[3], row[4], row[5], self.cols))
         return counts
+
+    def retry_skipped(self) -> None:
+        """Retry the rows that batches skipped as locked, with backoff, until every one is done or the retries
+        run out (those are left in ``still_locked``). Runs in the DONE phase: its batches save no position."""
+        pending = list(self.skipped)
+        attempt = 0
+        while pending:
+            counts = self.run_batch({"ids": pending, "overwrite": self.options.overwrite, **self.key}, False, None,
+                                    by_ids=True)
+            self.counters = self.counters.plus(counts, self.phase)
+            self.event(BackfillEventKind.BATCH)
+            pending = list(counts.skipped)
+            attempt += 1
+            if not pending or attempt > self.options.limits.retries:
+                break
+            delay = self.options.limits.retry_policy.delay(attempt)
+            self.event(BackfillEventKind.RETRY, f"{_rows(len(pending))} still locked by other transactions (retry "
+                       f"{attempt}/{self.options.limits.retries} in {delay:.1f}s)")
+            time.sleep(delay)
+        self.still_locked = tuple(pending)
 
     def throttle(self, rows_done: int, batch_s: float) -> None:
         pause = self.options.sleep_s
@@ -855,6 +893,10 @@ class _Run:
         if self.phase is Phase.MAIN:
             self.scanned_this_run += counts.in_range
         self.event(BackfillEventKind.BATCH)
+        if counts.skipped:
+            self.skipped.update(dict.fromkeys(counts.skipped))
+            self.event(BackfillEventKind.SKIP, f"{_rows(len(counts.skipped))} locked by another transaction "
+                       "skipped; retried at the end of the run")
         self.throttle(counts.in_range if self.phase is Phase.MAIN else counts.candidates, time.monotonic() - began)
         return counts
 
@@ -1034,6 +1076,10 @@ def backfill(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
         raise StepFailed(f"a backfill batch failed: {_first_line(exc)}", hint=f"fix the cause{saved}") from None
 
 
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -1085,6 +1131,14 @@ def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions
         notes.append("dry run: nothing was changed")
     if run.analyzed:
         notes.append(f"planner statistics refreshed (ANALYZE {target.table_name})")
+    if run.still_locked:
+        shown = ", ".join(run.still_locked[:_SHOWN_IDS]) + (", ..." if len(run.still_locked) > _SHOWN_IDS else "")
+        notes.append(f"{_rows(len(run.still_locked))} stayed locked by other transactions through every retry and "
+                     f"{'was' if len(run.still_locked) == 1 else 'were'} not copied ({shown}): run `favmigrate "
+                     "backfill` again once those transactions end (the new pass changes nothing already copied)")
+    elif run.skipped:
+        notes.append(f"{_rows(len(run.skipped))} locked by other transactions when first reached "
+                     f"{'was' if len(run.skipped) == 1 else 'were'} skipped and retried at the end")
     return BackfillReport(
         counters=run.counters, columns=tuple(c.name for c in cols.all), dry_run=options.dry_run, resumed=resumed,
         scan=run.scan, batch_size=options.batch_size, elapsed_s=time.monotonic() - run.started,
@@ -1092,7 +1146,8 @@ def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions
         legacy_rows_estimate=legacy, triggers=triggers, triggers_disabled=options.disable_triggers,
         overwrite=options.overwrite,
         rejects_file=str(options.rejects_path) if options.rejects_path and rejects_error is None else None,
-        rejects_error=rejects_error, analyzed=run.analyzed, notes=tuple(notes),
+        rejects_error=rejects_error, analyzed=run.analyzed, locked_skipped=len(run.skipped),
+        still_locked=run.still_locked, notes=tuple(notes),
     )
 
 
@@ -1130,6 +1185,10 @@ def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: _Rej
                 run.event(BackfillEventKind.PHASE, catch_up_note)
             run.walk(position)
         run.enter(Phase.DONE, None)
+        if run.skipped:
+            run.event(BackfillEventKind.PHASE, f"retrying the {_rows(len(run.skipped))} that other transactions "
+                      "held locked")
+            run.retry_skipped()
         run.event(BackfillEventKind.PHASE, f"ANALYZE {target.table_name}: planner statistics of the filled columns")
         run.analyze()
         if out is not None:

@@ -36,6 +36,9 @@ SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS
                {window_name}, (SELECT count(*) FROM updated WHERE window_updated),
                {notified_name}, (SELECT count(*) FROM updated WHERE notified_updated)),
            'rows_updated', (SELECT count(*) FROM updated),
+           -- candidates another transaction held locked (SKIP LOCKED): retried at the end of the run
+           'skipped', (SELECT coalesce(jsonb_agg(s.row_id::text), '[]'::jsonb) FROM seen AS s
+                       WHERE NOT EXISTS (SELECT FROM batch AS b WHERE b.row_ctid = s.row_ctid)),
            'rejected', coalesce((SELECT jsonb_object_agg(x.reason, x.n)
                                  FROM (SELECT reason, count(*) AS n FROM recorded GROUP BY reason) AS x),
                                 jsonb_build_object())

@@ -8,12 +8,19 @@
 --
 -- Fragments filled by favmigrate.backfill:
 --   in_batch / candidate  predicates on alias t choosing the batch's rows (key or page range)
---   row_lock              FOR NO KEY UPDATE OF t for a real run, empty for a dry run
+--   row_lock              FOR NO KEY UPDATE OF t SKIP LOCKED for a real run, empty for a dry run
 --   mechanic_lock         FOR KEY SHARE OF m when triggers are disabled (then the only guard against a
 --                         mechanic deleted before the batch commits), else empty
-WITH batch AS (
-    -- every metadata lookup happens once here (a locked row re-read after a concurrent update is
-    -- projected again, so these values are always the ones of the version we hold the lock on)
+WITH seen AS MATERIALIZED (
+    -- the batch's candidates as the statement's snapshot sees them; those missing from batch below were
+    -- locked by another transaction (or changed since the snapshot) and are left for a later retry
+    SELECT t.ctid AS row_ctid, t.{pk} AS row_id
+    FROM {table} AS t
+    WHERE {in_batch} AND {candidate}
+),
+batch AS (
+    -- every metadata lookup happens once here (a row changed since the snapshot has another ctid, so
+    -- the lock's re-check drops it: these values are always the ones of the version we hold the lock on)
     SELECT t.ctid AS row_ctid,
            t.{pk} AS row_id,
            t.{metadata} AS meta,
@@ -38,7 +45,7 @@ WITH batch AS (
                 CASE WHEN jsonb_typeof(t.{metadata} -> {notified_key}) = 'string' THEN t.{metadata} ->> {notified_key} END
            END AS notified_text
     FROM {table} AS t
-    WHERE {in_batch} AND {candidate}
+    WHERE t.ctid = ANY (ARRAY(SELECT s.row_ctid FROM seen AS s))
     {row_lock}
 ),
 typed AS MATERIALIZED (

@@ -771,3 +771,58 @@ def test_backfill_ends_with_analyze_so_pg_stats_reflects_the_data(db_dsn, conn):
     common = conn.execute("SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'session_requests' "
                           "AND attname = 'priority_window_minutes'").fetchone()[0]
     assert common != "{10}", "the window's statistics still describe the column as all default"
+
+
+# ---------------------------------------------------------------- rows other transactions hold locked
+
+
+def hold_row_lock(db_dsn: str, row_id: str) -> psycopg.Connection[Any]:
+    holder = psycopg.connect(db_dsn, application_name="app-holding-a-row")
+    holder.execute("SELECT 1 FROM session_requests WHERE id = %s FOR UPDATE", (row_id,))
+    return holder
+
+
+def test_a_row_locked_through_the_run_is_skipped_reported_and_copied_by_the_next_run(conn, db_dsn):
+    migrate(conn)
+    locked = sample_row_id(1)  # full_valid: every legacy value copies
+    holder = hold_row_lock(db_dsn, locked)
+    events: list[Any] = []
+    try:
+        report = backfill(conn, target(), BackfillOptions(batch_size=300, limits=SessionLimits(
+            lock_timeout_s=0.2, retries=2, statement_timeout_s=60)), on_event=events.append)
+    finally:
+        holder.close()
+    data = report.to_dict()
+    assert report.exit_code == ExitCode.INTERRUPTED and not data["ok"]
+    assert data["locked_rows"] == {"skipped": 1, "still_locked": 1, "still_locked_ids": [locked]}
+    assert any(f"({locked})" in note and "run `favmigrate backfill` again" in note for note in data["notes"])
+    kinds = [event.kind for event in events]
+    assert BackfillEventKind.SKIP in kinds and kinds.count(BackfillEventKind.RETRY) == 2
+    assert data["analyzed"], "the run went on to its end"
+    assert table_state(conn)[locked][1:] == (None, 10, None)
+    others = {k: v for k, v in table_state(conn).items() if k != locked}
+    assert sum(1 for v in others.values() if v[1] is not None) == data["updated"]["preferred_mechanic_id"]
+
+    again = run(conn)
+    assert again["ok"] and again["rows_updated"] == 1 and again["locked_rows"]["skipped"] == 0
+    assert_backfilled(conn)
+
+
+def test_a_row_released_before_the_end_is_copied_by_the_retry(conn, db_dsn):
+    migrate(conn)
+    locked = sample_row_id(1)
+    holder = hold_row_lock(db_dsn, locked)
+
+    def release_when_retrying(event):
+        if event.kind is BackfillEventKind.PHASE and event.message.startswith("retrying"):
+            holder.close()
+
+    try:
+        report = backfill(conn, target(), BackfillOptions(batch_size=300), on_event=release_when_retrying)
+    finally:
+        holder.close()
+    data = report.to_dict()
+    assert report.exit_code == ExitCode.OK, data
+    assert data["locked_rows"] == {"skipped": 1, "still_locked": 0, "still_locked_ids": []}
+    assert any("skipped and retried at the end" in note for note in data["notes"])
+    assert_backfilled(conn)
