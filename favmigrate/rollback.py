@@ -21,6 +21,7 @@ integral JSON number or a string of digits, an ISO-8601 time compared as an inst
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -1185,16 +1186,32 @@ def _run(conn: psycopg.Connection[Any], target: Target, plan: RollbackPlan, opti
             emit(Event(EventKind.WARNING, message=left))
     interrupted = any(r.outcome is StepOutcome.INTERRUPTED for r in results)
     preservation = _preservation_dict(executor.passes, executor.ledger, options.discard_data, plan.survey)
+    preservation["rows_written"] = executor.rows_written  # a pass that stopped half-way wrote rows too
     extra: dict[str, Any] = {"plan": plan.to_dict(), "run_id": str(runner.run_id), "preservation": preservation,
                              "backfill_state_cleared": executor.state_cleared}
     notes = [_preservation_note(preservation)] if plan.survey is not None else []
     if left:
         notes.append(left)
     if interrupted:
-        notes.append("interrupted: re-run `favmigrate rollback` to finish; preserved values stay in metadata")
+        notes.append(_stopped_note(conn, target, plan, results, executor.rows_written))
         return RunReport("rollback", tuple(results), notes=tuple(notes), extra=extra)
     return RunReport("rollback", tuple(results), notes=tuple(notes), verification=_verify_absent(conn, target),
                      extra=extra)
+
+
+def _stopped_note(conn: psycopg.Connection[Any], target: Target, plan: RollbackPlan, results: list[StepResult],
+                  rows_written: int) -> str:
+    """What a run that stopped part-way did, what it left, and that a re-run continues."""
+    stopped = next(r for r in results if r.outcome is StepOutcome.INTERRUPTED)
+    done = [r.step for r in results if r.outcome is StepOutcome.APPLIED]
+    note = (f"stopped at step {stopped.step}: {stopped.detail}. Done in this run: {', '.join(done) or 'no step'}; "
+            f"{rows_written} rows' metadata written back (they stay)")
+    with contextlib.suppress(psycopg.Error):  # only improves the note: a lost connection leaves it out
+        set_session(conn, lock_timeout="0", statement_timeout="0")
+        left = [o for o in _objects(target, read_snapshot(conn, target)) if o not in plan.objects]
+        if left:
+            note += f"; left by the stopped step: {', '.join(left)}"
+    return note + ". Re-run `favmigrate rollback` to continue: it starts from what is left"
 
 
 def _preservation_note(preservation: dict[str, Any]) -> str:
