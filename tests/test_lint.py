@@ -302,3 +302,20 @@ def test_a_default_calling_an_unknown_function_may_rewrite() -> None:
     text = TIMEOUTS + "ALTER TABLE t ADD COLUMN IF NOT EXISTS a int DEFAULT next_code();"
     assert rules_of(text) == ["adding-field-with-default"]
     assert rules_of(text.replace("next_code()", "10")) == []
+
+
+@pytest.mark.parametrize("column", ["id bigserial", "id bigint GENERATED ALWAYS AS IDENTITY",
+                                    "total numeric GENERATED ALWAYS AS (price * 2) STORED"])
+def test_columns_that_fill_every_row_rewrite_the_table(column: str) -> None:
+    text = TIMEOUTS + f"ALTER TABLE t ADD COLUMN IF NOT EXISTS {column};"
+    assert rules_of(text) == ["adding-field-with-default"]
+
+
+CUT_STATEMENTS = ["DROP INDEX", "CREATE INDEX", "CREATE UNIQUE INDEX", "ALTER TABLE", "ALTER TABLE t ADD",
+                  "ALTER TABLE t ALTER COLUMN", "ALTER TABLE t VALIDATE", "SET", "RESET", "DO", "DROP TABLE",
+                  "CREATE TABLE", "SELECT set_config()", "DO $$ EXECUTE $$", ")"]
+
+
+@pytest.mark.parametrize("text", CUT_STATEMENTS)
+def test_a_cut_statement_does_not_break_the_pass(text: str) -> None:
+    assert "renaming-table" in rules_of(text + ";\nALTER TABLE t RENAME TO u;")  # what follows is still linted

@@ -51,6 +51,18 @@ def github_annotations(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def artifact_uri(path: str) -> str:
+    """A file as SARIF wants it: relative to the working directory (the repository root in CI) when it is
+    under it, else a file:// URI."""
+    location = Path(path)
+    if not location.is_absolute():
+        return location.as_posix()
+    try:
+        return location.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return location.as_uri()
+
+
 def sarif(data: dict[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]:
     """A SARIF 2.1.0 log with one run: the rules that ran and one result per finding."""
     index = {rule["id"]: position for position, rule in enumerate(rules)}
@@ -77,7 +89,7 @@ def sarif(data: dict[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]:
                 "level": f["severity"],
                 "message": {"text": f"{f['message']}. Fix: {f['help']}"},
                 "locations": [{"physicalLocation": {
-                    "artifactLocation": {"uri": Path(f["path"]).as_posix()},
+                    "artifactLocation": {"uri": artifact_uri(f["path"])},
                     "region": {"startLine": f["line"], "startColumn": f["column"]},
                 }}],
             } for f in data["findings"]],

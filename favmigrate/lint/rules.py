@@ -385,14 +385,14 @@ class FileLinter:
         if not action.if_exists:
             hits += self.robust(action.token, "ADD COLUMN without IF NOT EXISTS")
         volatile = self.volatile_call(action.default or ())
-        if action.generated_stored or volatile:
-            why = ("a stored generated column" if action.generated_stored
-                   else f"the default {volatile}() (volatile, or unknown without --dsn)")
+        rewrite = ("a stored generated column" if action.generated_stored else action.filled
+                   or (f"the default {volatile}() (volatile, or unknown without --dsn)" if volatile else None))
+        if rewrite:
             hits.append(_Hit("adding-field-with-default", action.token,
-                             f"ADD COLUMN {column} with {why} rewrites the whole table under an ACCESS EXCLUSIVE lock",
-                             scans=table))
+                             f"ADD COLUMN {column} with {rewrite} rewrites the whole table under an ACCESS EXCLUSIVE "
+                             "lock", scans=table))
             hits += self.needs_statement_timeout(action.token, "ADD COLUMN with a rewrite")
-        if action.not_null and action.default is None and not action.generated_stored:
+        if action.not_null and action.default is None and not (action.generated_stored or action.filled):
             hits.append(_Hit("adding-required-field", action.token,
                              f"ADD COLUMN {column} NOT NULL without a DEFAULT fails as soon as the table has a row"))
         if ConstraintKind.FOREIGN_KEY in action.inline:

@@ -76,8 +76,9 @@ class Statement:
         return self.tokens[0].offset
 
     def words(self, count: int) -> tuple[str, ...]:
-        """The upper-cased values of the first ``count`` tokens."""
-        return tuple(t.value if t.kind is TokenKind.WORD else "" for t in self.tokens[:count])
+        """The upper-cased values of the first ``count`` tokens ("" for a token that is not a word, or missing)."""
+        values = [t.value if t.kind is TokenKind.WORD else "" for t in self.tokens[:count]]
+        return tuple(values + [""] * (count - len(values)))
 
 
 class IgnoreScope(StrEnum):

@@ -137,6 +137,7 @@ class Action:
     not_null: bool = False
     default: tuple[Token, ...] | None = None
     generated_stored: bool = False
+    filled: str | None = None  # what fills every existing row of an ADD COLUMN: an identity or a serial type
     inline: tuple[ConstraintKind, ...] = ()  # constraints written in an ADD COLUMN
     type_text: str = ""
 
@@ -230,9 +231,12 @@ def _add_column(tokens: tuple[Token, ...], index: int, start: Token) -> Action:
     words = [t.value for t in rest if t.kind is TokenKind.WORD]
     not_null = any(words[i:i + 2] == ["NOT", "NULL"] for i in range(len(words))) or "PRIMARY" in words
     stored = "GENERATED" in words and "STORED" in words
+    filled = "an identity column" if "GENERATED" in words and "IDENTITY" in words else None
+    if rest and rest[0].is_word("SERIAL", "BIGSERIAL", "SMALLSERIAL", "SERIAL2", "SERIAL4", "SERIAL8"):
+        filled = f"the {rest[0].text.lower()} type (a nextval() default)"
     type_end = next((i for i, t in enumerate(rest) if t.is_word(*_COLUMN_CLAUSE_ENDS)), len(rest))
     return Action(ActionKind.ADD_COLUMN, start, column=column, if_exists=if_not_exists, not_null=not_null,
-                  default=default, generated_stored=stored, inline=tuple(inline),
+                  default=default, generated_stored=stored, filled=filled, inline=tuple(inline),
                   type_text=join_tokens(rest[:type_end]))
 
 
