@@ -2,11 +2,14 @@
 
 The server backend is ``$FAVMIGRATE_PG`` (docker, local or embedded) or the first available one.
 A server that cannot start fails the run; database tests are never skipped.
+
+Every test that uses a database fixture is marked ``db``, so ``pytest -m "not db"`` runs none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +24,27 @@ from favmigrate.sandbox import Server, disposable_postgres
 
 TEMPLATE_DB = "favmigrate_template"
 TEMPLATE_ROWS = 2000
+# The fixtures below that need a server; a test using any of them (even indirectly) is marked db.
+DATABASE_FIXTURES = frozenset({"pg_server", "server_version_num", "admin_conn", "template_summary",
+                               "template_rows", "db_dsn", "empty_db_dsn", "conn"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let Ctrl-C interrupt the run even when it was started with SIGINT ignored.
+
+    A shell script starts background jobs with SIGINT ignored; an ignored signal stays ignored
+    in every child, so a test sending SIGINT to a command it started would see no effect, and a
+    Ctrl-C would leave the session's server running. Children of a process with a handler start
+    with the default disposition instead.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a database fixture ``db``."""
+    for item in items:
+        if DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
 
 
 @pytest.fixture(scope="session")

@@ -304,10 +304,9 @@ def test_verify_takes_no_lock_stronger_than_access_share(db_dsn):
     with psycopg.connect(db_dsn) as holder:
         holder.execute("LOCK TABLE session_requests, mechanics IN EXCLUSIVE MODE")
         holder.execute("SET statement_timeout = 0")
-        started = time.monotonic()
+        # a lock verify had to wait for would time out, and verify would not exit 0
         result = cli("verify", "--dsn", db_dsn, "--format", "json",
                      env={"PGOPTIONS": "-c lock_timeout=3000"})
-        assert time.monotonic() - started < 3
     assert result.exit_code == 0, result.stdout
     assert any(c["id"] == "data:preferred_mechanic_id:orphans" for c in result.json()["checks"])
 
