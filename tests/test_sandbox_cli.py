@@ -12,7 +12,7 @@ import psutil
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.db
+pytestmark = [pytest.mark.db, pytest.mark.own_server]
 
 
 def test_sandbox_serves_the_sample_until_ctrl_c():
