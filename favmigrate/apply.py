@@ -54,6 +54,7 @@ class ApplyOptions:
     replace: bool = False
     force: bool = False
     dry_run: bool = False
+    wait_report_s: float = 5.0  # while a concurrent index build waits for other transactions, say so this often
 
 
 
@@ -64,6 +65,7 @@ class EventKind(StrEnum):
     STEP_DONE = "step-done"
     RETRY = "retry"
     PROGRESS = "progress"
+    WAITING = "waiting"  # a concurrent index build waits for other sessions' transactions to end
 
 
 @dataclass(frozen=True)
@@ -303,17 +305,30 @@ class StepRunner:
     def _build_index(self, planned: PlannedStep) -> str:
         step = planned.step
         assert step.index is not None
+        statements = self.target.up_statements(step)
         if planned.rebuild_index:
-            for statement in self.target.down_statements(step):
+            statements = self.target.down_statements(step) + statements
+        # A concurrent build (or drop) waits, with no lock_timeout, for every transaction older than its
+        # snapshot, even one on another table: say so, naming those sessions, while it waits.
+        with self.watch.watching(self.conn.info.backend_pid, interval_s=0.5, every_s=self.options.wait_report_s,
+                                 on_blocked=self._wait_reporter(step.name)):
+            for statement in statements:
                 self.conn.execute(statement)
-        for statement in self.target.up_statements(step):
-            self.conn.execute(statement)
         found = read_snapshot(self.conn, self.target).indexes.get(step.index)
         if found is None or not (found.valid and found.ready):
             raise StepFailed(f"index {step.index} was built but is not valid",
                              hint="re-run `favmigrate apply`: it drops the invalid index and rebuilds it")
         return ("rebuilt (an INVALID or different index was dropped concurrently first)"
                 if planned.rebuild_index else "built concurrently")
+
+    def _wait_reporter(self, step: str) -> Callable[[list[dict[str, Any]], float], None]:
+        def report(blockers: list[dict[str, Any]], waited_s: float) -> None:
+            count = f"{len(blockers)} other session" + ("s" if len(blockers) > 1 else "")
+            self.on_event(Event(EventKind.WAITING, step, (
+                f"waiting {waited_s:.0f}s for {count} to end {'its' if len(blockers) == 1 else 'their'} transaction "
+                f"(a concurrent index build waits for every older transaction, on any table): "
+                f"{describe_blockers(blockers)}")))
+        return report
 
     def _run_down(self, step: StepSpec) -> int:
         """The step's down SQL under lock_timeout with retries; a CONCURRENT drop runs each statement alone.

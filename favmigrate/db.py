@@ -474,6 +474,9 @@ def blocking_sessions(conn: psycopg.Connection[Any], pid: int) -> list[dict[str,
     return [{**found, "query": mask_query(found["query"])} for found in rows(conn, _BLOCKERS, (pid,))]
 
 
+OnBlocked = Callable[[list[dict[str, Any]], float], None]
+
+
 class BlockerWatch:
     """Watches, from a second connection, which backends block our statement while it waits for a lock."""
 
@@ -490,18 +493,34 @@ class BlockerWatch:
         return cls(dsn)
 
     @contextmanager
-    def watching(self, pid: int) -> Iterator[None]:
+    def watching(self, pid: int, *, interval_s: float = 0.05, on_blocked: OnBlocked | None = None,
+                 every_s: float = 5.0) -> Iterator[None]:
+        """Poll the sessions blocking ``pid`` every ``interval_s`` while the block runs (kept in ``last``).
+
+        ``on_blocked(blockers, waited_s)`` is called from the watching thread once ``pid`` has been blocked
+        for ``every_s`` seconds, then every ``every_s`` seconds while it stays blocked.
+        """
         stop = threading.Event()
         self.last = []
 
         def poll() -> None:
+            blocked_since: float | None = None
+            reported = 0.0
             try:
                 if self._conn is None:
                     self._conn = connect(self._dsn)
-                while not stop.wait(0.05):
+                while not stop.wait(interval_s):
                     found = blocking_sessions(self._conn, pid)
                     if found:
                         self.last = found
+                    now = time.monotonic()
+                    if not found or on_blocked is None:
+                        blocked_since = None
+                        continue
+                    blocked_since = blocked_since or now
+                    if now - blocked_since >= every_s and now - reported >= every_s:
+                        reported = now
+                        on_blocked(found, now - blocked_since)
             except Exception:  # the watch only improves a message; never let it break the step
                 return
 

@@ -485,6 +485,7 @@ def live_progress(console: Console, get_time: Callable[[], float] | None = None)
 
 
 _EVENT_MARKS = {"warning": ("warning:", "yellow"), "step-done": ("✓", "green"), "retry": ("…", "yellow"),
+                "waiting": ("…", "yellow"),
                 "pause": ("‖", "yellow")}
 
 

@@ -368,3 +368,39 @@ def test_an_interrupted_final_analyze_is_run_by_the_next_apply(db_dsn):
         assert unsampled_columns(conn) == set()
         third = cli("apply", "--dsn", db_dsn, "--format", "json")
         assert third.json()["steps"] == [] and "already applied" in third.json()["notes"][0]
+
+
+def test_a_concurrent_build_waiting_for_an_older_transaction_names_it_while_it_waits(db_dsn):
+    from favmigrate.apply import ApplyOptions, EventKind, apply_migration
+    from favmigrate.spec import Target, load_spec
+
+    # a REPEATABLE READ snapshot taken on another table: every concurrent build waits for it to end
+    holder = psycopg.connect(db_dsn, application_name="nightly-export")
+    holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    holder.execute("SELECT count(*) FROM mechanics WHERE id::text <> 'password=hunter2'")
+    holder_pid = holder.info.backend_pid
+    waiting: list = []
+    outcome: list = []
+
+    def note(event):
+        if event.kind is EventKind.WAITING:
+            waiting.append(event)
+            if len(waiting) == 2:
+                holder.close()  # the second report proves they repeat; now let the build finish
+
+    def run_apply():
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            outcome.append(apply_migration(conn, Target(load_spec()), ApplyOptions(wait_report_s=0.5),
+                                           on_event=note))
+
+    thread = threading.Thread(target=run_apply)
+    thread.start()
+    thread.join(timeout=60)
+    holder.close()
+    thread.join(timeout=60)
+    assert outcome and outcome[0].ok, outcome
+    assert len(waiting) >= 2 and waiting[0].step.startswith("index-")
+    message = waiting[0].message
+    assert f"pid {holder_pid}" in message and "nightly-export" in message
+    assert "in transaction for" in message and "every older transaction" in message
+    assert "hunter2" not in message, "other sessions' statements are shown with their literals masked"
