@@ -34,7 +34,7 @@ from favmigrate.db import (
 )
 from favmigrate.errors import Interrupted, LockHeld, PreflightFailed, StepFailed
 from favmigrate.history import applied_checksums, ensure_history, new_run_id, record_step
-from favmigrate.results import CheckReport, CheckResult, RunReport, StepOutcome, StepResult
+from favmigrate.results import CheckReport, CheckResult, RunReport, StepOutcome, StepResult, plural
 from favmigrate.spec import LockKind, StepSpec, Target, as_text
 from favmigrate.verify import checks_for
 
@@ -300,7 +300,7 @@ class StepRunner:
                 return retries, f"{total} NULL windows set to the default"
             total += len(filled)
             after = max(row[0] for row in filled)
-            self.on_event(Event(EventKind.PROGRESS, step.name, f"{total} rows filled"))
+            self.on_event(Event(EventKind.PROGRESS, step.name, f"{plural(total, 'row')} filled"))
 
     def _build_index(self, planned: PlannedStep) -> str:
         step = planned.step

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 
 from favmigrate.catalog import DataStats, IndexInfo, Snapshot
-from favmigrate.results import CheckResult, CheckStatus
+from favmigrate.results import CheckResult, CheckStatus, plural
 from favmigrate.spec import ColumnSpec, IndexSpec, MigrationSpec
 
 PASS, FAIL, WARN, SKIP = CheckStatus.PASS, CheckStatus.FAIL, CheckStatus.WARN, CheckStatus.SKIP
@@ -180,21 +180,23 @@ def _data_checks(spec: MigrationSpec, data: DataStats) -> Iterator[CheckResult]:
     yield CheckResult(
         f"data:{fk_column}:orphans", PASS if data.orphaned_mechanic_ids == 0 else FAIL, "0",
         str(data.orphaned_mechanic_ids),
-        "" if not data.orphaned_mechanic_ids else f"{data.orphaned_mechanic_ids} rows reference a missing mechanic",
+        "" if not data.orphaned_mechanic_ids else
+        f"{plural(data.orphaned_mechanic_ids, 'row')} reference a missing mechanic",
     )
     yield CheckResult(
         f"data:{window.name}:range", PASS if data.window_out_of_range == 0 else FAIL, f"{window.min}..{window.max}",
-        f"{data.window_out_of_range} rows outside",
-        "" if not data.window_out_of_range else f"{data.window_out_of_range} rows outside {window.min}..{window.max}",
+        f"{plural(data.window_out_of_range, 'row')} outside",
+        "" if not data.window_out_of_range else
+        f"{plural(data.window_out_of_range, 'row')} outside {window.min}..{window.max}",
     )
     waiting = data.backfill_pending - data.backfill_rejected
     message, hint = "", ""
     if waiting:
-        message = f"{data.backfill_pending} rows still hold legacy metadata keys whose columns are NULL"
+        message = f"{plural(data.backfill_pending, 'row')} still with legacy metadata keys whose columns are NULL"
         hint = "run `favmigrate backfill`"
     elif data.backfill_rejected:
-        message = (f"{data.backfill_rejected} rows hold legacy values that backfill rejected, so their columns "
-                   "stay NULL")
+        message = (f"{plural(data.backfill_rejected, 'row')} with legacy values that backfill rejected, so their "
+                   "columns stay NULL")
         hint = "review them: `favmigrate backfill --dry-run --rejects FILE` lists each value and why"
     yield CheckResult(
         "data:metadata:backfill-pending", PASS if data.backfill_pending == 0 else WARN, "0",

@@ -131,7 +131,8 @@ def is_transaction_pooler(dsn: str) -> bool:
 # ---------------------------------------------------------------- connecting
 
 
-def _describe_connect_error(exc: psycopg.Error, dsn: str) -> str:
+def _describe_connect_error(exc: psycopg.Error, dsn: str) -> tuple[str, str]:
+    """The error in one redacted line, and a hint that fits it."""
     raw = scrub(str(exc)).strip()
     params = dsn_params(dsn)
     where = params.get("host", "local socket")
@@ -141,13 +142,18 @@ def _describe_connect_error(exc: psycopg.Error, dsn: str) -> str:
     detail = lines[-1] if lines else type(exc).__name__
     detail = re.sub(r"^(connection failed: )?(connection to server .*? failed: )?(FATAL:\s*)?", "", detail)
     lowered = raw.lower()
+    if not dsn.strip():
+        where_from = "pass --dsn, or set FAVMIGRATE_DSN / DATABASE_URL / PG* variables"
+        return f"cannot reach PostgreSQL at {where}: {detail}", where_from
     if "password authentication failed" in lowered or "no password supplied" in lowered:
-        return f"cannot log in to {where}: {detail}"
+        return (f"cannot log in to {where}: {detail}",
+                "check the user and the password (in the DSN, PGPASSWORD or ~/.pgpass)")
     if "does not exist" in lowered:
-        return f"cannot connect to {where}: {detail}"
+        return f"cannot connect to {where}: {detail}", "check the user and database names in the DSN"
     if isinstance(exc, psycopg.ProgrammingError) or ("invalid" in lowered and "connection option" in lowered):
-        return f"malformed DSN: {detail}"
-    return f"cannot reach PostgreSQL at {where}: {detail}"
+        return f"malformed DSN: {detail}", "write it as postgresql://user@host:5432/dbname or host=... dbname=..."
+    return (f"cannot reach PostgreSQL at {where}: {detail}",
+            "check the host and port, and that the server accepts connections from here")
 
 
 def connect(dsn: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S) -> psycopg.Connection[Any]:
@@ -161,10 +167,8 @@ def connect(dsn: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S) -> ps
             dsn, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=connect_timeout
         )
     except psycopg.Error as exc:
-        raise ConnectionFailed(
-            _describe_connect_error(exc, dsn),
-            hint="pass --dsn, or set FAVMIGRATE_DSN / DATABASE_URL / PG* variables",
-        ) from None
+        message, hint = _describe_connect_error(exc, dsn)
+        raise ConnectionFailed(message, hint=hint) from None
 
 
 @contextmanager

@@ -15,6 +15,8 @@ from xml.etree import ElementTree
 
 from rich.console import Console
 
+from favmigrate.results import plural
+
 STATUS_STYLE = {
     "pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim",
     "present": "green", "missing": "bold red", "drifted": "bold red",
@@ -64,11 +66,6 @@ def clip_strings(data: Any, limit: int = JSON_STRING_LIMIT) -> Any:
     if isinstance(data, list | tuple):
         return [clip_strings(value, limit) for value in data]
     return data
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``1 step``, ``2 steps``, ``1,234 rows`` (irregular plurals through ``nouns``)."""
-    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def styled(value: str) -> str:

@@ -9,6 +9,11 @@ from typing import Any
 from favmigrate.errors import ExitCode
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """A count for people: ``1 row``, ``2 rows``, ``1,234 values`` (an irregular plural through ``nouns``)."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
+
+
 class CheckStatus(StrEnum):
     PASS = "pass"
     FAIL = "fail"

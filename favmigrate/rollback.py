@@ -53,7 +53,7 @@ from favmigrate.db import (
 )
 from favmigrate.errors import FavmigrateError, PreflightFailed, StepFailed
 from favmigrate.history import HISTORY_SCHEMA, ensure_history
-from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult
+from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult, plural
 from favmigrate.spec import ColumnSpec, LockKind, MigrationSpec, StepSpec, Target, as_text
 from favmigrate.verify import checks_for
 
@@ -326,15 +326,16 @@ class Preservation:
 
     def summary(self, *, written: bool) -> str:
         verb = "written" if written else "to write"
-        text = (f"{self.values_to_write} values {verb} in {self.rows_written if written else self.rows_to_write} "
-                f"rows' metadata, {self.values_present} already there")
+        rows = self.rows_written if written else self.rows_to_write
+        text = (f"{plural(self.values_to_write, 'value')} {verb} in the metadata of {plural(rows, 'row')}, "
+                f"{self.values_present:,} already there")
         if self.conflict_count:
             fate = "overwritten (--prefer-columns)" if self.prefer_columns else "kept: metadata holds another value"
-            text += f", {self.conflict_count} conflicts {fate}"
+            text += f", {plural(self.conflict_count, 'conflict')} {fate}"
             if self.unreadable_conflicts:
-                text += f" ({self.unreadable_conflicts} of them unreadable legacy values, e.g. a window \"ten\")"
+                text += f" ({self.unreadable_conflicts:,} of them unreadable legacy values, e.g. a window \"ten\")"
         if self.not_object_rows:
-            text += f", {self.not_object_rows} rows whose metadata is not a JSON object left as they are"
+            text += f", {plural(self.not_object_rows, 'row')} whose metadata is not a JSON object left as they are"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -895,13 +896,14 @@ class RollbackPlan:
         notes = [f"drops {', '.join(self.objects)}"] if self.objects else []
         if self.survey is not None:
             if self.discard_data:
-                notes.append(f"--discard-data: {self.values_lost} column values are not in metadata and will be "
-                             f"lost ({self.survey.values_present} are already there)")
+                notes.append(f"--discard-data: {plural(self.values_lost, 'column value')} not in metadata will "
+                             f"be lost ({self.survey.values_present:,} already there)")
             else:
                 notes.append("preserves: " + self.survey.summary(written=False))
                 if self.values_lost:
-                    notes.append(f"{self.values_lost} column values will not be in metadata after the drop "
-                                 "(conflicts kept, non-object metadata); see the samples in the JSON report")
+                    notes.append(f"{plural(self.values_lost, 'column value')} will not be in metadata after the drop "
+                                 "(conflicts kept, non-object metadata); the first ones are in the conflicts "
+                                 "table of --dry-run and in --format json")
         if self.backfill_state:
             notes.append("clears the backfill's checkpoint and rejects of this migration")
         return tuple(notes)
@@ -1029,8 +1031,8 @@ class _Executor:
     def _progress(self, name: str) -> Progress:
         def progress(done: int) -> None:
             total = max(self.total, done) if self.total is not None and name == PRESERVE.name else None
-            self.runner.on_event(Event(EventKind.PROGRESS, name, f"{done} rows with values examined", done=done,
-                                       total=total))
+            self.runner.on_event(Event(EventKind.PROGRESS, name, f"{plural(done, 'row')} with values examined",
+                                       done=done, total=total))
         return progress
 
     def _preserve(self, planned: PlannedStep) -> tuple[str, int]:
@@ -1156,11 +1158,12 @@ def rollback_migration(
 def _surveyed(conn: psycopg.Connection[Any], target: Target, plan: RollbackPlan, options: RollbackOptions,
               emit: OnEvent) -> RollbackPlan:
     def surveyed(done: int) -> None:
-        emit(Event(EventKind.PROGRESS, "survey", f"{done} rows with values examined", done=done))
+        emit(Event(EventKind.PROGRESS, "survey", f"{plural(done, 'row')} with values examined", done=done))
 
     plan = survey(conn, target, plan, options, progress=surveyed)
     if plan.survey is not None:
-        emit(Event(EventKind.STEP_DONE, "survey", f"{plan.survey.rows_examined} rows hold values of the columns"))
+        emit(Event(EventKind.STEP_DONE, "survey",
+                   f"{plural(plan.survey.rows_examined, 'row')} with values in the columns"))
     return plan
 
 
@@ -1217,15 +1220,17 @@ def _stopped_note(conn: psycopg.Connection[Any], target: Target, plan: RollbackP
 def _preservation_note(preservation: dict[str, Any]) -> str:
     if preservation["discarded"]:
         return f"--discard-data: {preservation['values_lost']} column values were dropped without a copy in metadata"
-    note = f"{preservation['values_written']} values written back into metadata ({preservation['rows_written']} rows)"
+    note = (f"{plural(preservation['values_written'], 'value')} written back into metadata "
+            f"({plural(preservation['rows_written'], 'row')})")
     if preservation.get("conflicts"):
         fate = "overwritten with the column value" if preservation["conflict_resolution"] == "column" else "kept"
-        note += f"; {preservation['conflicts']} legacy keys held another value and were {fate}"
+        note += f"; {plural(preservation['conflicts'], 'legacy key')} held another value and {fate}"
     if preservation.get("not_object_rows"):
-        note += f"; {preservation['not_object_rows']} rows whose metadata is not a JSON object were left as they are"
+        note += (f"; {plural(preservation['not_object_rows'], 'row')} whose metadata is not a JSON object left "
+                 "as they are")
     if preservation["values_lost"]:
-        note += (f"; {preservation['values_lost']} column values are not in metadata "
-                 "(see conflict_sample and not_object_sample)")
+        note += (f"; {plural(preservation['values_lost'], 'column value')} not in metadata (the conflicts table "
+                 "shows the first ones, --format json has them with the rows whose metadata is not an object)")
     return note
 
 

@@ -45,3 +45,29 @@ def test_explain_prose_has_no_python_reprs(db_dsn):
     assert result.exit_code == 0, result.stderr
     assert "estimated rows" in result.stdout and "~2,000 estimated rows" in result.stdout
     assert "warning(s)" not in result.stdout and "None" not in result.stdout and "True" not in result.stdout
+
+
+def test_connection_hints_fit_the_error(empty_db_dsn):
+    refused = cli("verify", "--dsn", "postgresql://nobody@127.0.0.1:1/app")
+    assert refused.exit_code == 2
+    assert "check the host and port" in refused.stderr and "pass --dsn" not in refused.stderr
+    missing_db = cli("verify", "--dsn", empty_db_dsn.replace("dbname=", "dbname=no_such_") if "dbname=" in empty_db_dsn
+                     else empty_db_dsn.rsplit("/", 1)[0] + "/no_such_db")
+    assert missing_db.exit_code == 2 and "check the user and database names" in missing_db.stderr
+    nothing = cli("verify", env={"PGHOST": "/nonexistent-socket-dir", "PGPORT": "5432"})
+    assert nothing.exit_code == 2 and "pass --dsn, or set FAVMIGRATE_DSN" in nothing.stderr
+
+
+def test_rollback_prose_names_no_json_keys_and_counts_read_well(db_dsn):
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    assert cli("backfill", "--dsn", db_dsn, "--quiet").exit_code == 0
+    dry = cli("rollback", "--dsn", db_dsn, "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    prose = dry.stdout + dry.stderr
+    assert "_sample" not in prose and "JSON report" not in prose and "(s)" not in prose
+    assert "column values will not be in metadata after the drop" in prose
+    assert "rows with values in the columns" in dry.stderr
+    done = cli("rollback", "--dsn", db_dsn, "--yes")
+    assert done.exit_code == 0, done.stderr
+    assert "_sample" not in done.stdout and " 0 rows' " not in done.stdout
+    assert "in the metadata of 0 rows" in done.stdout  # preserve-late-writes wrote nothing

@@ -134,3 +134,10 @@ def test_piped_progress_is_plain_lines_and_quiet_keeps_warnings():
         events(event("step-start", "add-columns", "x"))
         events(event("warning", message="careful"))
     assert out.getvalue() == "warning: careful\n"
+
+
+def test_plural_counts():
+    from favmigrate.results import plural
+
+    assert [plural(0, "row"), plural(1, "row"), plural(1234, "row"), plural(2, "index", "indexes")] == [
+        "0 rows", "1 row", "1,234 rows", "2 indexes"]
