@@ -838,6 +838,9 @@ def lint(
                                                        "or above.", show_default="warning")] = None,
     config: Annotated[Path | None, typer.Option("--config", dir_okay=False, help="Project config file with a "
                                                 "[lint] table.", show_default="./favmigrate.toml")] = None,
+    assume_in_transaction: Annotated[bool | None, typer.Option(
+        "--assume-in-transaction/--no-assume-in-transaction", help="Each file is run in one transaction by a "
+        "migration tool (as squawk's option).", show_default="no")] = None,
     list_rules: Annotated[bool, typer.Option("--list-rules", help="List every rule and exit.")] = False,
     fmt: Annotated[LintFormat, typer.Option("--format", help="text, json or sarif.")] = LintFormat.text,
     junit: Annotated[Path | None, typer.Option("--junit", dir_okay=False, show_default=False,
@@ -852,9 +855,10 @@ def lint(
     transaction, and more (--list-rules). Reads DO bodies and constant EXECUTE strings; a table
     created in the same file is new. `-- squawk-ignore RULE, ...` or `-- favmigrate:ignore RULE`
     skips the next statement, the `-file` forms the file. Settings come from the [lint] table
-    (rules, exclude, fail-on) of favmigrate.toml. With --dsn only the catalogs are read, in a
-    READ ONLY transaction. GitHub annotations go to stderr when GITHUB_ACTIONS is set. Exit 0
-    clean, 1 findings at or above --fail-on, 2 unreadable input, unknown rule id or no database.
+    (rules, exclude, fail-on, assume-in-transaction) of favmigrate.toml. With --dsn only the
+    catalogs are read, in a READ ONLY transaction. GitHub annotations go to stderr when
+    GITHUB_ACTIONS is set. Exit 0 clean, 1 findings at or above --fail-on, 2 unreadable input,
+    unknown rule id or no database.
 
     Example: favmigrate lint migrations/ --format sarif > lint.sarif
     """
@@ -878,8 +882,11 @@ def lint(
             return 0
         if not paths:
             raise UsageError("nothing to lint: give SQL files, folders or - for stdin")
-        options = LintOptions(rules, FailOn((fail_on.value if fail_on else None) or settings.get("fail-on",
-                                                                                                 "warning")))
+        wrapped = assume_in_transaction
+        if wrapped is None:
+            wrapped = settings.get("assume-in-transaction", False)
+        options = LintOptions(rules, FailOn(fail_on.value if fail_on else settings.get("fail-on", "warning")),
+                              assume_in_transaction=wrapped)
         sources = read_sources(paths)
         if dsn:
             from favmigrate.db import open_session

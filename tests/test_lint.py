@@ -319,3 +319,23 @@ CUT_STATEMENTS = ["DROP INDEX", "CREATE INDEX", "CREATE UNIQUE INDEX", "ALTER TA
 @pytest.mark.parametrize("text", CUT_STATEMENTS)
 def test_a_cut_statement_does_not_break_the_pass(text: str) -> None:
     assert "renaming-table" in rules_of(text + ";\nALTER TABLE t RENAME TO u;")  # what follows is still linted
+
+
+def wrapped(text: str, *rules: str) -> list[str]:
+    """Rules found when a migration tool runs the file in one transaction (--assume-in-transaction)."""
+    options = LintOptions(select_rules(rules or ["all"], None), assume_in_transaction=True)
+    report = lint([Source("m.sql", text)], options)
+    return [f.rule for f in report.findings]
+
+
+def test_a_file_run_in_one_transaction() -> None:
+    concurrent = TIMEOUTS + "CREATE INDEX CONCURRENTLY i ON t (a);"
+    assert rules_of(concurrent) == ["prefer-robust-stmts"]
+    assert wrapped(concurrent) == ["ban-concurrent-index-creation-in-transaction"]
+    # NOT VALID then VALIDATE in one file is one transaction: the ADD's lock is held for the whole scan
+    two_steps = TIMEOUTS + ("ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (u) REFERENCES u (id) NOT VALID;\n"
+                            "ALTER TABLE t VALIDATE CONSTRAINT f;")
+    assert "constraint-missing-not-valid" not in rules_of(two_steps)
+    assert "constraint-missing-not-valid" in wrapped(two_steps)
+    assert wrapped("SET LOCAL lock_timeout = '1s';\nALTER TABLE t ADD COLUMN IF NOT EXISTS a text;") == []
+    assert wrapped("BEGIN;\nCOMMIT;") == ["transaction-nesting", "transaction-nesting"]

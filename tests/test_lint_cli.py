@@ -132,6 +132,9 @@ def test_unreadable_input_and_unknown_rules_exit_2(tmp_path: Path) -> None:
     ignored = write(tmp_path, "ignored.sql", "-- favmigrate:ignore no-such-rule\nSELECT 1;\n")
     assert cli("lint", ignored).exit_code == 2
     assert cli("lint").exit_code == 2
+    (tmp_path / "empty").mkdir()
+    empty = cli("lint", str(tmp_path / "empty"))
+    assert empty.exit_code == 2 and "no *.sql file" in empty.stderr
 
 
 def test_rule_and_exclude_options() -> None:
@@ -265,3 +268,15 @@ def test_apply_dry_run_sql_lints_clean(db_dsn: str, state: str) -> None:
     bare = "\n".join(line for line in script.splitlines() if "set_config" not in line)
     assert [f["rule"] for f in cli("lint", "-", "--format", "json", input=bare).json()["findings"]] == [
         "require-lock-timeout"]
+
+
+def test_assume_in_transaction_option_and_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, "m.sql", TIMEOUTS + "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);\n")
+    assert cli("lint", path).exit_code == 0
+    assert cli("lint", path, "--assume-in-transaction").exit_code == 1
+    (tmp_path / "favmigrate.toml").write_text("[lint]\nassume-in-transaction = true\n")
+    assert cli("lint", path).exit_code == 1
+    assert cli("lint", path, "--no-assume-in-transaction").exit_code == 0
+    (tmp_path / "favmigrate.toml").write_text('[lint]\nassume-in-transaction = "yes"\n')
+    assert cli("lint", path).exit_code == 2

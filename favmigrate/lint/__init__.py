@@ -40,6 +40,7 @@ class Source:
 class LintOptions:
     rules: tuple[RuleInfo, ...] = field(default_factory=lambda: select_rules(None, None))
     fail_on: FailOn = FailOn.WARNING
+    assume_in_transaction: bool = False  # a migration tool runs each file in one transaction
 
 
 def _names(values: Iterable[str]) -> list[str]:
@@ -69,7 +70,8 @@ def select_rules(rules: Sequence[str] | None, exclude: Sequence[str] | None) -> 
 
 def load_config(path: Path | None) -> dict[str, Any]:
     """The [lint] table of a project config file (``favmigrate.toml`` in the working directory when ``path`` is
-    None and it exists): keys ``rules``, ``exclude`` (lists of rule ids) and ``fail-on``.
+    None and it exists): keys ``rules``, ``exclude`` (lists of rule ids), ``fail-on`` and
+    ``assume-in-transaction`` (a boolean).
 
     Raises UsageError for an unreadable file, bad TOML or an unknown key. Read-only.
     """
@@ -86,10 +88,12 @@ def load_config(path: Path | None) -> dict[str, Any]:
     table = data.get("lint", {})
     if not isinstance(table, dict):
         raise UsageError(f"config file {path}: [lint] must be a table")
-    unknown = sorted(set(table) - {"rules", "exclude", "fail-on"})
+    unknown = sorted(set(table) - {"rules", "exclude", "fail-on", "assume-in-transaction"})
     if unknown:
         raise UsageError(f"config file {path}: unknown [lint] key(s): {', '.join(unknown)}",
-                         hint="known keys: rules, exclude, fail-on")
+                         hint="known keys: rules, exclude, fail-on, assume-in-transaction")
+    if not isinstance(table.get("assume-in-transaction", False), bool):
+        raise UsageError(f"config file {path}: [lint] assume-in-transaction must be true or false")
     for key in ("rules", "exclude"):
         if key in table and not (isinstance(table[key], list) and all(isinstance(v, str) for v in table[key])):
             raise UsageError(f"config file {path}: [lint] {key} must be a list of rule ids")
@@ -101,7 +105,8 @@ def load_config(path: Path | None) -> dict[str, Any]:
 def read_sources(paths: Sequence[str]) -> list[Source]:
     """The SQL of every path: a file, every ``*.sql`` under a folder (sorted), or ``-`` for stdin.
 
-    Raises UsageError for a path that does not exist, cannot be read, or is not UTF-8. Read-only.
+    Raises UsageError for a path that does not exist, cannot be read, is not UTF-8, or is a folder without
+    any ``*.sql``. Read-only.
     """
     sources: list[Source] = []
     for name in paths:
@@ -110,6 +115,8 @@ def read_sources(paths: Sequence[str]) -> list[Source]:
             continue
         path = Path(name)
         files = sorted(path.rglob("*.sql")) if path.is_dir() else [path]
+        if not files:
+            raise UsageError(f"no *.sql file under {path}")
         for file in files:
             try:
                 sources.append(Source(str(file), file.read_text(encoding="utf-8")))
@@ -131,7 +138,8 @@ def lint(sources: Sequence[Source], options: LintOptions, conn: psycopg.Connecti
     def run(facts: Facts) -> list[Finding]:
         findings: list[Finding] = []
         for source in sources:
-            findings += FileLinter(source.path, source.text, enabled, facts).run()
+            wraps = options.assume_in_transaction
+            findings += FileLinter(source.path, source.text, enabled, facts, tool_wraps=wraps, wrapped=wraps).run()
         return findings
 
     if conn is None:

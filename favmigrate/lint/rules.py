@@ -146,6 +146,8 @@ class FileLinter:
     proven_not_null: set[tuple[str, str]] = field(default_factory=set)
     dropped_constraints: set[str] = field(default_factory=set)  # DROP CONSTRAINT IF EXISTS seen
     in_do_block: bool = False
+    tool_wraps: bool = False  # a migration tool runs the file in one transaction (--assume-in-transaction)
+    wrapped: bool = False  # that transaction is still open (a COMMIT in the file ends it)
 
     def run(self) -> list[Finding]:
         """Every finding of the file, in statement order, with ignore comments applied.
@@ -195,7 +197,7 @@ class FileLinter:
 
     def visit(self, statement: Statement) -> Iterable[_Hit]:
         inside_do = statement.origin is not Origin.FILE
-        if self.in_do_block and not inside_do and self.transaction is None:
+        if self.in_do_block and not inside_do and self.transaction is None and not self.wrapped:
             self._end_transaction(commit=True)  # a DO block outside BEGIN is its own transaction
         self.in_do_block = inside_do
         shape = shape_of(statement)
@@ -228,7 +230,13 @@ class FileLinter:
         return hits
 
     def in_transaction(self, statement: Statement) -> bool:
-        return self.transaction is not None or statement.origin is not Origin.FILE
+        return self.transaction is not None or self.wrapped or statement.origin is not Origin.FILE
+
+    def open_transaction(self) -> int | None:
+        """The number of the transaction open now (0: the one the file is wrapped in), or None."""
+        if self.transaction is not None:
+            return self.transaction_number
+        return 0 if self.wrapped else None
 
     def is_new(self, table: TableRef | None) -> bool:
         return table is not None and table.name in self.new_tables
@@ -236,19 +244,26 @@ class FileLinter:
     # ------------------------------------------------------------ transactions and settings
 
     def transaction_control(self, statement: Statement, shape: Transaction) -> list[_Hit]:
+        verb = statement.tokens[0]
+        hits = []
+        if self.tool_wraps:  # the migration tool owns the transaction: the file's own control fights it
+            hits.append(_Hit("transaction-nesting", verb, f"{verb.value} in a file the migration tool runs in a "
+                             "transaction (--assume-in-transaction): " + (
+                                 "PostgreSQL ignores it" if shape.op is TransactionOp.BEGIN and self.wrapped
+                                 else "what follows runs outside the tool's transaction")))
         if shape.op is TransactionOp.BEGIN:
-            if self.transaction is not None:
-                return [_Hit("transaction-nesting", statement.tokens[0],
-                             "BEGIN inside an open transaction block: PostgreSQL ignores it, and the first COMMIT "
-                             "ends both")]
-            self.transaction = statement
-            self.transaction_number += 1
-            for timeout in self.timeouts.values():
-                timeout.session_at_begin = timeout.session
-            return []
-        rollback = statement.tokens[0].is_word("ROLLBACK", "ABORT")
-        self._end_transaction(commit=not rollback)
-        return []
+            if self.transaction is not None and not self.tool_wraps:
+                hits.append(_Hit("transaction-nesting", verb, "BEGIN inside an open transaction block: PostgreSQL "
+                                 "ignores it, and the first COMMIT ends both"))
+            if self.transaction is None and not self.wrapped:
+                self.transaction = statement
+                self.transaction_number += 1
+                for timeout in self.timeouts.values():
+                    timeout.session_at_begin = timeout.session
+            return hits
+        self.wrapped = False
+        self._end_transaction(commit=not verb.is_word("ROLLBACK", "ABORT"))
+        return hits
 
     def _end_transaction(self, *, commit: bool) -> None:
         for timeout in self.timeouts.values():
@@ -262,7 +277,7 @@ class FileLinter:
         if timeout is None:
             return
         if local:
-            if self.transaction is not None or self.in_do_block:  # SET LOCAL outside a transaction does nothing
+            if self.open_transaction() is not None or self.in_do_block:  # outside a transaction SET LOCAL does nothing
                 timeout.local = value
         else:
             timeout.session, timeout.local = value, None
@@ -282,7 +297,7 @@ class FileLinter:
                      "(0 means none)")]
 
     def robust(self, token: Token, what: str) -> list[_Hit]:
-        if self.transaction is not None or self.in_do_block:
+        if self.open_transaction() is not None or self.in_do_block:
             return []
         return [_Hit("prefer-robust-stmts", token, f"{what}: re-running the file after a failure part-way fails here")]
 
@@ -424,7 +439,7 @@ class FileLinter:
         name = action.constraint or "(unnamed)"
         kind = action.constraint_kind
         if action.not_valid and action.constraint:
-            self.not_valid[action.constraint] = self.transaction_number if self.transaction else None
+            self.not_valid[action.constraint] = self.open_transaction()
             if action.not_null_check and table is not None:
                 self.not_null_checks[action.constraint] = (table.name, action.not_null_check)
         if action.constraint not in self.dropped_constraints:
@@ -449,7 +464,8 @@ class FileLinter:
         name = action.constraint or ""
         if name in self.not_null_checks:
             self.proven_not_null.add(self.not_null_checks[name])
-        if name in self.not_valid and self.transaction is not None and self.not_valid[name] == self.transaction_number:
+        current = self.open_transaction()
+        if name in self.not_valid and current is not None and self.not_valid[name] == current:
             return [_Hit("constraint-missing-not-valid", action.token,
                          f"VALIDATE CONSTRAINT {name} in the transaction that added it NOT VALID keeps the "
                          "blocking lock of the ADD for the whole scan", scans=table)]
