@@ -6,6 +6,7 @@ commands so that `favmigrate --help` starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -427,6 +428,17 @@ def emit_run(data: dict[str, Any], fmt: RunFormat, output: Path | None,
         render_more(data)
 
 
+def discard_typed_ahead() -> None:
+    """Drop what was typed on the terminal while the survey ran, so that a stray "y" or Enter typed before
+    the question was shown cannot answer it."""
+    try:
+        import termios
+    except ImportError:  # not a POSIX terminal
+        return
+    with contextlib.suppress(termios.error, OSError, ValueError):
+        termios.tcflush(sys.stdin.fileno(), termios.TCIFLUSH)
+
+
 @app.command()
 def rollback(
     dsn: DsnOption = None,
@@ -475,7 +487,7 @@ def rollback(
         from favmigrate.db import open_session
         from favmigrate.errors import UsageError
         from favmigrate.render import ProgressEvents, render_preservation, stderr_console, stdout_console
-        from favmigrate.rollback import NotConfirmed, RollbackOptions, RollbackPlan, rollback_migration
+        from favmigrate.rollback import RollbackOptions, RollbackPlan, rollback_migration
 
         if prefer_columns and discard_data:
             raise UsageError("--prefer-columns and --discard-data exclude each other")
@@ -489,16 +501,13 @@ def rollback(
             console = stderr_console()
             for note in plan.notes():
                 console.print(f"- {note}", markup=False, highlight=False)
-            if not sys.stdin.isatty():
-                raise NotConfirmed("refusing to roll back without --yes: stdin is not a terminal to confirm on; "
-                                   "nothing was changed",
-                                   hint="review `favmigrate rollback --dry-run`, then pass --yes")
+            discard_typed_ahead()
             return typer.confirm("Roll back now?", default=False, err=True)
 
         with (open_session(dsn, writes=not dry_run, statement_timeout_s=statement_timeout or None, warn=warn) as conn,
               ProgressEvents(quiet=quiet) as events):
             report = rollback_migration(conn, target_for(schema), options, on_event=events,
-                                        confirm=None if yes else confirm)
+                                        confirm=None if yes else confirm, can_confirm=sys.stdin.isatty())
 
         emit_run(report.to_dict(), chosen, output, lambda data: render_preservation(data, stdout_console()))
         return int(report.exit_code)

@@ -166,6 +166,11 @@ def legacy_json(column: ColumnSpec, value: Any) -> Any:
     return value
 
 
+def at_default(column: ColumnSpec, value: Any) -> bool:
+    """True when ``value`` is the column's default (the window's 10). Pure."""
+    return column.default is not None and same_meaning(column, column.default, value)
+
+
 def values_to_preserve(spec: MigrationSpec, row: Mapping[str, Any]) -> dict[str, Any]:
     """The column values of one row that rollback writes back (``row``: column name -> value). Pure.
 
@@ -178,7 +183,7 @@ def values_to_preserve(spec: MigrationSpec, row: Mapping[str, Any]) -> dict[str,
         value = row.get(column.name)
         if value is None:
             continue
-        if column.default is not None and not others and same_meaning(column, column.default, value):
+        if not others and at_default(column, value):
             continue
         kept[column.name] = value
     return kept
@@ -235,11 +240,25 @@ class KeyCount:
     conflict: int = 0
     conflict_unreadable: int = 0  # of the conflicts: the legacy value is one the backfill cannot read
     not_object: int = 0
+    # of the missing, conflicting and not-object values: those equal to the column's default (the window's 10)
+    default_missing: int = 0
+    default_conflict: int = 0
+    default_not_object: int = 0
+
+    def lost(self, *, discard: bool, prefer_columns: bool) -> int:
+        """Values metadata will not hold after the drop. A value at its column's default is not data: a key
+        left out reads as the default."""
+        conflict = self.conflict - self.default_conflict
+        if discard:
+            return self.missing - self.default_missing + conflict + self.not_object - self.default_not_object
+        return self.not_object - self.default_not_object + (0 if prefer_columns else conflict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "column": self.column, "missing": self.missing, "same": self.same,
                 "conflict": self.conflict, "conflict_unreadable": self.conflict_unreadable,
-                "not_object": self.not_object}
+                "not_object": self.not_object,
+                "at_default": {"missing": self.default_missing, "conflict": self.default_conflict,
+                               "not_object": self.default_not_object}}
 
 
 @dataclass(frozen=True)
@@ -319,10 +338,8 @@ class Preservation:
         return sum(k.conflict_unreadable for k in self.keys)
 
     def values_lost(self, discard: bool = False) -> int:
-        """Column values that metadata will not hold after the drop."""
-        if discard:
-            return sum(k.missing + k.conflict + k.not_object for k in self.keys)
-        return sum(k.not_object + (0 if self.prefer_columns else k.conflict) for k in self.keys)
+        """Column values that metadata will not hold after the drop (values at their default not counted)."""
+        return sum(k.lost(discard=discard, prefer_columns=self.prefer_columns) for k in self.keys)
 
     def summary(self, *, written: bool) -> str:
         verb = "written" if written else "to write"
@@ -357,6 +374,7 @@ class _Tally:
     spec: MigrationSpec
     prefer_columns: bool
     counts: dict[str, dict[KeyState, int]] = field(default_factory=dict)
+    defaults: dict[str, dict[KeyState, int]] = field(default_factory=dict)  # of those, values at the default
     unreadable: dict[str, int] = field(default_factory=dict)
     rows_examined: int = 0
     rows_to_write: int = 0
@@ -377,6 +395,9 @@ class _Tally:
             per_key = self.counts.setdefault(name, {})
             per_key[state] = per_key.get(state, 0) + 1
             column = self.spec.column(name)
+            if at_default(column, values[name]):
+                at = self.defaults.setdefault(name, {})
+                at[state] = at.get(state, 0) + 1
             if state is KeyState.CONFLICT and read_legacy(column, legacy.get(column.legacy_key)) is None:
                 self.unreadable[name] = self.unreadable.get(name, 0) + 1
             if state is KeyState.CONFLICT and len(self.conflicts) < SAMPLE_LIMIT:
@@ -387,9 +408,12 @@ class _Tally:
         keys = []
         for column in self.spec.columns:
             found = self.counts.get(column.name, {})
+            at = self.defaults.get(column.name, {})
             keys.append(KeyCount(column.legacy_key, column.name, found.get(KeyState.MISSING, 0),
                                  found.get(KeyState.SAME, 0), found.get(KeyState.CONFLICT, 0),
-                                 self.unreadable.get(column.name, 0), found.get(KeyState.NOT_OBJECT, 0)))
+                                 self.unreadable.get(column.name, 0), found.get(KeyState.NOT_OBJECT, 0),
+                                 at.get(KeyState.MISSING, 0), at.get(KeyState.CONFLICT, 0),
+                                 at.get(KeyState.NOT_OBJECT, 0)))
         return Preservation(tuple(keys), self.prefer_columns, self.rows_examined, self.rows_to_write,
                             self.rows_written, self.not_object_rows, tuple(self.conflicts),
                             tuple(self.not_object_sample))
@@ -424,7 +448,8 @@ class Ledger:
                 raw = legacy.get(column.legacy_key)
                 conflicts.append(Conflict(str(row_key), column.legacy_key, raw, legacy_json(column, values[name])))
                 unreadable += read_legacy(column, raw) is None
-            lost += state is KeyState.NOT_OBJECT or (state is KeyState.CONFLICT and not self.prefer_columns)
+            lossy = state is KeyState.NOT_OBJECT or (state is KeyState.CONFLICT and not self.prefer_columns)
+            lost += lossy and not at_default(column, values[name])
         not_object = KeyState.NOT_OBJECT in states.values()
         if (conflicts and not self.prefer_columns) or not_object:
             self.rows[row_key] = _RowLoss(tuple(conflicts), unreadable, not_object, lost)
@@ -898,6 +923,11 @@ class RollbackPlan:
             if self.discard_data:
                 notes.append(f"--discard-data: {plural(self.values_lost, 'column value')} not in metadata will "
                              f"be lost ({self.survey.values_present:,} already there)")
+                defaults = sum(k.default_missing + k.default_conflict + k.default_not_object
+                               for k in self.survey.keys)
+                if defaults:
+                    notes.append(f"not counted as lost: {plural(defaults, 'value')} at the column's default (the "
+                                 "window's 10), which a key left out reads as")
             else:
                 notes.append("preserves: " + self.survey.summary(written=False))
                 if self.values_lost:
@@ -1147,7 +1177,7 @@ def rollback_migration(
                              extra={"plan": plan.to_dict()})
         if confirm is not None and not can_confirm:
             raise NotConfirmed(f"refusing to roll back without --yes: there is no terminal to confirm on; nothing "
-                               f"was changed (it would {plan.notes()[0]})",
+                               f"was changed (the rollback {plan.notes()[0]})",
                                hint="review `favmigrate rollback --dry-run`, then pass --yes")
         plan = _surveyed(conn, target, plan, options, emit)
         if confirm is not None and not confirm(plan):

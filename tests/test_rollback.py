@@ -5,8 +5,15 @@ Plus the pure rules deciding what "the same value" is and what is written back.
 
 from __future__ import annotations
 
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -221,6 +228,11 @@ def means(column: str, legacy: Any, value: Any) -> bool:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) == value
 
 
+def at_the_default(column: str, value: Any) -> bool:
+    """A window of 10 is the default, not data: never counted as lost."""
+    return column == "priority_window_minutes" and value == 10
+
+
 def unrelated(metadata: Any) -> Any:
     if not isinstance(metadata, dict):
         return metadata
@@ -247,7 +259,7 @@ def test_apply_backfill_write_rollback_keeps_every_value_and_apply_again_restore
     assert after.keys() == before.keys(), "rows were added or lost"
     assert table_catalog(conn) == catalog_before, "rollback touched another object of the table"
 
-    conflicts = written_rows = 0
+    conflicts = lost = written_rows = 0
     for row_id, row in before.items():
         metadata_before, metadata_after = row["metadata"], after[row_id]["metadata"]
         assert unrelated(metadata_after) == unrelated(metadata_before)
@@ -259,6 +271,7 @@ def test_apply_backfill_write_rollback_keeps_every_value_and_apply_again_restore
                 assert metadata_after[key] == legacy_before, "a key with the same meaning was rewritten"
             elif legacy_before is not None:
                 conflicts += 1  # kept as it was, reported
+                lost += not at_the_default(column, value)
                 assert metadata_after[key] == legacy_before
             else:
                 needed = True
@@ -270,7 +283,7 @@ def test_apply_backfill_write_rollback_keeps_every_value_and_apply_again_restore
     assert written_rows >= 4 + 5 + 5 + 3
     assert preservation["rows_written"] == written_rows
     assert preservation["conflicts"] == conflicts > 0  # the sample's unreadable windows beside the default 10
-    assert preservation["values_lost"] == conflicts and preservation["not_object_rows"] == 0
+    assert preservation["values_lost"] == lost < conflicts and preservation["not_object_rows"] == 0
     assert cli("verify", "--dsn", db_dsn, "--absent").exit_code == 0
     with psycopg.connect(db_dsn) as other:
         history = other.execute("SELECT step, outcome, checksum FROM favmigrate.history WHERE command = 'rollback' "
@@ -496,7 +509,7 @@ def test_discard_data_drops_the_values_and_leaves_metadata_alone(conn, db_dsn):
     apply(conn)
     app_writes(conn)
     before = state(conn)
-    expected_lost = sum(len(held(row)) for row in before.values())
+    expected_lost = sum(not at_the_default(c, v) for row in before.values() for c, v in held(row).items())
     result = cli("rollback", "--dsn", db_dsn, "--yes", "--discard-data", "--format", "json")
     assert result.exit_code == 0, result.stderr
     data = result.json()
@@ -516,6 +529,7 @@ def test_without_a_terminal_rollback_refuses_unless_yes(conn, db_dsn):
     assert refused.exit_code == 2
     assert "--yes" in refused.stderr and "nothing was changed" in refused.stderr
     assert "drops index session_requests_priority_timeout_idx" in refused.stderr  # what it would have done
+    assert "rows hold values" not in refused.stderr, "refused before the survey, not after it"
     assert plan_rollback(conn, target()).objects[-1] == "column priority_notified_at"
     assert cli("rollback", "--dsn", db_dsn, "--prefer-columns", "--discard-data", "--yes").exit_code == 2
 
@@ -525,6 +539,45 @@ def test_without_a_terminal_rollback_refuses_unless_yes(conn, db_dsn):
     assert seen[0].survey.values_to_write > 0 and seen[0].needed
     assert plan_rollback(conn, target()).objects[-1] == "column priority_notified_at", "declined: nothing changed"
     assert conn.execute("SELECT count(*) FROM favmigrate.history WHERE command = 'rollback'").fetchone()[0] == 0
+
+
+def test_an_answer_typed_before_the_question_is_discarded(conn, db_dsn):
+    apply(conn)
+    app_writes(conn)
+    before = state(conn)
+    leader, follower = pty.openpty()
+    os.write(leader, b"y\n")  # typed ahead while the survey runs, before the question is asked
+    rollback = subprocess.Popen([str(Path(sys.executable).with_name("favmigrate")), "rollback", "--dsn", db_dsn],
+                                stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(follower)
+    try:
+        assert rollback.stderr is not None
+        shown = b""
+        deadline = time.monotonic() + 60
+        while b"Roll back now?" not in shown:
+            assert time.monotonic() < deadline and rollback.poll() is None, shown.decode()
+            if select.select([rollback.stderr], [], [], 0.1)[0]:
+                shown += os.read(rollback.stderr.fileno(), 4096)
+        os.write(leader, b"n\n")
+        _, err = rollback.communicate(timeout=60)
+    finally:
+        rollback.kill()
+        os.close(leader)
+    assert rollback.returncode == 2, err.decode()
+    assert b"not confirmed" in err
+    assert state(conn) == before, "the typed-ahead y did not answer the question"
+
+
+def test_a_window_at_its_default_is_never_counted_as_lost(conn, db_dsn):
+    apply(conn)
+    row = plain_rows(conn, 1)[0]
+    conn.execute("UPDATE session_requests SET preferred_mechanic_id = %s WHERE id = %s",
+                 (mechanic_ids(conn, 1)[0], row))
+    plan = cli("rollback", "--dsn", db_dsn, "--discard-data", "--dry-run", "--format", "json").json()["plan"]
+    assert plan["values_lost"] == 1, "the mechanic, not the window of 10 beside it"
+    assert any("not counted" in note for note in plan["notes"])
+    window = next(k for k in plan["survey"]["keys"] if k["column"] == "priority_window_minutes")
+    assert window["missing"] == 1 and window["at_default"]["missing"] == 1
 
 
 def test_a_missing_table_is_refused(empty_db_dsn):
