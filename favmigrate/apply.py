@@ -36,7 +36,7 @@ from favmigrate.errors import Interrupted, LockHeld, PreflightFailed, StepFailed
 from favmigrate.history import applied_checksums, ensure_history, new_run_id, record_step
 from favmigrate.results import CheckReport, CheckResult, RunReport, StepOutcome, StepResult, plural
 from favmigrate.spec import LockKind, StepSpec, Target, as_text
-from favmigrate.verify import checks_for
+from favmigrate.verify import verify
 
 MIN_SERVER_VERSION = 120000
 WINDOW_CHECK_CONSTRAINT = "session_requests_priority_window_not_null"
@@ -467,6 +467,12 @@ def _interrupted_note(results: list[StepResult]) -> str:
             "Re-run `favmigrate apply` to continue: it runs only the steps still needed and repairs what was left")
 
 
+def _verification(conn: psycopg.Connection[Any], target: Target) -> CheckReport:
+    """What `favmigrate verify` reports, data checks and their warnings included. Read-only."""
+    set_session(conn, lock_timeout="0", statement_timeout="0")
+    return verify(conn, target)
+
+
 def apply_migration(
     conn: psycopg.Connection[Any], target: Target, options: ApplyOptions | None = None,
     on_event: OnEvent | None = None,
@@ -503,7 +509,7 @@ def _apply(conn: psycopg.Connection[Any], target: Target, options: ApplyOptions,
     if not planned:
         _check_recorded_checksums(conn, target, options.force)
         return RunReport("apply", (), notes=("already applied: nothing to do",),
-                         verification=checks_for(conn, target, snapshot, data=False, absent=False))
+                         verification=_verification(conn, target))
     runner = StepRunner(conn, target, options, emit, "apply")
     try:
         ensure_history(conn)
@@ -516,7 +522,6 @@ def _apply(conn: psycopg.Connection[Any], target: Target, options: ApplyOptions,
     if any(r.outcome is StepOutcome.INTERRUPTED for r in results):
         notes = (_interrupted_note(results),)
     else:
-        set_session(conn, lock_timeout="0", statement_timeout="0")
-        verification = checks_for(conn, target, read_snapshot(conn, target), data=False, absent=False)
+        verification = _verification(conn, target)
     return RunReport("apply", tuple(results), notes=notes, verification=verification,
                      extra={"run_id": str(runner.run_id)})
