@@ -100,14 +100,18 @@ def cell_text(value: Any, *, plain: bool) -> str:
     return clip(str(value))
 
 
+FREE_TEXT_MIN_WIDTH = 20  # a free-text column narrower than this reads worse than the record layout
+
+
 def print_table(
     console: Console, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
     status_column: int | None = None, wrap: Iterable[str] = (),
 ) -> None:
     """A table on ``console``. Piped (not a terminal): the title, then the header and one line per row,
-    tab-separated, never wrapped, every column kept. On a terminal: a rich table fitting the width in
-    which only the ``wrap`` columns (free text) wrap and always-empty columns are left out; the cell in
-    ``status_column`` is coloured by its value.
+    tab-separated, never wrapped, every column kept. On a terminal, always-empty columns are left out and
+    the cell in ``status_column`` is coloured: a rich table in which only the ``wrap`` columns (free text)
+    wrap, between words, so no id is ever cut; when even that cannot fit the width, one record per row (its
+    first cells as a heading, then a ``column: value`` line per non-empty cell).
     """
     plain = not console.is_terminal
     cells = [[cell_text(cell, plain=plain) for cell in row] for row in rows]
@@ -120,16 +124,38 @@ def print_table(
     from rich.table import Table
     from rich.text import Text
 
+    def styled_cell(i: int, text: str) -> Text:
+        return Text(text, style=STATUS_STYLE.get(text, "") if i == status_column else "")
+
     kept = [i for i in range(len(columns)) if any(row[i] for row in cells)] or list(range(len(columns)))
     wrapping = set(wrap)
+    needed = {i: _min_width(columns[i], [row[i] for row in cells], free=columns[i] in wrapping) for i in kept}
+    if sum(needed.values()) + 3 * len(kept) + 1 > console.width:
+        heading = [i for i in kept[:2] if i == kept[0] or i == status_column]
+        console.print(Text(title, style="bold"))
+        for row in cells:
+            # soft-wrapped: the terminal folds a long line, no newline is inserted into an id
+            console.print(Text(" ").join(styled_cell(i, row[i]) for i in heading), highlight=False, soft_wrap=True)
+            for i in kept:
+                if i not in heading and row[i]:
+                    console.print(Text.assemble(f"  {columns[i]}: ", row[i]), highlight=False, soft_wrap=True)
+        return
     result = Table(title=title, title_justify="left", show_lines=False)
     for i in kept:
         free = columns[i] in wrapping
-        result.add_column(columns[i], no_wrap=not free, overflow="fold" if free else "ellipsis")
+        result.add_column(columns[i], no_wrap=not free, overflow="fold" if free else "ellipsis",
+                          min_width=needed[i] if free else None)
     for row in cells:
-        result.add_row(*(Text(row[i], style=STATUS_STYLE.get(row[i], "") if i == status_column else "")
-                         for i in kept))
+        result.add_row(*(styled_cell(i, row[i]) for i in kept))
     console.print(result)
+
+
+def _min_width(header: str, values: Sequence[str], *, free: bool) -> int:
+    """The narrowest a column can be: its longest value (an id is never cut), or for free text up to
+    FREE_TEXT_MIN_WIDTH; a header wraps between its words."""
+    longest = max((len(value) for value in values), default=0)
+    header_word = max((len(word) for word in header.split()), default=0)
+    return max(header_word, min(FREE_TEXT_MIN_WIDTH, longest) if free else longest)
 
 
 def render_checks(data: dict[str, Any], console: Console, *, title: str = "verify") -> None:
@@ -351,7 +377,7 @@ def render_explain(data: dict[str, Any], console: Console, *, show_plan: bool = 
         console, f"explain ({data['table']}, ~{data['estimated_rows']:,} rows estimated)",
         ("query", "status", "natural plan", "natural ms", "forced plan (seqscan off)",
          "forced ms", "rows", "buffers hit/read"),
-        rows, status_column=1, wrap=("natural plan", "forced plan (seqscan off)"),
+        rows, status_column=1,
     )
     for query in data["queries"]:
         if query["status"] != "pass":

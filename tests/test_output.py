@@ -71,3 +71,18 @@ def test_rollback_prose_names_no_json_keys_and_counts_read_well(db_dsn):
     assert done.exit_code == 0, done.stderr
     assert "_sample" not in done.stdout and " 0 rows' " not in done.stdout
     assert "in the metadata of 0 rows" in done.stdout  # preserve-late-writes wrote nothing
+
+
+def test_a_huge_conflicting_value_is_cut_with_its_size_in_text_and_json(db_dsn):
+    assert cli("apply", "--dsn", db_dsn).exit_code == 0
+    assert cli("backfill", "--dsn", db_dsn, "--quiet").exit_code == 0
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE session_requests SET metadata = jsonb_set(metadata, '{priority_mechanic_id}', "
+                     "to_jsonb(repeat('x', 10000000))) WHERE id = (SELECT id FROM session_requests WHERE "
+                     "preferred_mechanic_id IS NOT NULL AND jsonb_typeof(metadata) = 'object' ORDER BY id LIMIT 1)")
+    text = cli("rollback", "--dsn", db_dsn, "--dry-run")
+    assert text.exit_code == 0, text.stderr
+    assert len(text.stdout) < 200_000 and "(cut, 10.0 MB in all)" in text.stdout
+    json_out = cli("rollback", "--dsn", db_dsn, "--dry-run", "--format", "json")
+    assert json_out.exit_code == 0, json_out.stderr
+    assert len(json_out.stdout) < 200_000 and json_out.json()["plan"]["survey"]["conflict_sample"]

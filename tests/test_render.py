@@ -39,15 +39,24 @@ def test_piped_table_is_one_tab_separated_line_per_row_never_wrapped():
 
 
 def test_terminal_table_fits_the_width_keeps_ids_whole_and_drops_empty_columns():
-    console, out = terminal(70)
+    console, out = terminal(80)
     words = "free text wraps onto several lines instead of the identifier being cut " * 2
     print_table(console, "t", ("id", "empty", "count", "note"), [(ID, None, 1234567, words), (ID, "", 1, "x")],
                 wrap=("note",))
     lines = out.getvalue().splitlines()
-    assert max(len(line) for line in lines) <= 70
+    assert max(len(line) for line in lines) <= 80
     assert sum(ID in line for line in lines) == 2  # whole, once per row
-    assert "empty" not in out.getvalue()
-    assert "1,234,567" in out.getvalue()
+    assert "┃ id" in out.getvalue() and "empty" not in out.getvalue()
+    assert "1,234,567" in out.getvalue() and sum("free text" in line for line in lines) == 2
+
+
+def test_too_narrow_a_terminal_gets_one_record_per_row_with_ids_whole():
+    console, out = terminal(50)
+    print_table(console, "verify", ("check", "status", "expected", "message"),
+                [(f"index:{ID}:valid", "fail", "valid, ready, live", ""), ("x", "pass", "", "")],
+                status_column=1, wrap=("expected", "message"))
+    assert out.getvalue().splitlines() == [
+        "verify", f"index:{ID}:valid fail", "  expected: valid, ready, live", "x pass"]
 
 
 def test_markup_in_a_cell_is_shown_as_text():
