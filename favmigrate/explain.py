@@ -196,7 +196,7 @@ def read_plan(
         seq_scan=seq_scan,
         execution_ms=top.get("Execution Time"),
         planning_ms=top.get("Planning Time"),
-        rows=root.get("Actual Rows"),
+        rows=None if root.get("Actual Rows") is None else round(root["Actual Rows"]),  # a float since PostgreSQL 18
         shared_hit=root.get("Shared Hit Blocks"),
         shared_read=root.get("Shared Read Blocks"),
         plan=top,

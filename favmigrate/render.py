@@ -328,8 +328,9 @@ def plan_tree(document: dict[str, Any]) -> list[str]:
             head += f" on {node['Relation Name']}"
         prefix = "  " * depth + ("-> " if depth else "")
         lines.append(
-            f"{prefix}{head} (actual rows={node.get('Actual Rows')} loops={node.get('Actual Loops')} "
-            f"time={node.get('Actual Total Time')} ms, buffers hit={node.get('Shared Hit Blocks', 0)} "
+            f"{prefix}{head} (actual rows={number_text(node.get('Actual Rows'))} "
+            f"loops={number_text(node.get('Actual Loops'))} time={number_text(node.get('Actual Total Time'), 3)} ms, "
+            f"buffers hit={node.get('Shared Hit Blocks', 0)} "
             f"read={node.get('Shared Read Blocks', 0)})"
         )
         for key in ("Index Cond", "Recheck Cond", "Filter", "Group Key", "Sort Key"):
@@ -341,9 +342,18 @@ def plan_tree(document: dict[str, Any]) -> list[str]:
             walk(child, depth + 1)
 
     walk(document["Plan"], 0)
-    lines.append(f"Planning Time: {document.get('Planning Time')} ms")
-    lines.append(f"Execution Time: {document.get('Execution Time')} ms")
+    lines.append(f"Planning Time: {number_text(document.get('Planning Time'), 3)} ms")
+    lines.append(f"Execution Time: {number_text(document.get('Execution Time'), 3)} ms")
     return lines
+
+
+def number_text(value: float | None, decimals: int = 2) -> str:
+    """A number for people: whole when it is (PostgreSQL 18 reports ``31.0`` rows), else rounded; "-" for None."""
+    if value is None:
+        return "-"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.{decimals}f}"
 
 
 def _ms(value: float | None) -> str:

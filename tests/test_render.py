@@ -150,3 +150,17 @@ def test_plural_counts():
 
     assert [plural(0, "row"), plural(1, "row"), plural(1234, "row"), plural(2, "index", "indexes")] == [
         "0 rows", "1 row", "1,234 rows", "2 indexes"]
+
+
+def test_plan_numbers_read_as_numbers_on_postgresql_18():
+    from favmigrate.render import plan_tree
+
+    document = {"Plan": {"Node Type": "Index Scan", "Index Name": "i", "Relation Name": "t", "Actual Rows": 31.0,
+                         "Actual Loops": 1, "Actual Total Time": 0.0312, "Plans": [
+                             {"Node Type": "Seq Scan", "Relation Name": "u", "Actual Rows": 0.5, "Actual Loops": 2,
+                              "Actual Total Time": 12.0}]},
+                "Planning Time": 0.1, "Execution Time": 0.25}
+    lines = plan_tree(document)
+    assert lines[0].startswith("Index Scan using i on t (actual rows=31 loops=1 time=0.031 ms")
+    assert "(actual rows=0.50 loops=2 time=12 ms" in lines[1]
+    assert lines[-2:] == ["Planning Time: 0.100 ms", "Execution Time: 0.250 ms"]
