@@ -610,9 +610,9 @@ def report(
                                               "date/time (exclusive; UTC without an offset).",
                                               show_default=False)] = None,
     statement_timeout: Annotated[float, statement_timeout_option("the report query")] = 60.0,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, show_default=False,
-                                              help="Show at most this many mechanics, the best success rate "
-                                              "first (the totals still cover all of them).")] = None,
+    limit: Annotated[int | None, ranged("--limit", kind=int, low=1, high=1_000_000, show_default="all",
+                                        help="Show at most this many mechanics, the best success rate first (the "
+                                        "totals still cover all of them).")] = None,
     fmt: Annotated[ReportFormat, typer.Option("--format", help="text (tables), json (totals and per-mechanic "
                                               "rows) or csv (the per-mechanic rows, with a header line).")]
     = ReportFormat.text,
@@ -657,8 +657,8 @@ def report(
 def history(
     dsn: DsnOption = None,
     schema: SchemaOption = "public",
-    runs: Annotated[int, ranged("--runs", kind=int, low=1, high=10_000, help="How many of the latest runs to show.")]
-    = 20,
+    limit: Annotated[int, ranged("--limit", kind=int, low=1, high=10_000,
+                                 help="Show at most this many runs, the latest first.")] = 20,
     statement_timeout: Annotated[float, statement_timeout_option("the history query")] = 0.0,
     fmt: FormatOption = OutputFormat.text,
     debug: DebugOption = False,
@@ -669,7 +669,7 @@ def history(
     and duration. Nothing recorded yet is not an error. Exit 0 shown, 2 could not run (connection, a
     role that may not read favmigrate.history).
 
-    Example: favmigrate history --runs 5 --format json
+    Example: favmigrate history --limit 5 --format json
     """
 
     def job() -> int:
@@ -678,7 +678,7 @@ def history(
         from favmigrate.render import render_history, stdout_console
 
         with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
-            report = read_history(conn, target_for(schema), runs=runs)
+            report = read_history(conn, target_for(schema), runs=limit)
         emit(report.to_dict(), fmt, lambda d: render_history(d, stdout_console()))
         return int(report.exit_code)
 

@@ -30,7 +30,8 @@ DATABASE_COMMANDS = ["plan", "apply", "verify", "backfill", "explain", "report",
     ("verify", "--statement-timeout", "-1", "0..2,147,483"),
     ("explain", "--statement-timeout", "inf", "0..2,147,483"),
     ("sandbox", "--rows", "-5", "0..100,000,000"),
-    ("history", "--runs", "0", "1..10,000"),
+    ("history", "--limit", "0", "1..10,000"),
+    ("report", "--limit", "1e20", "1..1,000,000"),
 ])
 def test_absurd_values_are_refused_by_the_parser_with_the_allowed_range(command, option, value, allowed):
     where = () if command == "sandbox" else ("--dsn", "postgresql://u@127.0.0.1:1/x")
@@ -116,7 +117,7 @@ def test_history_lists_the_recorded_runs_newest_first(db_dsn):
                                 "ORDER BY id").fetchall()
     assert [(applied["run_id"], s["step"]) for s in applied["steps"]] == recorded
     assert all(s["outcome"] == "applied" for s in applied["steps"]) and applied["db_user"]
-    assert [r["command"] for r in cli("history", "--dsn", db_dsn, "--runs", "1", "--format", "json").json()["runs"]] \
+    assert [r["command"] for r in cli("history", "--dsn", db_dsn, "--limit", "1", "--format", "json").json()["runs"]] \
         == ["rollback"]
     piped = cli("history", "--dsn", db_dsn).stdout.splitlines()
     assert piped[1].split("\t")[:4] == ["run", "command", "step", "outcome"]
