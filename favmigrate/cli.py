@@ -300,10 +300,11 @@ LockTimeoutOption = Annotated[float, ranged(
     "--lock-timeout", kind=float, low=0.01, high=3600, help="Seconds a statement needing a strong lock may wait "
     "before it gives up and retries (keeps application queries from piling up behind it).")]
 RetriesOption = Annotated[int, ranged("--retries", kind=int, low=0, high=1000,
-                                      help="Retries after a lock timeout (with backoff and jitter).")]
+                                      help="Retries after a lock timeout, with backoff and jitter (0: give up at the "
+                                      "first).")]
 LockWaitOption = Annotated[float, ranged("--lock-wait", kind=float, low=0, high=86_400,
                                          help="Seconds to wait for another favmigrate run on this database to "
-                                         "finish.")]
+                                         "finish (0: do not wait).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the SQL it would run; change nothing.")]
 
@@ -452,7 +453,7 @@ def rollback(
                                       "values per transaction "
                                             "while writing them back into metadata.")] = 1_000,
     sleep: Annotated[float, ranged("--sleep", kind=float, low=0, high=3600,
-                                   help="Seconds to pause between batches (throttle).")]
+                                   help="Seconds to pause between batches, a throttle (0: none).")]
     = 0.0,
     prefer_columns: Annotated[bool, typer.Option("--prefer-columns", help="Where a legacy key already holds "
                                                  "another value, overwrite it with the column's value (default: "
@@ -700,7 +701,7 @@ def backfill(
     batch_size: Annotated[int, ranged("--batch-size", kind=int, low=1, high=MAX_BATCH_ROWS,
                                       help="Rows scanned per batch (one short transaction each).")] = 10_000,
     sleep: Annotated[float, ranged("--sleep", kind=float, low=0, high=3600,
-                                   help="Seconds to pause after every batch.")] = 0.0,
+                                   help="Seconds to pause after every batch, a throttle (0: none).")] = 0.0,
     max_rows_per_second: Annotated[float | None, ranged("--max-rows-per-second", kind=float, low=1, high=1e9,
                                                         show_default="none", help="Throttle to at most this many "
                                                         "rows scanned per second.")] = None,
