@@ -15,7 +15,7 @@ from xml.etree import ElementTree
 
 from rich.console import Console
 
-from favmigrate.results import plural
+from favmigrate.results import plural, size_text
 
 STATUS_STYLE = {
     "pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim",
@@ -38,16 +38,6 @@ def stdout_console() -> Console:
 
 def stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=True)
-
-
-def size_text(count: int) -> str:
-    """A byte count for people: 812 B, 12.4 kB, 10.0 MB."""
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 def clip(text: str, limit: int = CELL_LIMIT) -> str:
@@ -100,6 +90,7 @@ def cell_text(value: Any, *, plain: bool) -> str:
     return clip(str(value))
 
 
+_NUMBER = re.compile(r"^[-+]?[\d,]+(\.\d+)?(%|s|ms)?$")
 FREE_TEXT_MIN_WIDTH = 20  # a free-text column narrower than this reads worse than the record layout
 
 
@@ -143,8 +134,9 @@ def print_table(
     result = Table(title=title, title_justify="left", show_lines=False)
     for i in kept:
         free = columns[i] in wrapping
+        numeric = all(_NUMBER.match(row[i]) for row in cells if row[i])
         result.add_column(columns[i], no_wrap=not free, overflow="fold" if free else "ellipsis",
-                          min_width=needed[i] if free else None)
+                          min_width=needed[i] if free else None, justify="right" if numeric else "left")
     for row in cells:
         result.add_row(*(styled_cell(i, row[i]) for i in kept))
     console.print(result)

@@ -14,6 +14,16 @@ def plural(count: int, noun: str, nouns: str | None = None) -> str:
     return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
 
 
+def size_text(count: int) -> str:
+    """A byte count for people: 812 B, 12.4 kB, 10.0 MB (powers of 1000)."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
 class CheckStatus(StrEnum):
     PASS = "pass"
     FAIL = "fail"

@@ -48,6 +48,7 @@ def test_terminal_table_fits_the_width_keeps_ids_whole_and_drops_empty_columns()
     assert sum(ID in line for line in lines) == 2  # whole, once per row
     assert "┃ id" in out.getvalue() and "empty" not in out.getvalue()
     assert "1,234,567" in out.getvalue() and sum("free text" in line for line in lines) == 2
+    assert "│         1 │" in out.getvalue()  # counts are right-aligned
 
 
 def test_too_narrow_a_terminal_gets_one_record_per_row_with_ids_whole():

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from favmigrate.db import rows
 from favmigrate.lint.statements import TableRef
+from favmigrate.results import size_text
 from favmigrate.spec import quote_ident
 
 # A rough rate for work under a lock that reads the whole table (index build, validation, rewrite):
@@ -49,16 +50,7 @@ class TableSize:
 
     def describe(self) -> str:
         counted = "rows unknown (never analyzed)" if self.rows < 0 else f"~{int(self.rows):,} rows"
-        return f"{self.table}: {counted}, {_size(self.bytes)}; estimated lock time ~{self.lock_seconds:.1f}s"
-
-
-def _size(value: int) -> str:
-    amount = float(value)
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if amount < 1024 or unit == "GB":
-            return f"{amount:.0f} {unit}" if unit == "bytes" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{amount:.1f} TB"
+        return f"{self.table}: {counted}, {size_text(self.bytes)}; estimated lock time ~{self.lock_seconds:.1f}s"
 
 
 class Facts(Protocol):
