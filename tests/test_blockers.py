@@ -72,9 +72,7 @@ def test_apply_shows_the_blockers_statement_masked_and_stores_none_of_it(db_dsn)
 
 def test_backfill_shows_the_blockers_statement_masked(db_dsn):
     assert cli("apply", "--dsn", db_dsn, "-q").exit_code == 0
-    locked_row = ("UPDATE session_requests SET updated_at = updated_at WHERE id = (SELECT id FROM session_requests "
-                  "WHERE metadata ? 'priority_mechanic_id' ORDER BY id LIMIT 1)")
-    with blocker(db_dsn, locked_row) as (pid, _):
+    with blocker(db_dsn, "LOCK TABLE session_requests IN SHARE MODE") as (pid, _):
         result = cli("backfill", "--dsn", db_dsn, "--lock-timeout", "0.2", "--retries", "1")
     assert result.exit_code in (2, 3), result.stderr
     assert SECRET not in result.stdout + result.stderr
