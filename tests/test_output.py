@@ -61,6 +61,10 @@ def test_connection_hints_fit_the_error(empty_db_dsn):
 def test_rollback_prose_names_no_json_keys_and_counts_read_well(db_dsn):
     assert cli("apply", "--dsn", db_dsn).exit_code == 0
     assert cli("backfill", "--dsn", db_dsn, "--quiet").exit_code == 0
+    with psycopg.connect(db_dsn, autocommit=True) as conn:  # two windows whose legacy key says otherwise
+        conn.execute("UPDATE session_requests SET priority_window_minutes = 20, metadata = metadata || "
+                     "'{\"priority_window_minutes\": 15}' WHERE id IN (SELECT id FROM session_requests "
+                     "WHERE jsonb_typeof(metadata) = 'object' ORDER BY id LIMIT 2)")
     dry = cli("rollback", "--dsn", db_dsn, "--dry-run")
     assert dry.exit_code == 0, dry.stderr
     prose = dry.stdout + dry.stderr
