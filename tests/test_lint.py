@@ -339,3 +339,15 @@ def test_a_file_run_in_one_transaction() -> None:
     assert "constraint-missing-not-valid" in wrapped(two_steps)
     assert wrapped("SET LOCAL lock_timeout = '1s';\nALTER TABLE t ADD COLUMN IF NOT EXISTS a text;") == []
     assert wrapped("BEGIN;\nCOMMIT;") == ["transaction-nesting", "transaction-nesting"]
+
+
+@pytest.mark.parametrize(("statement", "expected"), [
+    ("REINDEX TABLE t;", ["require-lock-timeout", "require-statement-timeout"]),
+    ("REINDEX TABLE CONCURRENTLY t;", []),
+    ("VACUUM FULL t;", ["require-lock-timeout", "require-statement-timeout"]),
+    ("VACUUM t;", []),
+    ("TRUNCATE t;", ["require-lock-timeout"]),
+    ("COMMENT ON COLUMN t.a IS 'x';", []),
+])
+def test_other_statements_that_lock_or_scan(statement: str, expected: list[str]) -> None:
+    assert rules_of(statement) == expected

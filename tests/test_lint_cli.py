@@ -280,3 +280,13 @@ def test_assume_in_transaction_option_and_config(tmp_path: Path, monkeypatch: py
     assert cli("lint", path, "--no-assume-in-transaction").exit_code == 0
     (tmp_path / "favmigrate.toml").write_text('[lint]\nassume-in-transaction = "yes"\n')
     assert cli("lint", path).exit_code == 2
+
+
+def test_github_annotation_escaping() -> None:
+    from favmigrate.lint.reporters import github_annotations
+
+    finding = {"path": "db/a,b:c.sql", "line": 3, "column": 7, "rule": "ban-drop-table", "severity": "error",
+               "message": "100% sure\nreally", "help": "x"}
+    assert github_annotations({"findings": [finding]}) == [
+        "::error file=db/a%2Cb%3Ac.sql,line=3,col=7,title=ban-drop-table::100%25 sure%0Areally (fix: x)"]
+    assert github_annotations({"findings": [{**finding, "severity": "note"}]})[0].startswith("::notice ")

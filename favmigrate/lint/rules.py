@@ -125,7 +125,6 @@ class _Hit:
     rule: str
     token: Token
     message: str
-    severity: Severity | None = None
     scans: TableRef | None = None  # the table read under the lock: --dsn turns its size into the severity
 
 
@@ -182,7 +181,7 @@ class FileLinter:
 
     def finding(self, hit: _Hit, lines: LineIndex) -> Finding:
         rule = RULES[hit.rule]
-        severity, message = hit.severity or rule.severity, hit.message
+        severity, message = rule.severity, hit.message
         size = self.facts.table_size(hit.scans) if hit.scans is not None else None
         if size is not None and size.is_small:
             severity, message = Severity.NOTE, f"{message} (small table: {size.describe()})"
@@ -222,11 +221,12 @@ class FileLinter:
             hits += self.alter_table(statement, shape)
         else:
             words = statement.words(2)
-            if words[:1] in _LOCKING_OTHER or words in _LOCKING_OTHER:
-                hits += self.needs_lock_timeout(statement.tokens[0], " ".join(w for w in words if w))
-            if words[:1] in _SCANNING_OTHER or words in _SCANNING_OTHER or (
-                    words[0] == "REINDEX" and "CONCURRENTLY" not in statement.words(4)):
-                hits += self.needs_statement_timeout(statement.tokens[0], " ".join(w for w in words if w))
+            what = " ".join(w for w in words if w)
+            reindex = words[0] == "REINDEX" and "CONCURRENTLY" not in statement.words(4)
+            if words[:1] in _LOCKING_OTHER or words in _LOCKING_OTHER or reindex:
+                hits += self.needs_lock_timeout(statement.tokens[0], what)
+            if words[:1] in _SCANNING_OTHER or words in _SCANNING_OTHER or reindex:
+                hits += self.needs_statement_timeout(statement.tokens[0], what)
         return hits
 
     def in_transaction(self, statement: Statement) -> bool:
