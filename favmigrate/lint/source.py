@@ -117,7 +117,7 @@ def parse_ignore(comment: str, offset: int) -> IgnoreComment | None:
     return IgnoreComment(offset, IgnoreScope.FILE if match.group(2) else IgnoreScope.NEXT, rules, syntax)
 
 
-def _classify(ttype: object, value: str) -> TokenKind | None:
+def _kind_of_type(ttype: object) -> TokenKind | None:
     if ttype in T.Comment or ttype in T.Whitespace or ttype in T.Newline:
         return None
     if ttype in T.Literal.String.Single:
@@ -126,8 +126,8 @@ def _classify(ttype: object, value: str) -> TokenKind | None:
         return TokenKind.QUOTED
     if ttype in T.Literal.Number:
         return TokenKind.NUMBER
-    if ttype in T.Literal and _DOLLAR.match(value):
-        return TokenKind.DOLLAR
+    if ttype in T.Literal:
+        return TokenKind.DOLLAR  # when the value is a dollar quote (checked per token)
     if ttype in T.Name.Placeholder:
         return TokenKind.PLACEHOLDER
     if ttype in T.Punctuation:
@@ -135,6 +135,18 @@ def _classify(ttype: object, value: str) -> TokenKind | None:
     if ttype in T.Keyword or ttype in T.Name:
         return TokenKind.WORD
     return TokenKind.OTHER
+
+
+_KINDS: dict[object, TokenKind | None] = {}  # sqlparse token type -> kind: the type tests are slow, the types few
+
+
+def _classify(ttype: object, value: str) -> TokenKind | None:
+    if ttype not in _KINDS:
+        _KINDS[ttype] = _kind_of_type(ttype)
+    kind = _KINDS[ttype]
+    if kind is TokenKind.DOLLAR and not _DOLLAR.match(value):
+        return TokenKind.OTHER
+    return kind
 
 
 def _token(kind: TokenKind, text: str, offset: int) -> Token:
