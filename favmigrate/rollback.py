@@ -194,6 +194,9 @@ class KeyState(StrEnum):
     SAME = "same"  # already holds the same value: nothing to do
     CONFLICT = "conflict"  # holds a different value: kept, or overwritten with prefer_columns
     NOT_OBJECT = "not-object"  # metadata is not a JSON object: reported, never written
+    # holds the column's earlier value (written back by an earlier pass) and the application has changed the
+    # column since: the new value is written
+    STALE = "stale"
 
 
 def classify(spec: MigrationSpec, metadata_type: str | None, legacy: Mapping[str, Any],
@@ -218,10 +221,26 @@ def classify(spec: MigrationSpec, metadata_type: str | None, legacy: Mapping[str
     return states
 
 
+def supersede(spec: MigrationSpec, states: Mapping[str, KeyState], legacy: Mapping[str, Any],
+              earlier: Mapping[str, Sequence[Any]]) -> dict[str, KeyState]:
+    """``states`` with each conflict whose legacy key holds one of the column's ``earlier`` values (the values
+    the application's logged writes replaced) marked STALE: metadata holds what the column held before the
+    write, so the column's value is the newer one. Pure.
+    """
+    found = dict(states)
+    for name, state in states.items():
+        column = spec.column(name)
+        raw = legacy.get(column.legacy_key)
+        if state is KeyState.CONFLICT and any(same_meaning(column, raw, old) for old in earlier.get(name, ())
+                                              if old is not None):
+            found[name] = KeyState.STALE
+    return found
+
+
 def patch_for(spec: MigrationSpec, values: Mapping[str, Any], states: Mapping[str, KeyState],
               prefer_columns: bool) -> dict[str, Any]:
     """The keys to merge into one row's metadata (empty: the row is not touched). Pure."""
-    wanted = {KeyState.MISSING, KeyState.CONFLICT} if prefer_columns else {KeyState.MISSING}
+    wanted = {KeyState.MISSING, KeyState.STALE} | ({KeyState.CONFLICT} if prefer_columns else set())
     return {spec.column(name).legacy_key: legacy_json(spec.column(name), value)
             for name, value in values.items() if states[name] in wanted}
 
@@ -240,6 +259,7 @@ class KeyCount:
     conflict: int = 0
     conflict_unreadable: int = 0  # of the conflicts: the legacy value is one the backfill cannot read
     not_object: int = 0
+    stale: int = 0
     # of the missing, conflicting and not-object values: those equal to the column's default (the window's 10)
     default_missing: int = 0
     default_conflict: int = 0
@@ -256,7 +276,7 @@ class KeyCount:
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "column": self.column, "missing": self.missing, "same": self.same,
                 "conflict": self.conflict, "conflict_unreadable": self.conflict_unreadable,
-                "not_object": self.not_object,
+                "not_object": self.not_object, "stale": self.stale,
                 "at_default": {"missing": self.default_missing, "conflict": self.default_conflict,
                                "not_object": self.default_not_object}}
 
@@ -323,7 +343,7 @@ class Preservation:
 
     @property
     def values_to_write(self) -> int:
-        return sum(k.missing + (k.conflict if self.prefer_columns else 0) for k in self.keys)
+        return sum(k.missing + k.stale + (k.conflict if self.prefer_columns else 0) for k in self.keys)
 
     @property
     def values_present(self) -> int:
@@ -346,6 +366,10 @@ class Preservation:
         rows = self.rows_written if written else self.rows_to_write
         text = (f"{plural(self.values_to_write, 'value')} {verb} in the metadata of {plural(rows, 'row')}, "
                 f"{self.values_present:,} already there")
+        stale = sum(k.stale for k in self.keys)
+        if stale:
+            text += (f" ({plural(stale, 'value')} the application changed after an earlier pass wrote the "
+                     "previous one)")
         if self.conflict_count:
             fate = "overwritten (--prefer-columns)" if self.prefer_columns else "kept: metadata holds another value"
             text += f", {plural(self.conflict_count, 'conflict')} {fate}"
@@ -412,8 +436,8 @@ class _Tally:
             keys.append(KeyCount(column.legacy_key, column.name, found.get(KeyState.MISSING, 0),
                                  found.get(KeyState.SAME, 0), found.get(KeyState.CONFLICT, 0),
                                  self.unreadable.get(column.name, 0), found.get(KeyState.NOT_OBJECT, 0),
-                                 at.get(KeyState.MISSING, 0), at.get(KeyState.CONFLICT, 0),
-                                 at.get(KeyState.NOT_OBJECT, 0)))
+                                 found.get(KeyState.STALE, 0), at.get(KeyState.MISSING, 0),
+                                 at.get(KeyState.CONFLICT, 0), at.get(KeyState.NOT_OBJECT, 0)))
         return Preservation(tuple(keys), self.prefer_columns, self.rows_examined, self.rows_to_write,
                             self.rows_written, self.not_object_rows, tuple(self.conflicts),
                             tuple(self.not_object_sample))
@@ -545,16 +569,23 @@ def change_log_table(target: Target) -> sql.Identifier:
 def track_statements(target: Target, columns: Sequence[ColumnSpec]) -> list[sql.Composed]:
     """Create the change log, its trigger function and the trigger, in this order (one transaction).
 
-    The log is UNLOGGED (it only lives while rollback runs; a crash empties it, and the re-run starts with a
-    full pass anyway). The function is SECURITY DEFINER so the application's role needs no privilege on
-    the tool's schema; only INSERT and UPDATE OF the columns fire it, so rollback's own metadata writes do not.
+    The log holds the row's key and, for an UPDATE, the columns' values before it (a later pass tells
+    metadata still holding such an earlier value, which an earlier pass wrote, from a real conflict). It is
+    UNLOGGED: it only lives while rollback runs; a crash empties it, and the re-run starts with a full pass
+    anyway. The function is SECURITY DEFINER so the application's role needs no privilege on the tool's
+    schema; only INSERT and UPDATE OF the columns fire it, so rollback's own metadata writes do not.
     """
     log = change_log_table(target)
     pk = sql.Identifier(target.spec.primary_key)
-    body = sql.SQL("BEGIN INSERT INTO {log} (row_id) VALUES (NEW.{pk}); RETURN NULL; END").format(log=log, pk=pk)
+    names = [sql.Identifier(c.name) for c in columns]
+    body = sql.SQL(
+        "BEGIN IF TG_OP = 'UPDATE' THEN INSERT INTO {log} (row_id, {names}) VALUES (NEW.{pk}, {old}); "
+        "ELSE INSERT INTO {log} (row_id) VALUES (NEW.{pk}); END IF; RETURN NULL; END"
+    ).format(log=log, pk=pk, names=sql.SQL(", ").join(names),
+             old=sql.SQL(", ").join(sql.SQL("OLD.{}").format(n) for n in names))
     return [
-        sql.SQL("CREATE UNLOGGED TABLE {log} AS SELECT {pk} AS row_id FROM {table} WITH NO DATA").format(
-            log=log, pk=pk, table=target.table),
+        sql.SQL("CREATE UNLOGGED TABLE {log} AS SELECT {pk} AS row_id, {names} FROM {table} WITH NO DATA").format(
+            log=log, pk=pk, names=sql.SQL(", ").join(names), table=target.table),
         sql.SQL("CREATE FUNCTION {log}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
                 "SET search_path = pg_catalog AS {body}").format(log=log, body=sql.Literal(as_text(body))),
         sql.SQL("CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OF {columns} ON {table} "
@@ -572,10 +603,12 @@ def untrack_statements(target: Target) -> list[sql.Composed]:
             sql.SQL("DROP TABLE IF EXISTS {}").format(log)]
 
 
-def take_logged_statement(target: Target) -> sql.Composed:
-    """Remove up to %(batch_size)s entries from the change log and return their row keys."""
-    return sql.SQL("DELETE FROM {log} WHERE ctid IN (SELECT ctid FROM {log} LIMIT %(batch_size)s) "
-                   "RETURNING row_id").format(log=change_log_table(target))
+def take_logged_statement(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composed:
+    """Remove up to %(batch_size)s entries from the change log; return their row keys and earlier values
+    (rendered as the batches render column values)."""
+    return sql.SQL("DELETE FROM {log} AS t WHERE t.ctid IN (SELECT ctid FROM {log} LIMIT %(batch_size)s) "
+                   "RETURNING t.row_id, {earlier}").format(
+        log=change_log_table(target), earlier=sql.SQL(", ").join(_column_expression(c) for c in columns))
 
 
 def change_log_present(conn: psycopg.Connection[Any], target: Target) -> bool:
@@ -602,26 +635,32 @@ class _Decision:
     patch: dict[str, Any]
 
 
+Earlier = dict[Any, dict[str, list[Any]]]  # row key -> column -> the values logged writes replaced
+
+
 def _decide(spec: MigrationSpec, columns: Sequence[ColumnSpec], fetched: list[tuple[Any, ...]],
-            prefer_columns: bool) -> list[_Decision]:
+            prefer_columns: bool, earlier: Earlier | None = None) -> list[_Decision]:
     decisions = []
     for row in fetched:
         row_values = {c.name: row[2 + 3 * i] for i, c in enumerate(columns)}
         legacy = {c.legacy_key: legacy_from_text(row[3 + 3 * i], row[4 + 3 * i]) for i, c in enumerate(columns)}
         values = values_to_preserve(spec, row_values)
         states = classify(spec, row[1], legacy, values)
+        if earlier and row[0] in earlier:
+            states = supersede(spec, states, legacy, earlier[row[0]])
         decisions.append(_Decision(row[0], values, legacy, states, patch_for(spec, values, states, prefer_columns)))
     return decisions
 
 
 def _write_back(conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec],
                 options: RollbackOptions, query: sql.Composed, params: dict[str, Any],
-                write: bool) -> tuple[list[_Decision], int]:
+                write: bool, earlier: Earlier | None = None) -> tuple[list[_Decision], int]:
     """Read one batch and (``write``) merge its patches, inside the caller's transaction. Writes.
 
     Returns the decisions and the rows merged. Raises StepFailed when a locked object row cannot be updated.
     """
-    decisions = _decide(target.spec, columns, conn.execute(query, params).fetchall(), options.prefer_columns)
+    decisions = _decide(target.spec, columns, conn.execute(query, params).fetchall(), options.prefer_columns,
+                        earlier)
     patches = [d for d in decisions if d.patch]
     if not write or not patches:
         return decisions, 0
@@ -708,18 +747,23 @@ def preserve_logged(
     """
     found = _PassState(_Tally(target.spec, options.prefer_columns), ledger, progress)
     query = batch_query(target, columns, first=True, lock=True, logged=True)
-    take = take_logged_statement(target)
+    take = take_logged_statement(target, columns)
     budget = None if under_lock else _logged_entries(conn, target)
     consumed = 0
     while budget is None or consumed < budget:
         def batch() -> tuple[list[_Decision], int, int]:
             with conn.transaction():
-                taken = [row[0] for row in conn.execute(take, {"batch_size": options.batch_size})]
+                taken = conn.execute(take, {"batch_size": options.batch_size}).fetchall()
                 if not taken:
                     return [], 0, 0
-                ids = list(dict.fromkeys(taken))  # a row written many times is logged as often
+                earlier: Earlier = {}  # a row written many times is logged as often
+                for entry in taken:
+                    olds = earlier.setdefault(entry[0], {c.name: [] for c in columns})
+                    for column, old in zip(columns, entry[1:], strict=True):
+                        olds[column.name].append(old)
                 decisions, merged = _write_back(conn, target, columns, options, query,
-                                                {"ids": ids, "batch_size": len(ids)}, write=True)
+                                                {"ids": list(earlier), "batch_size": len(earlier)}, write=True,
+                                                earlier=earlier)
                 return decisions, merged, len(taken)
 
         if under_lock:
@@ -844,7 +888,7 @@ def _present_objects(step: StepSpec, snapshot: Snapshot) -> list[str]:
 
 
 def _preserve_sql(target: Target, columns: Sequence[ColumnSpec], *, logged: bool = False) -> tuple[str, ...]:
-    take = (take_logged_statement(target),) if logged else ()
+    take = (take_logged_statement(target, columns),) if logged else ()
     return tuple(as_text(s) for s in (*take, batch_query(target, columns, first=False, lock=True, logged=logged),
                                       merge_statement(target)))
 

@@ -38,6 +38,7 @@ from favmigrate.rollback import (
     read_legacy,
     rollback_migration,
     same_meaning,
+    supersede,
     track_statements,
     values_to_preserve,
 )
@@ -127,6 +128,18 @@ def test_classify_and_patch():
                                                                     "priority_window_minutes": 20}
     assert set(classify(SPEC, "array", {}, values).values()) == {KeyState.NOT_OBJECT}
     assert set(classify(SPEC, None, {}, values).values()) == {KeyState.MISSING}  # SQL NULL: a new object
+
+
+def test_a_key_holding_the_columns_earlier_value_is_stale_not_a_conflict():
+    old, new = uuid.uuid4(), uuid.uuid4()
+    legacy = {"priority_mechanic_id": str(old).upper()}
+    states = classify(SPEC, "object", legacy, {"preferred_mechanic_id": new})
+    assert states == {"preferred_mechanic_id": KeyState.CONFLICT}
+    assert supersede(SPEC, states, legacy, {"preferred_mechanic_id": [None, old]}) == {
+        "preferred_mechanic_id": KeyState.STALE}
+    assert supersede(SPEC, states, legacy, {"preferred_mechanic_id": [uuid.uuid4()]}) == states
+    assert patch_for(SPEC, {"preferred_mechanic_id": new}, {"preferred_mechanic_id": KeyState.STALE},
+                     prefer_columns=False) == {"priority_mechanic_id": str(new)}
 
 
 # ---------------------------------------------------------------- helpers on the database
@@ -379,18 +392,25 @@ def test_interrupted_between_batches_exits_3_and_a_rerun_finishes(conn, db_dsn):
 
 def test_a_write_made_while_the_column_drop_waits_for_its_lock_ends_up_in_metadata(conn, db_dsn):
     apply(conn)
-    mechanic_row, window_row = plain_rows(conn, 2)
-    mechanic = mechanic_ids(conn, 1)[0]
+    mechanic_row, window_row, changed_early, changed_late = plain_rows(conn, 4)
+    first, second = mechanic_ids(conn, 2)
+    # rows the first pass writes back, which the application changes afterwards
+    conn.execute("UPDATE session_requests SET preferred_mechanic_id = %s WHERE id = ANY (%s)",
+                 (first, [changed_early, changed_late]))
     holder = psycopg.connect(db_dsn)  # not autocommit: its SELECT holds ACCESS SHARE until it commits
     written = []
 
     def application(event: Any) -> None:
+        if event.kind is EventKind.STEP_START and event.step == "index-priority-timeout":
+            with psycopg.connect(db_dsn, autocommit=True) as app:  # between the first and the late pass
+                app.execute("UPDATE session_requests SET preferred_mechanic_id = %s WHERE id = %s",
+                            (second, changed_early))
         if event.kind is EventKind.STEP_START and event.step == "add-columns":
             holder.execute("SELECT 1 FROM session_requests LIMIT 1")
         elif event.kind is EventKind.RETRY and event.step == "add-columns" and not written:
             with psycopg.connect(db_dsn, autocommit=True) as app:  # the Phase 4 code, still running
-                app.execute("UPDATE session_requests SET preferred_mechanic_id = %s WHERE id = %s",
-                            (mechanic, mechanic_row))
+                app.execute("UPDATE session_requests SET preferred_mechanic_id = %s WHERE id = ANY (%s)",
+                            (second, [mechanic_row, changed_late]))
                 app.execute("UPDATE session_requests SET priority_window_minutes = 30 WHERE id = %s", (window_row,))
             written.append(True)
             holder.commit()
@@ -403,12 +423,16 @@ def test_a_write_made_while_the_column_drop_waits_for_its_lock_ends_up_in_metada
     assert written, "the drop never waited for its lock"
     assert report.exit_code == 0, report.to_dict()
     metadata = dict(conn.execute("SELECT id, metadata FROM session_requests WHERE id = ANY (%s)",
-                                 ([mechanic_row, window_row],)).fetchall())
-    assert metadata[mechanic_row]["priority_mechanic_id"] == str(mechanic)
+                                 ([mechanic_row, window_row, changed_early, changed_late],)).fetchall())
+    assert metadata[mechanic_row]["priority_mechanic_id"] == str(second)
     assert metadata[window_row]["priority_window_minutes"] == 30
+    assert metadata[changed_early]["priority_mechanic_id"] == str(second), "the late pass wrote the newer value"
+    assert metadata[changed_late]["priority_mechanic_id"] == str(second), "the last pass wrote the newer value"
     preservation = report.extra["preservation"]
-    assert preservation["passes"][-1]["rows_written"] == 2, "the last pass, under the lock, wrote them"
+    _, late_pass, last_pass = preservation["passes"]
+    assert late_pass["rows_written"] == 1 and last_pass["rows_written"] == 3, "the last pass, under the lock"
     assert preservation["rows_written"] == sum(p["rows_written"] for p in preservation["passes"])
+    assert preservation["conflicts"] == 0, "a value the application changed is no conflict"
     assert not change_log_present(conn, target())
 
 
