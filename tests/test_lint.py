@@ -220,6 +220,12 @@ def test_ignore_without_rules_skips_every_rule_of_the_statement() -> None:
                                       ("require-statement-timeout", 3, 1)]
 
 
+def test_squawk_ignore_as_squawk_reads_it() -> None:
+    text = TIMEOUTS + ("-- squawk-ignore\nALTER TABLE t DROP COLUMN IF EXISTS a;\n"  # names no rule: nothing
+                       "ALTER TABLE t\n    -- squawk-ignore ban-drop-column\n    DROP COLUMN IF EXISTS b;\n")
+    assert found(text) == [("ban-drop-column", 4, 15)]
+
+
 @pytest.mark.parametrize("comment", ["-- squawk-ignore-file require-concurrent-index-creation",
                                      "-- favmigrate:ignore-file require-concurrent-index-creation"])
 def test_file_ignores(comment: str) -> None:

@@ -36,6 +36,7 @@ DIFFERENCES: dict[Key, str] = {
     ("columns.sql", "prefer-robust-stmts", 15): "ALTER COLUMN TYPE can be re-run",
     ("timeouts.sql", "require-statement-timeout", None): "no statement there reads the table under a write lock",
     ("set_config.sql", "require-lock-timeout", None): "squawk does not read set_config()",
+    ("ignores.sql", "renaming-table", 18): "favmigrate:ignore is favmigrate's own comment",
     ("set_config.sql", "require-statement-timeout", None): "squawk does not read set_config()",
 }
 

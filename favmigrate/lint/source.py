@@ -114,7 +114,10 @@ def parse_ignore(comment: str, offset: int) -> IgnoreComment | None:
         return None
     syntax = "squawk" if match.group(1).lower().startswith("squawk") else "favmigrate"
     rules = frozenset(r.strip().lower() for r in re.split(r"[,\s]+", match.group(3)) if r.strip())
-    return IgnoreComment(offset, IgnoreScope.FILE if match.group(2) else IgnoreScope.NEXT, rules, syntax)
+    scope = IgnoreScope.FILE if match.group(2) else IgnoreScope.NEXT
+    if syntax == "squawk" and scope is IgnoreScope.NEXT and not rules:
+        return None  # as squawk: a bare `-- squawk-ignore` turns nothing off (favmigrate:ignore turns off all)
+    return IgnoreComment(offset, scope, rules, syntax)
 
 
 def _kind_of_type(ttype: object) -> TokenKind | None:
@@ -219,14 +222,19 @@ def split_top_level(tokens: Sequence[Token], separator: str) -> list[tuple[Token
     return [tuple(part) for part in parts if part]
 
 
-def _ignored_by(comments: list[IgnoreComment], starts: list[int]) -> list[frozenset[str]]:
-    """For each statement start, the rules a `next statement` ignore comment before it turns off."""
-    ignored: list[set[str]] = [set() for _ in starts]
+def _ignored_by(comments: list[IgnoreComment], pieces: list[tuple[Token, ...]]) -> list[frozenset[str]]:
+    """For each statement, the rules turned off by an ignore comment before it, or inside it (as squawk, whose
+    comment covers the line below it)."""
+    starts = [piece[0].offset for piece in pieces]
+    ends = [piece[-1].offset + len(piece[-1].text) for piece in pieces]
+    ignored: list[set[str]] = [set() for _ in pieces]
     for comment in comments:
         if comment.scope is not IgnoreScope.NEXT:
             continue
         index = bisect.bisect_right(starts, comment.offset)
-        if index < len(starts):
+        if index > 0 and comment.offset < ends[index - 1]:
+            index -= 1  # inside that statement
+        if index < len(pieces):
             ignored[index] |= comment.rules or {"*"}
     return [frozenset(rules) for rules in ignored]
 
@@ -279,7 +287,7 @@ def split_statements(text: str, base: int = 0, origin: Origin = Origin.FILE,
     if origin is not Origin.FILE:
         pieces = [stripped for piece in pieces if (stripped := _body_statement(piece))]
     inherited = parent.ignored if parent else frozenset()
-    ignored = _ignored_by(comments, [piece[0].offset for piece in pieces])
+    ignored = _ignored_by(comments, pieces)
     statements: list[Statement] = []
     for piece, rules in zip(pieces, ignored, strict=True):
         literal = _execute_literal(piece) if origin is not Origin.FILE else None
