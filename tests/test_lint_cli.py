@@ -121,6 +121,14 @@ def test_stdin_and_folders(tmp_path: Path) -> None:
     assert data["files"] == [str(tmp_path / "a.sql"), str(tmp_path / "sub" / "b.sql")]
 
 
+def test_a_byte_order_mark_is_not_a_statement(tmp_path: Path) -> None:
+    path = tmp_path / "bom.sql"
+    path.write_bytes("\ufeffCREATE INDEX i ON t (a);\n".encode())
+    data = cli("lint", str(path), "--format", "json").json()
+    assert [(f["rule"], f["line"], f["column"]) for f in data["findings"]][1] == (
+        "require-concurrent-index-creation", 1, 1)
+
+
 def test_unreadable_input_and_unknown_rules_exit_2(tmp_path: Path) -> None:
     missing = cli("lint", str(tmp_path / "missing.sql"))
     assert missing.exit_code == 2 and "cannot read" in missing.stderr

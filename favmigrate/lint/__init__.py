@@ -111,7 +111,7 @@ def read_sources(paths: Sequence[str]) -> list[Source]:
     sources: list[Source] = []
     for name in paths:
         if name == STDIN:
-            sources.append(Source("<stdin>", sys.stdin.read()))
+            sources.append(Source("<stdin>", sys.stdin.read().removeprefix("\ufeff")))
             continue
         path = Path(name)
         files = sorted(path.rglob("*.sql")) if path.is_dir() else [path]
@@ -119,7 +119,7 @@ def read_sources(paths: Sequence[str]) -> list[Source]:
             raise UsageError(f"no *.sql file under {path}")
         for file in files:
             try:
-                sources.append(Source(str(file), file.read_text(encoding="utf-8")))
+                sources.append(Source(str(file), file.read_text(encoding="utf-8-sig")))
             except FileNotFoundError:
                 raise UsageError(f"cannot read {file}: no such file or folder") from None
             except (OSError, UnicodeDecodeError) as exc:
