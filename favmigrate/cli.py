@@ -875,15 +875,15 @@ def lint(
 
     def job() -> int:
         from favmigrate.errors import UsageError
-        from favmigrate.lint import FailOn, LintOptions, load_config, read_sources, select_rules
         from favmigrate.lint import lint as run_lint
+        from favmigrate.lint import lint_options, load_config, read_sources
         from favmigrate.lint.reporters import github_annotations, sarif, summary_line, text_lines, write_junit
         from favmigrate.render import print_json, print_lines
 
-        settings = load_config(config)
-        rules = select_rules(rule or settings.get("rules"), exclude or settings.get("exclude"))
+        options = lint_options(load_config(config), rules=rule, exclude=exclude,
+                               fail_on=fail_on.value if fail_on else None, assume_in_transaction=assume_in_transaction)
         if list_rules:
-            listing = [r.to_dict() for r in rules]
+            listing = [r.to_dict() for r in options.rules]
             if fmt is LintFormat.json:
                 print_json(listing)
             else:
@@ -892,11 +892,6 @@ def lint(
             return 0
         if not paths:
             raise UsageError("nothing to lint: give SQL files, folders or - for stdin")
-        wrapped = assume_in_transaction
-        if wrapped is None:
-            wrapped = settings.get("assume-in-transaction", False)
-        options = LintOptions(rules, FailOn(fail_on.value if fail_on else settings.get("fail-on", "warning")),
-                              assume_in_transaction=wrapped)
         sources = read_sources(paths)
         if dsn:
             from favmigrate.db import open_session

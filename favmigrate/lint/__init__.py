@@ -22,7 +22,7 @@ from favmigrate.lint.findings import FailOn, Finding, LintReport, RuleInfo, Seve
 from favmigrate.lint.rules import RULES, FileLinter
 
 __all__ = ["RULES", "FailOn", "Finding", "LintOptions", "LintReport", "RuleInfo", "Severity", "Source",
-           "lint", "load_config", "read_sources", "select_rules"]
+           "lint", "lint_options", "load_config", "read_sources", "select_rules"]
 
 CONFIG_FILE = "favmigrate.toml"
 STDIN = "-"
@@ -100,6 +100,19 @@ def load_config(path: Path | None) -> dict[str, Any]:
     if "fail-on" in table and table["fail-on"] not in {f.value for f in FailOn}:
         raise UsageError(f"config file {path}: [lint] fail-on must be one of {', '.join(f.value for f in FailOn)}")
     return dict(table)
+
+
+def lint_options(config: dict[str, Any], *, rules: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                 fail_on: str | None = None, assume_in_transaction: bool | None = None) -> LintOptions:
+    """The options of a run: each given one, else the config's [lint] value, else the default.
+
+    Raises UsageError naming an unknown rule id.
+    """
+    return LintOptions(
+        select_rules(rules or config.get("rules"), exclude or config.get("exclude")),
+        FailOn(fail_on or config.get("fail-on", FailOn.WARNING.value)),
+        config.get("assume-in-transaction", False) if assume_in_transaction is None else assume_in_transaction,
+    )
 
 
 def read_sources(paths: Sequence[str]) -> list[Source]:
