@@ -28,7 +28,7 @@ recorded AS (
 SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS reason, NULL::text AS value,
        NULL::text AS current_value,
        jsonb_build_object(
-           'in_range', (SELECT count(*) FROM {table} AS t WHERE {in_batch}),
+           'in_range', (SELECT count(*) FROM seen),
            'last', {last_key},
            'candidates', (SELECT count(*) FROM decided),
            'updated', jsonb_build_object(
@@ -38,7 +38,7 @@ SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS
            'rows_updated', (SELECT count(*) FROM updated),
            -- candidates another transaction held locked (SKIP LOCKED): retried at the end of the run
            'skipped', (SELECT coalesce(jsonb_agg(s.row_id::text), '[]'::jsonb) FROM seen AS s
-                       WHERE NOT EXISTS (SELECT FROM batch AS b WHERE b.row_ctid = s.row_ctid)),
+                       WHERE s.wanted AND NOT EXISTS (SELECT FROM batch AS b WHERE b.row_ctid = s.row_ctid)),
            'rejected', coalesce((SELECT jsonb_object_agg(x.reason, x.n)
                                  FROM (SELECT reason, count(*) AS n FROM recorded GROUP BY reason) AS x),
                                 jsonb_build_object())

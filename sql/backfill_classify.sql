@@ -12,11 +12,12 @@
 --   mechanic_lock         FOR KEY SHARE OF m when triggers are disabled (then the only guard against a
 --                         mechanic deleted before the batch commits), else empty
 WITH seen AS MATERIALIZED (
-    -- the batch's candidates as the statement's snapshot sees them; those missing from batch below were
-    -- locked by another transaction (or changed since the snapshot) and are left for a later retry
-    SELECT t.ctid AS row_ctid, t.{pk} AS row_id
+    -- the batch's rows as the statement's snapshot sees them, read once (the summary counts them too);
+    -- candidates missing from batch below were locked by another transaction (or changed since the
+    -- snapshot) and are left for a later retry
+    SELECT t.ctid AS row_ctid, t.{pk} AS row_id, {candidate} AS wanted
     FROM {table} AS t
-    WHERE {in_batch} AND {candidate}
+    WHERE {in_batch}
 ),
 batch AS (
     -- every metadata lookup happens once here (a row changed since the snapshot has another ctid, so
@@ -45,7 +46,7 @@ batch AS (
                 CASE WHEN jsonb_typeof(t.{metadata} -> {notified_key}) = 'string' THEN t.{metadata} ->> {notified_key} END
            END AS notified_text
     FROM {table} AS t
-    WHERE t.ctid = ANY (ARRAY(SELECT s.row_ctid FROM seen AS s))
+    WHERE t.ctid = ANY (ARRAY(SELECT s.row_ctid FROM seen AS s WHERE s.wanted))
     {row_lock}
 ),
 typed AS MATERIALIZED (

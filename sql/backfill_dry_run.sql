@@ -5,7 +5,7 @@
 SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS reason, NULL::text AS value,
        NULL::text AS current_value,
        jsonb_build_object(
-           'in_range', (SELECT count(*) FROM {table} AS t WHERE {in_batch}),
+           'in_range', (SELECT count(*) FROM seen),
            'last', {last_key},
            'candidates', (SELECT count(*) FROM decided),
            'updated', jsonb_build_object(
