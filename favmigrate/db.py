@@ -547,8 +547,9 @@ def describe_blockers(blockers: list[dict[str, Any]], *, queries: bool = True) -
     Without ``queries`` the text is fit to record: other sessions' statements are shown, never stored.
     """
     return "; ".join(
-        f"pid {b['pid']} user {b['user']} app {b['application_name'] or '-'} "
-        f"in transaction for {b['transaction_age'] or '?'} ({b['state']})"
+        f"pid {b['pid']} " + (f"user {b['user']}" if b["user"] else "(a background process, no user)")
+        + f" app {b['application_name'] or '-'} in transaction for {b['transaction_age'] or '?'}"
+        + (f" ({b['state']})" if b["state"] else "")
         + (f": {b['query']}" if queries and b.get("query") else "")
         for b in blockers
     )

@@ -165,3 +165,12 @@ def test_plan_numbers_read_as_numbers_on_postgresql_18():
     assert lines[0].startswith("Index Scan using i on t (actual rows=31 loops=1 time=0.031 ms")
     assert "(actual rows=0.50 loops=2 time=12 ms" in lines[1]
     assert lines[-2:] == ["Planning Time: 0.100 ms", "Execution Time: 0.250 ms"]
+
+
+def test_blockers_without_a_user_read_as_prose():
+    from favmigrate.db import describe_blockers
+
+    text = describe_blockers([{"pid": 7, "user": None, "application_name": "", "transaction_age": None,
+                               "state": None, "query": ""}])
+    assert text == "pid 7 (a background process, no user) app - in transaction for ?"
+    assert "None" not in text
