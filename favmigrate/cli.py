@@ -400,7 +400,7 @@ def emit_run(data: dict[str, Any], fmt: RunFormat, output: Path | None,
     """apply / rollback output: JSON; the dry run's SQL script (on stdout or in ``output``); or the run's
     table (the script, for a dry run) followed by ``render_more``."""
     from favmigrate.errors import UsageError
-    from favmigrate.render import print_json, print_sql, render_run, sql_script, stdout_console
+    from favmigrate.render import dry_run_script, print_json, print_sql, render_run, stdout_console
 
     if fmt is RunFormat.json:
         print_json(data)
@@ -409,13 +409,7 @@ def emit_run(data: dict[str, Any], fmt: RunFormat, output: Path | None,
     if not data["dry_run"]:
         render_run(data, console)
     else:
-        steps = data["plan"]["steps"]
-        header = [f"favmigrate {data['command']} --dry-run: the statements it would run, in order (favmigrate "
-                  "also retries a statement that times out waiting for its lock)"]
-        if any(step["lock"] == "batched" for step in steps):
-            header.append(f"the batched steps are templates this script does not run: only `favmigrate "
-                          f"{data['command']}` runs them")
-        script = sql_script(steps, header=header if steps else (), notes=data["notes"])
+        script = dry_run_script(data)
         if output is not None:
             try:
                 output.write_text(script, encoding="utf-8")

@@ -231,6 +231,17 @@ def sql_script(steps: Sequence[dict[str, Any]], *, header: Sequence[str] = (), n
     return "\n".join(lines) + "\n"
 
 
+def dry_run_script(data: dict[str, Any]) -> str:
+    """The script of an apply or rollback dry run (its ``to_dict()``), headed by what it is."""
+    steps = data["plan"]["steps"]
+    header = [f"favmigrate {data['command']} --dry-run: the statements it would run, in order (favmigrate also "
+              "retries a statement that times out waiting for its lock)"]
+    if any(step["lock"] == "batched" for step in steps):
+        header.append(f"the batched steps are templates this script does not run: only `favmigrate "
+                      f"{data['command']}` runs them")
+    return sql_script(steps, header=header if steps else (), notes=data["notes"])
+
+
 def _bound(statements: Sequence[str]) -> str:
     names = dict.fromkeys(m.group(1) for st in statements for m in _BOUND.finditer(st) if m.group(1))
     return ", ".join(f":{name}" for name in names) or "its values"
