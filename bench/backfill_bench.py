@@ -44,6 +44,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from favmigrate.apply import apply_migration
 from favmigrate.backfill import DEFAULT_BATCH_SIZE, _candidate, _Columns, _common_arguments
+from favmigrate.ops import migration_steps
 from favmigrate.resources import read_sql
 from favmigrate.sample import load_sample
 from favmigrate.sandbox import Server, disposable_postgres, find_local_bindir
@@ -159,9 +160,9 @@ def build_templates(server: Server, rows: int, say: Callable[[str], None]) -> tu
         for n, columns in enumerate(EXTRA_INDEXES):
             conn.execute(sql.SQL("CREATE INDEX {} ON session_requests {}").format(
                 sql.Identifier(f"session_requests_extra_{n}_idx"), sql.SQL(columns)))
-        for step in target.spec.steps:  # columns and foreign key, not the indexes
+        for step in migration_steps(target):  # columns and foreign key, not the indexes
             if step.name not in MIGRATION_INDEX_STEPS:
-                for statement in target.up_statements(step):
+                for statement in step.up:
                     conn.execute(statement)
         conn.execute("VACUUM ANALYZE session_requests")
     with psycopg.connect(server.dsn, autocommit=True) as admin:

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from favmigrate.catalog import Snapshot, columns_without_statistics, read_snapshot, require_tables
-from favmigrate.checks import check_applied, failing, index_matches
+from favmigrate.checks import check_applied
 from favmigrate.db import (
     BlockerWatch,
     SessionLimits,
@@ -32,18 +32,20 @@ from favmigrate.db import (
     statement_timeout_message,
     with_lock_retries,
 )
-from favmigrate.errors import Interrupted, LockHeld, PreflightFailed, StepFailed
+from favmigrate.errors import ExitCode, FavmigrateError, Interrupted, LockHeld, PreflightFailed, StepFailed
 from favmigrate.history import applied_checksums, ensure_history, new_run_id, record_step
-from favmigrate.results import CheckReport, CheckResult, RunReport, StepOutcome, StepResult, plural
-from favmigrate.spec import LockKind, StepSpec, Target, as_text
+from favmigrate.ops import Step, checksum_matches, create_index, drop_index, migration_steps, step_named
+from favmigrate.planner import PlannedStep, plan_apply, plan_finalize
+from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult, plural
+from favmigrate.spec import Aspect, ColumnSpec, LockKind, Target, as_text
 from favmigrate.verify import verify
 
 MIN_SERVER_VERSION = 120000
-WINDOW_CHECK_CONSTRAINT = "session_requests_priority_window_not_null"
+DUPLICATES_SHOWN = 5  # duplicate keys named when a unique index cannot be built
 # Not a step of the spec: the last one of every apply that changed something, and of the next apply when
 # the new columns still have no planner statistics (an ANALYZE interrupted, or never run after hand-run SQL).
 # Without statistics the planner guesses the new columns' selectivity and may not pick the new indexes.
-ANALYZE = StepSpec(name="analyze", up="", lock=LockKind.ONLINE, satisfies=())
+ANALYZE = Step(name="analyze", lock=LockKind.ONLINE)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,13 @@ class ApplyOptions:
     force: bool = False
     dry_run: bool = False
     wait_report_s: float = 5.0  # while a concurrent index build waits for other transactions, say so this often
+    finalize: bool = False  # also enforce NOT NULL on `not_null = "after-backfill"` columns
+
+
+class NotNullPending(FavmigrateError):
+    """NOT NULL cannot be enforced yet: the column still holds NULLs (backfill them first); nothing was enforced."""
+
+    exit_code = ExitCode.FAILED
 
 
 
@@ -86,76 +95,6 @@ def _silent(_: Event) -> None:
     return None
 
 
-@dataclass(frozen=True)
-class PlannedStep:
-    """A step that is needed, why, and the SQL that will run for it."""
-
-    step: StepSpec
-    reason: str
-    statements: tuple[str, ...]
-    rebuild_index: bool = False  # an INVALID leftover (or --replace) is dropped concurrently first
-    down: bool = False  # run the step's paired down SQL instead (rollback)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step.name, "reason": self.reason, "sql": list(self.statements),
-                "rebuild_index": self.rebuild_index, "lock": self.step.lock.value}
-
-
-# ---------------------------------------------------------------- planning (pure over a snapshot)
-
-
-def _reason(broken: list[CheckResult]) -> str:
-    """Why a step is needed: the failing checks' messages (skipped ones only repeat a missing object)."""
-    shown = [c for c in broken if c.failed] or broken
-    return "; ".join(c.message or c.id for c in shown)
-
-
-def _window_steps(target: Target, snapshot: Snapshot, checks: tuple[CheckResult, ...]) -> list[PlannedStep]:
-    """Convergence of a nullable / default-less window column left by the hand-run seed SQL."""
-    planned: list[PlannedStep] = []
-    converged_columns = {check_id.split(":")[1] for step in target.spec.converge for check_id in step.satisfies}
-    if not converged_columns <= snapshot.columns.keys():
-        return planned  # add-columns creates the column NOT NULL with its default: nothing to converge
-    check = snapshot.constraints.get(WINDOW_CHECK_CONSTRAINT)
-    for step in target.spec.converge:
-        broken = failing(checks, step.satisfies)
-        if not broken:
-            continue
-        if step.name == "window-check-not-valid" and check is not None:
-            continue
-        if step.name == "window-check-validate" and check is not None and check.validated:
-            continue
-        planned.append(PlannedStep(step, _reason(broken),
-                                   tuple(as_text(s) for s in target.up_statements(step))))
-    return planned
-
-
-def plan_steps(target: Target, snapshot: Snapshot, *, replace: bool = False) -> list[PlannedStep]:
-    """The steps apply would run against this snapshot, in order, with their SQL. Pure."""
-    checks = check_applied(target.spec, snapshot, schema=target.schema)
-    planned: list[PlannedStep] = []
-    for step in target.spec.steps:
-        broken = failing(checks, step.satisfies)
-        rebuild = False
-        if step.index:
-            found = snapshot.indexes.get(step.index)
-            if found is not None and found.valid and not index_matches(target.spec.index(step.index), found):
-                broken = [c for c in checks if c.id == f"index:{step.index}:definition"]
-                rebuild = replace
-            elif found is not None and not found.valid:
-                rebuild = True
-        if not broken:
-            continue
-        statements = [as_text(s) for s in target.up_statements(step)]
-        if rebuild:
-            statements = [as_text(s) for s in target.down_statements(step)] + statements
-        planned.append(PlannedStep(step, _reason(broken), tuple(statements), rebuild))
-    # the window convergence runs right after the columns exist (they already do when it is needed)
-    converge = _window_steps(target, snapshot, checks)
-    position = 1 if planned and planned[0].step.name == "add-columns" else 0
-    return planned[:position] + converge + planned[position:]
-
-
 # ---------------------------------------------------------------- preflight
 
 
@@ -180,27 +119,35 @@ def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot,
         raise PreflightFailed("; ".join(problems), problems=problems)
     require_tables(snapshot, target)
     checks = check_applied(spec, snapshot, schema=target.schema)
-    if snapshot.referenced_column_type != "uuid" or not snapshot.referenced_column_unique:
-        problems.append(
-            f"{spec.referenced_table}.{spec.referenced_column} must be a uuid with a primary key or unique "
-            f"constraint (found type {snapshot.referenced_column_type or 'none'}, "
-            f"{'unique' if snapshot.referenced_column_unique else 'not unique'})"
-        )
-    if spec.status_column not in snapshot.columns:
-        problems.append(f"column {spec.table}.{spec.status_column} (used by the indexes) does not exist")
-    for check in checks:
-        if not check.failed:
+    for column in spec.columns:
+        fk = column.foreign_key
+        if fk is None:
             continue
-        if check.id.endswith(":type"):
+        key = snapshot.referenced_keys.get((fk.referenced_table, fk.referenced_column))
+        if key is None or key.data_type != column.type.name or not key.unique:
+            found_type = key.data_type if key is not None else None
+            problems.append(
+                f"{fk.referenced_table}.{fk.referenced_column} must be a {column.type} with a primary key or unique "
+                f"constraint (found type {found_type or 'none'}, "
+                f"{'unique' if key is not None and key.unique else 'not unique'})"
+            )
+    problems += [f"column {spec.table}.{name} (used by the indexes) does not exist"
+                 for name in spec.existing_columns if name not in snapshot.columns]
+    failed = {check.id: check for check in checks if check.failed}
+    for column in spec.columns:
+        check = failed.get(str(column.id.check(Aspect.TYPE)))
+        if check:
             problems.append(f"{check.message} but {check.expected} is expected: rename or drop it first")
-        if check.id == f"constraint:{spec.foreign_key.name}:definition":
-            problems.append(f"constraint {spec.foreign_key.name} exists as `{check.actual}` but `{check.expected}` "
+    for fk in spec.foreign_keys:
+        check = failed.get(str(fk.id.check(Aspect.DEFINITION)))
+        if check:
+            problems.append(f"constraint {fk.name} exists as `{check.actual}` but `{check.expected}` "
                             "is expected: drop it (ALTER TABLE ... DROP CONSTRAINT) and re-run")
-        if check.id.startswith("index:") and check.id.endswith(":definition") and not options.replace:
-            name = check.id.split(":")[1]
-            if snapshot.indexes[name].valid:
-                problems.append(f"index {name} exists as {check.actual} but {check.expected} is expected: "
-                                "pass --replace to rebuild it concurrently")
+    for index in spec.indexes:
+        check = failed.get(str(index.id.check(Aspect.DEFINITION)))
+        if check and not options.replace and snapshot.indexes[index.name].valid:
+            problems.append(f"index {index.name} exists as {check.actual} but {check.expected} is expected: "
+                            "pass --replace to rebuild it concurrently")
     if not snapshot.can_alter_table:
         superuser = rows(conn, sql.SQL("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
         if not (superuser and superuser[0]["rolsuper"]):
@@ -223,7 +170,8 @@ def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot,
 
 def _check_recorded_checksums(conn: psycopg.Connection[Any], target: Target, force: bool) -> None:
     recorded = applied_checksums(conn, target)
-    changed = [s.name for s in target.spec.steps if s.name in recorded and recorded[s.name] != s.checksum()]
+    changed = [s.name for s in migration_steps(target)
+               if s.name in recorded and not checksum_matches(target.spec, s, recorded[s.name])]
     if changed and not force:
         raise PreflightFailed(
             f"the shipped SQL of already-applied steps changed since they ran: {', '.join(changed)}",
@@ -283,40 +231,49 @@ class StepRunner:
     def _set_timeouts(self, kind: LockKind) -> None:
         set_session(self.conn, **step_settings(kind, self.options.limits))
 
-    def _fill_batches(self, step: StepSpec) -> tuple[int, str]:
-        (statement,) = self.target.up_statements(step)
-        after, total, retries = uuid.UUID(int=0), 0, 0
+    def _fill_batches(self, planned: PlannedStep) -> tuple[int, str]:
+        step = planned.step
+        assert step.first_batch is not None and step.column is not None
+        (following,) = planned.up
+        statement, after, total, retries = step.first_batch, None, 0, 0
         while True:
-            def batch(after_id: uuid.UUID = after) -> list[tuple[Any, ...]]:
+            def batch(composed: sql.Composed = statement, after_id: Any = after) -> list[tuple[Any, ...]]:
                 with self.conn.transaction():
-                    return self.conn.execute(statement, {"after_id": after_id,
-                                                         "batch_size": self.options.batch_size}).fetchall()
+                    return self.conn.execute(composed, {"after_id": after_id,
+                                                        "batch_size": self.options.batch_size}).fetchall()
 
             filled, used = with_lock_retries(self.conn, batch, policy=self.options.limits.retry_policy,
                                              watch=self.watch, on_retry=self.retry_reporter(step.name),
                                              what=f"step {step.name}")
             retries += used
             if not filled:
-                return retries, f"{total} NULL windows set to the default"
+                return retries, f"{total} NULL {step.column.label}s set to the default"
             total += len(filled)
-            after = max(row[0] for row in filled)
+            statement, after = following, max(row[0] for row in filled)
             self.on_event(Event(EventKind.PROGRESS, step.name, f"{plural(total, 'row')} filled"))
 
     def _build_index(self, planned: PlannedStep) -> str:
-        step = planned.step
-        assert step.index is not None
-        statements = self.target.up_statements(step)
+        index = planned.step.index
+        assert index is not None
+        statements = [create_index(self.target, index)]
         if planned.rebuild_index:
-            statements = self.target.down_statements(step) + statements
+            statements.insert(0, drop_index(self.target, index))
         # A concurrent build (or drop) waits, with no lock_timeout, for every transaction older than its
         # snapshot, even one on another table: say so, naming those sessions, while it waits.
         with self.watch.watching(self.conn.info.backend_pid, interval_s=0.5, every_s=self.options.wait_report_s,
-                                 on_blocked=self._wait_reporter(step.name)):
-            for statement in statements:
-                self.conn.execute(statement)
-        found = read_snapshot(self.conn, self.target).indexes.get(step.index)
+                                 on_blocked=self._wait_reporter(planned.step.name)):
+            try:
+                for statement in statements:
+                    self.conn.execute(statement)
+            except psycopg.errors.UniqueViolation:
+                # the failed concurrent build leaves an INVALID index behind: drop it, and say which keys repeat
+                self.conn.execute(drop_index(self.target, index))
+                raise StepFailed(f"unique index {index.name} cannot be built: {self._duplicates(index.name)}; the "
+                                 "INVALID index the build left was dropped",
+                                 hint="resolve the duplicates, then re-run `favmigrate apply`") from None
+        found = read_snapshot(self.conn, self.target).indexes.get(index.name)
         if found is None or not (found.valid and found.ready):
-            raise StepFailed(f"index {step.index} was built but is not valid",
+            raise StepFailed(f"index {index.name} was built but is not valid",
                              hint="re-run `favmigrate apply`: it drops the invalid index and rebuilds it")
         return ("rebuilt (an INVALID or different index was dropped concurrently first)"
                 if planned.rebuild_index else "built concurrently")
@@ -330,13 +287,31 @@ class StepRunner:
                 f"{describe_blockers(blockers)}")))
         return report
 
-    def _run_down(self, step: StepSpec) -> int:
+    def _duplicates(self, index_name: str) -> str:
+        """The keys a unique index of the spec finds more than once (NULLs never collide), the most frequent first."""
+        index = self.target.spec.index(index_name)
+        keys = sql.SQL(", ").join(sql.Identifier(c) for c in index.columns)
+        where = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in index.columns)
+        if index.predicate:
+            where = sql.SQL("{} AND ({})").format(where, sql.SQL(index.predicate))
+        statement = sql.SQL(
+            "SELECT {keys}, count(*) AS n, sum(count(*)) OVER () AS total_rows, count(*) OVER () AS total_keys "
+            "FROM {table} WHERE {where} GROUP BY {keys} HAVING count(*) > 1 ORDER BY n DESC, {keys} LIMIT {limit}"
+        ).format(keys=keys, table=self.target.table, where=where, limit=sql.Literal(DUPLICATES_SHOWN))
+        found = rows(self.conn, statement)
+        if not found:
+            return "duplicate keys (gone by now?)"
+        shown = ", ".join("(" + ", ".join(f"{c}={r[c]}" for c in index.columns) + f") x{r['n']}" for r in found)
+        return (f"{found[0]['total_keys']} keys of ({', '.join(index.columns)}) occur more than once "
+                f"({found[0]['total_rows']} rows), e.g. {shown}")
+
+    def _run_down(self, step: Step) -> int:
         """The step's down SQL under lock_timeout with retries; a CONCURRENT drop runs each statement alone.
 
         Unlike a concurrent build, a DROP INDEX CONCURRENTLY stopped by lock_timeout leaves at worst an
         INVALID index that the retry drops, so its waits for older transactions can be bounded too.
         """
-        statements = self.target.down_statements(step)
+        statements = list(step.down)
         if step.transactional:
             return self._in_transaction(statements, step.name)
         retries = 0
@@ -362,12 +337,12 @@ class StepRunner:
         elif step.lock is LockKind.CONCURRENT:
             detail = self._build_index(planned)
         elif step.lock is LockKind.BATCHED:
-            retries, detail = self._fill_batches(step)
+            retries, detail = self._fill_batches(planned)
         elif step == ANALYZE:
             retries = self._in_transaction([analyze_statement(self.target)], step.name)
             detail = "planner statistics refreshed"
         else:
-            retries = self._in_transaction(self.target.up_statements(step), step.name)
+            retries = self._in_transaction(list(planned.up), step.name)
         result = StepResult(step.name, StepOutcome.APPLIED, detail, ";\n".join(planned.statements),
                             time.monotonic() - started, retries)
         self.on_event(Event(EventKind.STEP_DONE, step.name, f"{detail} in {result.duration_s:.2f}s"))
@@ -377,8 +352,10 @@ class StepRunner:
         if self.conn.closed or self.conn.broken:
             return
         # the checksum identifies the up SQL that apply ran; other commands' steps carry none
-        known = self.command == "apply" and result.step in _step_names(self.target)
-        checksum = self.target.spec.step(result.step).checksum() if known else None
+        checksum = None
+        if self.command in ("apply", "finalize"):
+            with contextlib.suppress(KeyError):
+                checksum = step_named(self.target, result.step).checksum()
         record_step(self.conn, self.target, run_id=self.run_id, command=self.command, result=result, checksum=checksum)
 
     def run_all(self, planned: list[PlannedStep],
@@ -439,10 +416,6 @@ class StepRunner:
             self.record(result)
 
 
-def _step_names(target: Target) -> set[str]:
-    return {s.name for s in (*target.spec.steps, *target.spec.converge)}
-
-
 def analyze_statement(target: Target) -> sql.Composed:
     return sql.SQL("ANALYZE {}").format(target.table)
 
@@ -473,14 +446,35 @@ def _verification(conn: psycopg.Connection[Any], target: Target) -> CheckReport:
     return verify(conn, target)
 
 
+def null_counts(conn: psycopg.Connection[Any], target: Target, columns: list[ColumnSpec]) -> dict[str, int]:
+    """How many rows hold NULL in each of ``columns`` (one scan of the table). Read-only."""
+    counts = sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE {column} IS NULL)").format(column=sql.Identifier(c.name)) for c in columns)
+    (found,) = conn.execute(sql.SQL("SELECT {counts} FROM {table}").format(counts=counts, table=target.table))
+    return {column.name: int(count) for column, count in zip(columns, found, strict=True)}
+
+
+def _require_no_nulls(conn: psycopg.Connection[Any], target: Target, planned: list[PlannedStep]) -> None:
+    """Refuse (NotNullPending) to enforce NOT NULL on a column that still holds NULLs. Read-only."""
+    columns = list({p.step.column.name: p.step.column for p in planned if p.step.column is not None}.values())
+    pending = {name: n for name, n in null_counts(conn, target, columns).items() if n}
+    if pending:
+        raise NotNullPending(
+            "NOT NULL cannot be enforced yet: " + "; ".join(f"column {name} still holds {n} NULL rows"
+                                                           for name, n in pending.items()),
+            hint="run `favmigrate backfill` (rows it rejected need a value by hand), then `favmigrate finalize`")
+
+
 def apply_migration(
     conn: psycopg.Connection[Any], target: Target, options: ApplyOptions | None = None,
     on_event: OnEvent | None = None,
 ) -> RunReport:
     """Run every needed step of the migration online-safely and verify the result. Writes.
 
+    With ``options.finalize``, NOT NULL is then enforced on the `not_null = "after-backfill"` columns.
     Raises PreflightFailed (nothing changed), LockHeld (another run, or blockers outlasted the retries),
-    StepFailed (a step errored; earlier steps stay done). A Ctrl-C yields a report with exit code 3.
+    StepFailed (a step errored; earlier steps stay done), NotNullPending (finalize: NULLs remain; apply's
+    own steps are done). A Ctrl-C yields a report with exit code 3.
     """
     options = options or ApplyOptions()
     emit = on_event or _silent
@@ -497,16 +491,19 @@ def _apply(conn: psycopg.Connection[Any], target: Target, options: ApplyOptions,
     snapshot = read_snapshot(conn, target)
     for warning in preflight(conn, target, snapshot, options):
         emit(Event(EventKind.WARNING, message=warning))
-    planned = _with_analyze(conn, target, plan_steps(target, snapshot, replace=options.replace))
+    planned = _with_analyze(conn, target, plan_apply(target, snapshot, replace=options.replace))
+    # finalize's steps run after apply's, once their NULL count is taken (apply may have just added the column)
+    later = plan_finalize(target, snapshot) if options.finalize else []
     if options.dry_run:
+        shown = planned + later
         steps = tuple(StepResult(p.step.name, StepOutcome.WOULD_APPLY, p.reason, ";\n".join(p.statements))
-                      for p in planned)
-        dry_note = "dry run: nothing was changed" if planned else "already applied: nothing to do"
+                      for p in shown)
+        dry_note = "dry run: nothing was changed" if shown else "already applied: nothing to do"
         return RunReport("apply", steps, dry_run=True, notes=(dry_note,),
                          extra={"plan": {"steps": [
                              {**p.to_dict(), "session": session_statements(p.step.lock, options.limits)}
-                             for p in planned]}})
-    if not planned:
+                             for p in shown]}})
+    if not planned and not later:
         _check_recorded_checksums(conn, target, options.force)
         return RunReport("apply", (), notes=("already applied: nothing to do",),
                          verification=_verification(conn, target))
@@ -515,6 +512,8 @@ def _apply(conn: psycopg.Connection[Any], target: Target, options: ApplyOptions,
         ensure_history(conn)
         _check_recorded_checksums(conn, target, options.force)
         results = runner.run_all(planned)
+        if options.finalize and not any(r.outcome is StepOutcome.INTERRUPTED for r in results):
+            results += _finalize_under_lock(runner, target, done=bool(results))
     finally:
         runner.watch.close()
     verification: CheckReport | None = None
@@ -525,3 +524,65 @@ def _apply(conn: psycopg.Connection[Any], target: Target, options: ApplyOptions,
         verification = _verification(conn, target)
     return RunReport("apply", tuple(results), notes=notes, verification=verification,
                      extra={"run_id": str(runner.run_id)})
+
+
+def _finalize_under_lock(runner: StepRunner, target: Target, *, done: bool) -> list[StepResult]:
+    planned = plan_finalize(target, read_snapshot(runner.conn, target))
+    if not planned:
+        return []
+    try:
+        _require_no_nulls(runner.conn, target, planned)
+    except NotNullPending as exc:
+        if not done:
+            raise
+        raise NotNullPending(f"apply's steps are done, but {exc.message}", hint=exc.hint) from None
+    return runner.run_all(planned)
+
+
+def finalize_migration(
+    conn: psycopg.Connection[Any], target: Target, options: ApplyOptions | None = None,
+    on_event: OnEvent | None = None,
+) -> RunReport:
+    """Enforce NOT NULL online on the `not_null = "after-backfill"` columns once backfill has filled them. Writes.
+
+    CHECK (col IS NOT NULL) NOT VALID, VALIDATE (writes continue), SET NOT NULL (no scan: the CHECK proves
+    it), drop the CHECK. Raises PreflightFailed (tables or columns missing: run apply first; nothing
+    changed), NotNullPending (a column still holds NULLs: nothing enforced), LockHeld, StepFailed. A
+    dry run only reads.
+    """
+    options = options or ApplyOptions()
+    emit = on_event or _silent
+    options.limits.set_on(conn)
+    snapshot = read_snapshot(conn, target)
+    require_tables(snapshot, target)
+    missing = [c.name for c in target.spec.columns if c.not_null_after_backfill and c.name not in snapshot.columns]
+    if missing:
+        raise PreflightFailed(f"the migration is not applied: {target.table_name} has no column {', '.join(missing)}; "
+                              "nothing was changed", hint="run `favmigrate apply` first, then backfill")
+    planned = plan_finalize(target, snapshot)
+    if not any(c.not_null_after_backfill for c in target.spec.columns):
+        note = "no column of the spec has not_null = \"after-backfill\": nothing to finalize"
+    else:
+        note = "already finalized: nothing to do"
+    if planned:
+        _require_no_nulls(conn, target, planned)
+    if options.dry_run or not planned:
+        steps = tuple(StepResult(p.step.name, StepOutcome.WOULD_APPLY, p.reason, ";\n".join(p.statements))
+                      for p in planned)
+        notes = ("dry run: nothing was changed",) if planned else (note,)
+        verification = None if planned else _verification(conn, target)
+        return RunReport("finalize", steps, dry_run=options.dry_run, notes=notes, verification=verification)
+    runner = StepRunner(conn, target, options, emit, "finalize")
+    try:
+        with run_lock(conn, target.lock_name, wait_s=options.limits.lock_wait_s):
+            ensure_history(conn)
+            # re-read under the lock: another run may have finished (or rolled back) meanwhile
+            results = _finalize_under_lock(runner, target, done=False)
+    finally:
+        runner.watch.close()
+    if any(r.outcome is StepOutcome.INTERRUPTED for r in results):
+        return RunReport("finalize", tuple(results), notes=("interrupted: re-run `favmigrate finalize` to finish",),
+                         extra={"run_id": str(runner.run_id)})
+    set_session(conn, lock_timeout="0", statement_timeout="0")
+    verification = _verification(conn, target)
+    return RunReport("finalize", tuple(results), verification=verification, extra={"run_id": str(runner.run_id)})

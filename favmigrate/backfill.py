@@ -333,9 +333,9 @@ class _Columns:
 
     @classmethod
     def of(cls, target: Target) -> _Columns:
-        by_type = {column.type: column for column in target.spec.columns}
+        by_type = {column.type.kind.value: column for column in target.spec.columns}
         try:
-            return cls(by_type["uuid"], by_type["integer"], by_type["timestamp with time zone"])
+            return cls(by_type["uuid"], by_type["integer"], by_type["timestamptz"])
         except KeyError as exc:
             raise UsageError(f"the migration spec has no {exc.args[0]} column to backfill") from None
 
@@ -380,7 +380,7 @@ def _candidate(target: Target, alias: str, *, pending: bool) -> sql.Composed:
         empty = sql.SQL("{col} IS NULL").format(col=col)
         if column.default is not None:
             empty = sql.SQL("({col} IS NULL OR ({col} = {default} AND {value} <> to_jsonb({default})))").format(
-                col=col, default=sql.Literal(int(column.default)), value=value)
+                col=col, default=sql.Literal(column.default), value=value)
         parts.append(sql.SQL("(jsonb_typeof({meta}) = 'object' AND {empty} AND nullif({value}, 'null') IS NOT NULL "
                              "AND {unreported})").format(meta=meta, empty=empty, value=value,
                                                          unreported=unreported(column.legacy_key, value)))
@@ -443,12 +443,15 @@ def _compose_batch(target: Target, *, scan: Scan, phase: Phase, dry_run: bool, f
 def _common_arguments(target: Target, cols: _Columns) -> dict[str, sql.Composable]:
     spec = target.spec
     window = cols.window
+    reference = cols.mechanic.foreign_key
+    if reference is None:
+        raise UsageError(f"the migration spec gives {cols.mechanic.name} no references")
     if window.min is None or window.max is None or window.default is None:
         raise UsageError(f"the migration spec gives {window.name} no min, max or default")
     return {
         "table": target.table,
-        "referenced_table": target.referenced_table,
-        "referenced_column": sql.Identifier(spec.referenced_column),
+        "referenced_table": target.qualified(reference.referenced_table),
+        "referenced_column": sql.Identifier(reference.referenced_column),
         "pk": sql.Identifier(spec.primary_key),
         "metadata": sql.Identifier(spec.metadata_column),
         "mechanic_column": sql.Identifier(cols.mechanic.name),
@@ -462,7 +465,7 @@ def _common_arguments(target: Target, cols: _Columns) -> dict[str, sql.Composabl
         "timestamp_pattern": sql.Literal(TIMESTAMP_PATTERN),
         "window_min": sql.Literal(window.min),
         "window_max": sql.Literal(window.max),
-        "window_default": sql.Literal(int(window.default)),
+        "window_default": sql.Literal(window.default),
     }
 
 

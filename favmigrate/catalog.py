@@ -20,7 +20,7 @@ from favmigrate.spec import Target
 @dataclass(frozen=True)
 class ColumnInfo:
     name: str
-    data_type: str
+    data_type: str  # as format_type() spells it: integer, timestamp with time zone, numeric(12,2)
     nullable: bool
     default: str | None
     comment: str | None
@@ -53,17 +53,25 @@ class IndexInfo:
 
 
 @dataclass(frozen=True)
+class ReferencedKey:
+    """The column a foreign key references: its type, and whether a primary key or unique constraint covers it."""
+
+    data_type: str | None  # None: the column does not exist
+    unique: bool = False
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What the catalogs say about the migration's table, at one moment."""
 
     server_version_num: int
     table_exists: bool
-    referenced_table_exists: bool
+    referenced_table_exists: bool  # every table the foreign keys reference exists
     columns: dict[str, ColumnInfo] = field(default_factory=dict)
     constraints: dict[str, ConstraintInfo] = field(default_factory=dict)
     indexes: dict[str, IndexInfo] = field(default_factory=dict)
-    referenced_column_type: str | None = None
-    referenced_column_unique: bool = False
+    missing_tables: frozenset[str] = frozenset()  # referenced tables that do not exist
+    referenced_keys: dict[tuple[str, str], ReferencedKey] = field(default_factory=dict)  # (table, column) -> key
     table_owner: str | None = None
     current_user: str = ""
     can_alter_table: bool = False
@@ -71,10 +79,11 @@ class Snapshot:
 
 
 def require_tables(snapshot: Snapshot, target: Target) -> None:
-    """Refuse to run (PreflightFailed, exit 2) unless both tables of the migration exist: the one preflight
-    every command shares, so a wrong --schema or database reads the same everywhere."""
-    found = ((target.spec.table, snapshot.table_exists),
-             (target.spec.referenced_table, snapshot.referenced_table_exists))
+    """Refuse to run (PreflightFailed, exit 2) unless the migration's table and the tables its foreign keys
+    reference exist: the one preflight every command shares, so a wrong --schema or database reads the same
+    everywhere."""
+    found = [(target.spec.table, snapshot.table_exists)]
+    found += [(name, name not in snapshot.missing_tables) for name in target.spec.referenced_tables]
     missing = [f"{target.schema}.{name}" for name, exists in found if not exists]
     if missing:
         what = (f"table {missing[0]} does not exist" if len(missing) == 1
@@ -98,11 +107,13 @@ _TABLE = sql.SQL(
 
 _COLUMNS = sql.SQL(
     """
-    SELECT c.column_name, c.data_type, c.is_nullable = 'YES' AS nullable, c.column_default,
-           col_description(%s::oid, c.ordinal_position::int) AS comment
-    FROM information_schema.columns c
-    WHERE c.table_schema = %s AND c.table_name = %s
-    ORDER BY c.ordinal_position
+    SELECT a.attname AS column_name, format_type(a.atttypid, a.atttypmod) AS data_type,
+           NOT a.attnotnull AS nullable, pg_get_expr(d.adbin, d.adrelid) AS column_default,
+           col_description(a.attrelid, a.attnum) AS comment
+    FROM pg_attribute a
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE a.attrelid = %s::oid AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY a.attnum
     """
 )
 
@@ -156,13 +167,14 @@ def read_snapshot(conn: psycopg.Connection[Any], target: Target) -> Snapshot:
     version = int(scalar(conn, sql.SQL("SELECT current_setting('server_version_num')")))
     user = str(scalar(conn, sql.SQL("SELECT current_user")))
     table = rows(conn, _TABLE, (target.schema, spec.table))
-    referenced = rows(conn, _TABLE, (target.schema, spec.referenced_table))
+    referenced = {name: rows(conn, _TABLE, (target.schema, name)) for name in spec.referenced_tables}
+    missing = frozenset(name for name, found in referenced.items() if not found)
     if not table:
-        return Snapshot(version, False, bool(referenced), current_user=user)
+        return Snapshot(version, False, not missing, missing_tables=missing, current_user=user)
     oid = table[0]["oid"]
     columns = {
         r["column_name"]: ColumnInfo(r["column_name"], r["data_type"], r["nullable"], r["column_default"], r["comment"])
-        for r in rows(conn, _COLUMNS, (oid, target.schema, spec.table))
+        for r in rows(conn, _COLUMNS, (oid,))
     }
     constraints = {
         r["conname"]: ConstraintInfo(
@@ -192,20 +204,21 @@ def read_snapshot(conn: psycopg.Connection[Any], target: Target) -> Snapshot:
         )
         for r in rows(conn, _INDEXES, (oid,))
     }
-    key_type, key_unique = None, False
-    if referenced:
-        key = rows(conn, _REFERENCED_KEY, (referenced[0]["oid"], spec.referenced_column))
-        if key:
-            key_type, key_unique = key[0]["data_type"], key[0]["is_unique"]
+    keys = {}
+    for fk in spec.foreign_keys:
+        if referenced[fk.referenced_table]:
+            key = rows(conn, _REFERENCED_KEY, (referenced[fk.referenced_table][0]["oid"], fk.referenced_column))
+            keys[(fk.referenced_table, fk.referenced_column)] = (
+                ReferencedKey(key[0]["data_type"], key[0]["is_unique"]) if key else ReferencedKey(None))
     return Snapshot(
         server_version_num=version,
         table_exists=True,
-        referenced_table_exists=bool(referenced),
+        referenced_table_exists=not missing,
         columns=columns,
         constraints=constraints,
         indexes=indexes,
-        referenced_column_type=key_type,
-        referenced_column_unique=key_unique,
+        missing_tables=missing,
+        referenced_keys=keys,
         table_owner=table[0]["owner"],
         current_user=user,
         can_alter_table=table[0]["can_alter"],
@@ -225,7 +238,7 @@ _ROW_SECURITY = sql.SQL(
 def hidden_by_row_security(conn: psycopg.Connection[Any], target: Target) -> tuple[str, ...]:
     """The migration's tables (schema.table) whose rows row level security filters for the current role:
     counts over them would be counts of what the role may see. Read-only."""
-    names = [target.spec.table, target.spec.referenced_table]
+    names = [target.spec.table, *target.spec.referenced_tables]
     return tuple(f"{target.schema}.{r['relname']}" for r in rows(conn, _ROW_SECURITY, (target.schema, names)))
 
 
@@ -269,7 +282,7 @@ def legacy_pending_condition(target: Target) -> sql.Composed:
     """Rows whose metadata still holds a legacy value whose column is NULL (for preferred mechanic / notified)."""
     parts = []
     for column in target.spec.columns:
-        if not column.nullable:
+        if not column.nullable_when_added:
             continue  # a NOT NULL column with a default is never "still NULL"
         parts.append(
             sql.SQL("({col} IS NULL AND coalesce(jsonb_typeof({meta} -> {key}), 'null') <> 'null')").format(
@@ -286,7 +299,8 @@ def legacy_pending_condition(target: Target) -> sql.Composed:
 def read_data_stats(conn: psycopg.Connection[Any], target: Target) -> DataStats:
     """Count orphaned mechanic ids, out-of-range windows and rows still waiting for backfill. Read-only."""
     spec = target.spec
-    fk_column = sql.Identifier(spec.foreign_key.columns[0])
+    fk = spec.foreign_keys[0]
+    fk_column = sql.Identifier(fk.column)
     window = next(c for c in spec.columns if c.min is not None)
     rejects = tool_table(conn, "backfill_rejects")
     rejected = _rejected_condition(target) if rejects is ToolTable.READABLE else sql.SQL("FALSE")
@@ -306,8 +320,8 @@ def read_data_stats(conn: psycopg.Connection[Any], target: Target) -> DataStats:
     ).format(
         rejected=rejected,
         fk=fk_column,
-        ref=target.referenced_table,
-        ref_col=sql.Identifier(spec.referenced_column),
+        ref=target.qualified(fk.referenced_table),
+        ref_col=sql.Identifier(fk.referenced_column),
         window=sql.Identifier(window.name),
         lo=sql.Literal(window.min),
         hi=sql.Literal(window.max),

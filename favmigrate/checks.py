@@ -7,7 +7,16 @@ from collections.abc import Iterator
 
 from favmigrate.catalog import DataStats, IndexInfo, Snapshot
 from favmigrate.results import CheckResult, CheckStatus, plural
-from favmigrate.spec import ColumnSpec, IndexSpec, MigrationSpec
+from favmigrate.spec import (
+    Aspect,
+    CheckId,
+    ColumnSpec,
+    ForeignKeySpec,
+    IndexSpec,
+    MigrationSpec,
+    ObjectId,
+    ObjectKind,
+)
 
 PASS, FAIL, WARN, SKIP = CheckStatus.PASS, CheckStatus.FAIL, CheckStatus.WARN, CheckStatus.SKIP
 
@@ -73,12 +82,12 @@ def _normalize_default(default: str | None) -> str | None:
 
 
 def index_matches(spec: IndexSpec, found: IndexInfo) -> bool:
-    """Same columns in the same order, same partial predicate, a plain btree index."""
+    """Same columns in the same order, same partial predicate, a btree index, unique as the spec says."""
     return (
         tuple(c.strip('"') for c in found.columns) == spec.columns
         and normalize_predicate(found.predicate) == normalize_predicate(spec.predicate)
         and found.method == "btree"
-        and not found.unique
+        and found.unique == spec.unique
     )
 
 
@@ -88,94 +97,107 @@ def describe_index(columns: tuple[str, ...], predicate: str | None, method: str 
     return f"{kind} ({', '.join(columns)}){where}"
 
 
+def _result(check: CheckId, status: CheckStatus, expected: str = "", actual: str = "", message: str = "",
+            hint: str = "") -> CheckResult:
+    return CheckResult(str(check), status, expected, actual, message, hint)
+
+
+def _missing(obj: ObjectId, aspects: tuple[Aspect, ...]) -> Iterator[CheckResult]:
+    yield _result(obj.check(Aspect.EXISTS), FAIL, "present", "missing", f"{obj} does not exist")
+    for aspect in aspects:
+        yield _result(obj.check(aspect), SKIP, message=f"{obj} is missing")
+
+
 def _column_checks(column: ColumnSpec, snapshot: Snapshot) -> Iterator[CheckResult]:
-    prefix = f"column:{column.name}"
+    obj = column.id
     found = snapshot.columns.get(column.name)
     if found is None:
-        yield CheckResult(f"{prefix}:exists", FAIL, "present", "missing", f"column {column.name} does not exist")
-        for aspect in ("type", "nullable", "default", "comment"):
-            yield CheckResult(f"{prefix}:{aspect}", SKIP, message=f"column {column.name} is missing")
+        yield from _missing(obj, (Aspect.TYPE, Aspect.NULLABLE, Aspect.DEFAULT, Aspect.COMMENT))
         return
-    yield CheckResult(f"{prefix}:exists", PASS, "present", "present")
-    yield CheckResult(
-        f"{prefix}:type", PASS if found.data_type == column.type else FAIL, column.type, found.data_type,
-        "" if found.data_type == column.type else f"column {column.name} has type {found.data_type}",
+    yield _result(obj.check(Aspect.EXISTS), PASS, "present", "present")
+    expected_type = column.type.name
+    yield _result(
+        obj.check(Aspect.TYPE), PASS if found.data_type == expected_type else FAIL, expected_type, found.data_type,
+        "" if found.data_type == expected_type else f"column {column.name} has type {found.data_type}",
     )
-    expected_null = "NULL" if column.nullable else "NOT NULL"
-    actual_null = "NULL" if found.nullable else "NOT NULL"
-    yield CheckResult(
-        f"{prefix}:nullable", PASS if expected_null == actual_null else FAIL, expected_null, actual_null,
-        "" if expected_null == actual_null else f"column {column.name} is {actual_null}",
-    )
+    yield _nullable_check(column, found.nullable)
     actual_default = _normalize_default(found.default)
-    default_ok = actual_default == column.default
-    yield CheckResult(
-        f"{prefix}:default", PASS if default_ok else FAIL, column.default or "(none)", found.default or "(none)",
-        "" if default_ok else f"column {column.name} default differs",
+    default_ok = actual_default == column.default_text
+    yield _result(
+        obj.check(Aspect.DEFAULT), PASS if default_ok else FAIL, column.default_text or "(none)",
+        found.default or "(none)", "" if default_ok else f"column {column.name} default differs",
     )
     comment_ok = found.comment == column.comment
-    yield CheckResult(
-        f"{prefix}:comment", PASS if comment_ok else FAIL, column.comment, found.comment or "(none)",
+    yield _result(
+        obj.check(Aspect.COMMENT), PASS if comment_ok else FAIL, column.comment or "(none)", found.comment or "(none)",
         "" if comment_ok else f"column {column.name} comment {'is missing' if not found.comment else 'differs'}",
     )
 
 
-def _foreign_key_checks(spec: MigrationSpec, snapshot: Snapshot, schema: str) -> Iterator[CheckResult]:
-    fk = spec.foreign_key
-    prefix = f"constraint:{fk.name}"
+def _nullable_check(column: ColumnSpec, found_nullable: bool) -> CheckResult:
+    check = column.id.check(Aspect.NULLABLE)
+    expected = "NULL" if column.nullable else "NOT NULL"
+    actual = "NULL" if found_nullable else "NOT NULL"
+    if expected == actual:
+        return _result(check, PASS, expected, actual)
+    if column.not_null_after_backfill:
+        # added nullable on purpose: NOT NULL waits until backfill has filled the column
+        return _result(check, WARN, expected, actual, f"column {column.name} is NOT NULL only after backfill",
+                       hint="once backfilled, run `favmigrate finalize` to enforce NOT NULL online")
+    return _result(check, FAIL, expected, actual, f"column {column.name} is {actual}")
+
+
+def _foreign_key_checks(fk: ForeignKeySpec, snapshot: Snapshot, schema: str) -> Iterator[CheckResult]:
+    obj = fk.id
     found = snapshot.constraints.get(fk.name)
     expected = (f"FOREIGN KEY ({', '.join(fk.columns)}) REFERENCES {fk.referenced_table}"
                 f"({', '.join(fk.referenced_columns)}) ON DELETE {fk.on_delete}")
     if found is None:
-        yield CheckResult(f"{prefix}:exists", FAIL, "present", "missing", f"constraint {fk.name} does not exist")
-        for aspect in ("definition", "validated"):
-            yield CheckResult(f"{prefix}:{aspect}", SKIP, message=f"constraint {fk.name} is missing")
+        yield from _missing(obj, (Aspect.DEFINITION, Aspect.VALIDATED))
         return
-    yield CheckResult(f"{prefix}:exists", PASS, "present", "present")
+    yield _result(obj.check(Aspect.EXISTS), PASS, "present", "present")
     same_table = (found.referenced_schema, found.referenced_table) == (schema, fk.referenced_table)
     definition_ok = (
         found.type == "f" and found.columns == fk.columns and same_table
         and found.referenced_columns == fk.referenced_columns and found.on_delete == fk.on_delete
     )
-    yield CheckResult(
-        f"{prefix}:definition", PASS if definition_ok else FAIL, expected, found.definition,
+    yield _result(
+        obj.check(Aspect.DEFINITION), PASS if definition_ok else FAIL, expected, found.definition,
         "" if definition_ok else f"constraint {fk.name} has another definition",
     )
-    yield CheckResult(
-        f"{prefix}:validated", PASS if found.validated else FAIL, "validated", "validated" if found.validated
+    yield _result(
+        obj.check(Aspect.VALIDATED), PASS if found.validated else FAIL, "validated", "validated" if found.validated
         else "NOT VALID", "" if found.validated else f"constraint {fk.name} is NOT VALID: existing rows unchecked",
         hint="" if found.validated else "run `favmigrate apply` to VALIDATE it",
     )
 
 
 def _index_checks(index: IndexSpec, snapshot: Snapshot) -> Iterator[CheckResult]:
-    prefix = f"index:{index.name}"
+    obj = index.id
     found = snapshot.indexes.get(index.name)
-    expected = describe_index(index.columns, index.predicate)
+    expected = describe_index(index.columns, index.predicate, unique=index.unique)
     if found is None:
-        yield CheckResult(f"{prefix}:exists", FAIL, "present", "missing", f"index {index.name} does not exist")
-        for aspect in ("definition", "valid"):
-            yield CheckResult(f"{prefix}:{aspect}", SKIP, message=f"index {index.name} is missing")
+        yield from _missing(obj, (Aspect.DEFINITION, Aspect.VALID))
         return
-    yield CheckResult(f"{prefix}:exists", PASS, "present", "present")
+    yield _result(obj.check(Aspect.EXISTS), PASS, "present", "present")
     matches = index_matches(index, found)
-    yield CheckResult(
-        f"{prefix}:definition", PASS if matches else FAIL, expected,
+    yield _result(
+        obj.check(Aspect.DEFINITION), PASS if matches else FAIL, expected,
         describe_index(found.columns, found.predicate, found.method, found.unique),
         "" if matches else f"index {index.name} has another definition",
     )
     healthy = found.valid and found.ready and found.live
     state = ", ".join(word if flag else f"not {word}"
                       for word, flag in (("valid", found.valid), ("ready", found.ready), ("live", found.live)))
-    yield CheckResult(
-        f"{prefix}:valid", PASS if healthy else FAIL, "valid, ready, live", state,
+    yield _result(
+        obj.check(Aspect.VALID), PASS if healthy else FAIL, "valid, ready, live", state,
         "" if healthy else f"index {index.name} is INVALID (an interrupted concurrent build?)",
         hint="" if healthy else "run `favmigrate apply`: it drops the invalid index concurrently and rebuilds it",
     )
 
 
 def _data_checks(spec: MigrationSpec, data: DataStats) -> Iterator[CheckResult]:
-    fk_column = spec.foreign_key.columns[0]
+    fk_column = spec.foreign_keys[0].column
     window = next(c for c in spec.columns if c.min is not None)
     yield CheckResult(
         f"data:{fk_column}:orphans", PASS if data.orphaned_mechanic_ids == 0 else FAIL, "0",
@@ -206,11 +228,13 @@ def _data_checks(spec: MigrationSpec, data: DataStats) -> Iterator[CheckResult]:
 
 
 def _table_checks(spec: MigrationSpec, snapshot: Snapshot, schema: str) -> Iterator[CheckResult]:
-    tables = ((spec.table, snapshot.table_exists), (spec.referenced_table, snapshot.referenced_table_exists))
+    tables = [(spec.table, snapshot.table_exists)]
+    tables += [(name, name not in snapshot.missing_tables and snapshot.referenced_table_exists)
+               for name in spec.referenced_tables]
     for name, exists in tables:
-        yield CheckResult(
-            f"table:{name}:exists", PASS if exists else FAIL, "present", "present" if exists else "missing",
-            "" if exists else f"table {schema}.{name} does not exist",
+        yield _result(
+            ObjectId(ObjectKind.TABLE, name).check(Aspect.EXISTS), PASS if exists else FAIL, "present",
+            "present" if exists else "missing", "" if exists else f"table {schema}.{name} does not exist",
         )
 
 
@@ -223,7 +247,8 @@ def check_applied(
         return tuple(results)
     for column in spec.columns:
         results.extend(_column_checks(column, snapshot))
-    results.extend(_foreign_key_checks(spec, snapshot, schema))
+    for fk in spec.foreign_keys:
+        results.extend(_foreign_key_checks(fk, snapshot, schema))
     for index in spec.indexes:
         results.extend(_index_checks(index, snapshot))
     if data is not None:
@@ -236,18 +261,31 @@ def check_absent(spec: MigrationSpec, snapshot: Snapshot, schema: str = "public"
     results = list(_table_checks(spec, snapshot, schema))
     if not snapshot.table_exists:
         return tuple(results)
-    named = [("column", c.name, c.name in snapshot.columns) for c in spec.columns]
-    named.append(("constraint", spec.foreign_key.name, spec.foreign_key.name in snapshot.constraints))
-    named.extend(("index", i.name, i.name in snapshot.indexes) for i in spec.indexes)
-    for kind, name, present in named:
-        results.append(CheckResult(
-            f"{kind}:{name}:absent", FAIL if present else PASS, "absent", "present" if present else "absent",
-            f"{kind} {name} still exists" if present else "",
+    for obj in created_objects(spec):
+        present = is_present(obj, snapshot)
+        results.append(_result(
+            obj.check(Aspect.ABSENT), FAIL if present else PASS, "absent", "present" if present else "absent",
+            f"{obj} still exists" if present else "",
         ))
     return tuple(results)
 
 
-def failing(checks: tuple[CheckResult, ...], ids: tuple[str, ...]) -> list[CheckResult]:
-    """The checks among ``ids`` that fail (a step is needed when any of its `satisfies` checks fails)."""
-    wanted = set(ids)
+def created_objects(spec: MigrationSpec) -> tuple[ObjectId, ...]:
+    """Every object the migration creates: its columns, then foreign keys, then indexes."""
+    return (tuple(c.id for c in spec.columns) + tuple(fk.id for fk in spec.foreign_keys)
+            + tuple(i.id for i in spec.indexes))
+
+
+def is_present(obj: ObjectId, snapshot: Snapshot) -> bool:
+    """Whether the catalogs hold this column, constraint or index of the migration's table."""
+    if obj.kind is ObjectKind.COLUMN:
+        return obj.name in snapshot.columns
+    if obj.kind is ObjectKind.CONSTRAINT:
+        return obj.name in snapshot.constraints
+    return obj.kind is ObjectKind.INDEX and obj.name in snapshot.indexes
+
+
+def failing(checks: tuple[CheckResult, ...], ids: tuple[CheckId, ...]) -> list[CheckResult]:
+    """The checks among ``ids`` that do not pass (a step is needed when any of its `satisfies` checks does not)."""
+    wanted = {str(check) for check in ids}
     return [c for c in checks if c.id in wanted and c.status is not PASS]

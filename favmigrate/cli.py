@@ -56,6 +56,7 @@ class OutputFormat(StrEnum):
 
 class _State:
     debug = False
+    spec: Path | None = None
 
 
 DsnOption = Annotated[
@@ -63,7 +64,9 @@ DsnOption = Annotated[
     typer.Option("--dsn", help="Connection string (else FAVMIGRATE_DSN, DATABASE_URL, then PG* variables).",
                  show_default=False),
 ]
-SchemaOption = Annotated[str, typer.Option("--schema", help="Schema holding session_requests and mechanics.")]
+SchemaOption = Annotated[str | None, typer.Option("--schema", help="Schema holding the migration's tables (default: "
+                                                 "the spec's schema, public for the built-in one).",
+                                                 show_default=False)]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="text (tables on a terminal) or json.")]
 MAX_TIMEOUT_S = 2_147_483  # PostgreSQL's largest timeout setting, INT_MAX milliseconds
 MAX_BATCH_ROWS = 1_000_000
@@ -122,8 +125,12 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
     debug: DebugOption = False,
+    spec: Annotated[Path | None, typer.Option(
+        "--spec", envvar="FAVMIGRATE_SPEC", help="The migration to run: a migration.toml, or a folder holding one "
+        "and its query files (default: the built-in Phase 4 migration).", show_default=False)] = None,
 ) -> None:
     _State.debug = debug
+    _State.spec = spec
 
 
 def warn(message: str) -> None:
@@ -199,10 +206,11 @@ def _exit_for(exc: Exception) -> ExitCode:
     return ExitCode.PRECONDITION
 
 
-def target_for(schema: str) -> Target:
-    from favmigrate.spec import Target, load_spec
+def target_for(schema: str | None) -> Target:
+    """The --spec migration (else the built-in one) in --schema (else the spec's schema). Raises SpecError."""
+    from favmigrate.spec import Target, resolve_spec
 
-    return Target(load_spec(), schema)
+    return Target.of(resolve_spec(_State.spec), schema)
 
 
 def emit(data: dict[str, Any], fmt: OutputFormat, render_text: Callable[[dict[str, Any]], None]) -> None:
@@ -220,7 +228,7 @@ def emit(data: dict[str, Any], fmt: OutputFormat, render_text: Callable[[dict[st
 @app.command()
 def verify(
     dsn: DsnOption = None,
-    schema: SchemaOption = "public",
+    schema: SchemaOption = None,
     no_data: Annotated[bool, typer.Option("--no-data", help="Catalog checks only: skip the checks that scan rows.")]
     = False,
     absent: Annotated[bool, typer.Option("--absent", help="Verify the rolled-back state: no migration object exists.")]
@@ -266,7 +274,7 @@ def verify(
 @app.command()
 def plan(
     dsn: DsnOption = None,
-    schema: SchemaOption = "public",
+    schema: SchemaOption = None,
     replace: Annotated[bool, typer.Option("--replace", help="Plan as apply --replace would.")] = False,
     statement_timeout: Annotated[float, statement_timeout_option("each query (the backfill count scans the "
                                                                  "table)")] = 0.0,
@@ -346,7 +354,7 @@ def session_limits(lock_timeout: float, retries: int, statement_timeout: float, 
 @app.command()
 def apply(
     dsn: DsnOption = None,
-    schema: SchemaOption = "public",
+    schema: SchemaOption = None,
     lock_timeout: LockTimeoutOption = 1.0,
     retries: RetriesOption = 10,
     statement_timeout: Annotated[float, statement_timeout_option("a long weak-lock step (index build, VALIDATE) or "
@@ -357,8 +365,10 @@ def apply(
                                             "windows left by a hand-run nullable column.")] = 5_000,
     replace: Annotated[bool, typer.Option("--replace", help="Rebuild (concurrently) an index of ours whose valid "
                                           "definition differs from the spec, instead of refusing.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Accept shipped SQL that changed since a step was "
+    force: Annotated[bool, typer.Option("--force", help="Accept a step's SQL that changed since the step was "
                                         "applied.")] = False,
+    finalize: Annotated[bool, typer.Option("--finalize", help="Then enforce NOT NULL on the columns the spec marks "
+                                           "not_null = \"after-backfill\" (as `favmigrate finalize`).")] = False,
     dry_run: DryRunOption = False,
     quiet: QuietOption = False,
     fmt: RunFormatOption = RunFormat.text,
@@ -385,10 +395,52 @@ def apply(
         chosen = check_sql_output(fmt, output, dry_run)
         options = ApplyOptions(limits=session_limits(lock_timeout, retries, statement_timeout, lock_wait),
                                batch_size=batch_size, replace=replace, force=force,
-                               dry_run=dry_run)
+                               dry_run=dry_run, finalize=finalize)
         with (open_session(dsn, writes=not dry_run, statement_timeout_s=statement_timeout or None, warn=warn) as conn,
               ProgressEvents(quiet=quiet) as events):
             report = apply_migration(conn, target_for(schema), options, on_event=events)
+        emit_run(report.to_dict(), chosen, output)
+        return int(report.exit_code)
+
+    run(job, debug=debug, writes=not dry_run)
+
+
+@app.command()
+def finalize(
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    lock_timeout: LockTimeoutOption = 1.0,
+    retries: RetriesOption = 10,
+    statement_timeout: Annotated[float, statement_timeout_option("the VALIDATE of a NOT NULL check")] = 0.0,
+    lock_wait: LockWaitOption = 30.0,
+    dry_run: DryRunOption = False,
+    quiet: QuietOption = False,
+    fmt: RunFormatOption = RunFormat.text,
+    output: OutputOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Enforce NOT NULL online on the columns the spec marks not_null = "after-backfill", once backfilled.
+
+    apply adds such columns nullable. finalize first counts their NULL rows and refuses (exit 1, nothing
+    changed) while any remain; then, per column: ADD CONSTRAINT ... CHECK (col IS NOT NULL) NOT VALID
+    (brief lock, retried), VALIDATE (writes continue), SET NOT NULL (no scan: the CHECK proves it) and
+    DROP CONSTRAINT of the CHECK. Re-running continues where it stopped; a finished column is skipped.
+    Exit 0 done (or nothing to do), 1 NULLs remain, 2 could not start, 3 interrupted.
+
+    Example: favmigrate --spec ./orders-promotion finalize --dsn postgresql://postgres@localhost/app
+    """
+
+    def job() -> int:
+        from favmigrate.apply import ApplyOptions, finalize_migration
+        from favmigrate.db import open_session
+        from favmigrate.render import ProgressEvents
+
+        chosen = check_sql_output(fmt, output, dry_run)
+        options = ApplyOptions(limits=session_limits(lock_timeout, retries, statement_timeout, lock_wait),
+                               dry_run=dry_run)
+        with (open_session(dsn, writes=not dry_run, statement_timeout_s=statement_timeout or None, warn=warn) as conn,
+              ProgressEvents(quiet=quiet) as events):
+            report = finalize_migration(conn, target_for(schema), options, on_event=events)
         emit_run(report.to_dict(), chosen, output)
         return int(report.exit_code)
 
@@ -437,7 +489,7 @@ def discard_typed_ahead() -> None:
 @app.command()
 def rollback(
     dsn: DsnOption = None,
-    schema: SchemaOption = "public",
+    schema: SchemaOption = None,
     lock_timeout: LockTimeoutOption = 1.0,
     retries: RetriesOption = 10,
     statement_timeout: Annotated[float, statement_timeout_option("one statement (a write-back batch, a drop)")]
@@ -525,7 +577,7 @@ def _params(values: list[str] | None) -> dict[str, str]:
 @app.command()
 def explain(
     dsn: DsnOption = None,
-    schema: SchemaOption = "public",
+    schema: SchemaOption = None,
     statement_timeout: Annotated[float, statement_timeout_option("each EXPLAIN ANALYZE run")] = 60.0,
     param: Annotated[list[str] | None, typer.Option(
         "--param", metavar="NAME=VALUE", help="A query parameter (repeatable), e.g. mechanic_id=<uuid>; "
@@ -597,7 +649,7 @@ def _moment(value: str | None, option: str) -> Any:
 @app.command()
 def report(
     dsn: DsnOption = None,
-    schema: SchemaOption = "public",
+    schema: SchemaOption = None,
     since: Annotated[str | None, typer.Option("--since", help="Only requests created at or after this ISO 8601 "
                                               "date/time (inclusive; UTC without an offset).",
                                               show_default=False)] = None,
@@ -651,7 +703,7 @@ def report(
 @app.command()
 def history(
     dsn: DsnOption = None,
-    schema: SchemaOption = "public",
+    schema: SchemaOption = None,
     limit: Annotated[int, ranged("--limit", kind=int, low=1, high=10_000,
                                  help="Show at most this many runs, the latest first.")] = 20,
     statement_timeout: Annotated[float, statement_timeout_option("the history query")] = 0.0,
@@ -691,7 +743,7 @@ class ScanChoice(StrEnum):
 @app.command()
 def backfill(
     dsn: DsnOption = None,
-    schema: SchemaOption = "public",
+    schema: SchemaOption = None,
     batch_size: Annotated[int, ranged("--batch-size", kind=int, low=1, high=MAX_BATCH_ROWS,
                                       help="Rows scanned per batch (one short transaction each).")] = 10_000,
     sleep: Annotated[float, ranged("--sleep", kind=float, low=0, high=3600,

@@ -8,13 +8,13 @@ from typing import Any
 
 import psycopg
 
-from favmigrate.apply import PlannedStep, plan_steps
 from favmigrate.catalog import read_snapshot, require_tables
-from favmigrate.checks import check_applied
+from favmigrate.checks import check_applied, created_objects
 from favmigrate.db import read_only
 from favmigrate.errors import ExitCode
+from favmigrate.planner import PlannedStep, plan_apply
 from favmigrate.results import CheckResult
-from favmigrate.spec import Target
+from favmigrate.spec import Aspect, ObjectId, Target
 from favmigrate.verify import readable_data_stats
 
 
@@ -58,16 +58,17 @@ class PlanReport:
                 "warnings": list(self.warnings)}
 
 
-def _object_status(kind: str, name: str, checks: list[CheckResult]) -> ObjectStatus:
-    exists = next(c for c in checks if c.id.endswith(":exists"))
-    if exists.failed:
-        return ObjectStatus(kind, name, ObjectState.MISSING, "present", "missing")
-    drift = [c for c in checks if c.failed]
+def _object_status(obj: ObjectId, checks: tuple[CheckResult, ...]) -> ObjectStatus:
+    aspects = {str(obj.check(aspect)): aspect for aspect in Aspect}
+    mine = [(aspects[c.id], c) for c in checks if c.id in aspects]
+    if any(aspect is Aspect.EXISTS and c.failed for aspect, c in mine):
+        return ObjectStatus(obj.kind.value, obj.name, ObjectState.MISSING, "present", "missing")
+    drift = [(aspect, c) for aspect, c in mine if c.failed]
     if not drift:
-        return ObjectStatus(kind, name, ObjectState.PRESENT, "", "")
-    return ObjectStatus(kind, name, ObjectState.DRIFTED, "; ".join(f"{c.id.rsplit(':', 1)[1]}: {c.expected}"
-                                                                  for c in drift),
-                        "; ".join(f"{c.id.rsplit(':', 1)[1]}: {c.actual}" for c in drift))
+        return ObjectStatus(obj.kind.value, obj.name, ObjectState.PRESENT, "", "")
+    return ObjectStatus(obj.kind.value, obj.name, ObjectState.DRIFTED,
+                        "; ".join(f"{aspect.value}: {c.expected}" for aspect, c in drift),
+                        "; ".join(f"{aspect.value}: {c.actual}" for aspect, c in drift))
 
 
 def plan(conn: psycopg.Connection[Any], target: Target, *, replace: bool = False) -> PlanReport:
@@ -83,11 +84,6 @@ def plan(conn: psycopg.Connection[Any], target: Target, *, replace: bool = False
         columns_present = all(c.name in snapshot.columns for c in spec.columns)
         stats, warnings = readable_data_stats(conn, target) if columns_present else (None, ())
 
-    def of(prefix: str) -> list[CheckResult]:
-        return [c for c in checks if c.id.startswith(prefix + ":")]
-
-    objects = [_object_status("column", c.name, of(f"column:{c.name}")) for c in spec.columns]
-    objects.append(_object_status("constraint", spec.foreign_key.name, of(f"constraint:{spec.foreign_key.name}")))
-    objects += [_object_status("index", i.name, of(f"index:{i.name}")) for i in spec.indexes]
-    return PlanReport(tuple(objects), tuple(plan_steps(target, snapshot, replace=replace)),
+    objects = tuple(_object_status(obj, checks) for obj in created_objects(spec))
+    return PlanReport(objects, tuple(plan_apply(target, snapshot, replace=replace)),
                       stats.backfill_pending if stats else None, warnings)

@@ -38,9 +38,10 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from favmigrate.apply import WINDOW_CHECK_CONSTRAINT, ApplyOptions, Event, EventKind, OnEvent, PlannedStep, StepRunner
+from favmigrate.apply import ApplyOptions, Event, EventKind, OnEvent, StepRunner
 from favmigrate.backfill import DIGITS_PATTERN, TIMESTAMP_PATTERN, UUID_PATTERN
 from favmigrate.catalog import Snapshot, read_snapshot, require_tables
+from favmigrate.checks import is_present
 from favmigrate.db import (
     RetryPolicy,
     SessionLimits,
@@ -53,8 +54,10 @@ from favmigrate.db import (
 )
 from favmigrate.errors import FavmigrateError, PreflightFailed, StepFailed
 from favmigrate.history import HISTORY_SCHEMA, ensure_history
+from favmigrate.ops import Step, down_steps, extra_constraints
+from favmigrate.planner import PlannedStep
 from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult, plural
-from favmigrate.spec import ColumnSpec, LockKind, MigrationSpec, StepSpec, Target, as_text
+from favmigrate.spec import ColumnSpec, LockKind, MigrationSpec, ObjectKind, Target, as_text
 from favmigrate.verify import checks_for
 
 SAMPLE_LIMIT = 20  # conflicts and non-object rows listed in a report (all are counted)
@@ -66,10 +69,10 @@ _ISO_UTC = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 T = TypeVar("T")
 
 # Rollback's own steps, around the spec's down steps. They are not SQL files: the executor runs them.
-TRACK = StepSpec(name="track-late-writes", up="", lock=LockKind.BRIEF, satisfies=())
-PRESERVE = StepSpec(name="preserve-metadata", up="", lock=LockKind.BATCHED, satisfies=())
-PRESERVE_LATE = StepSpec(name="preserve-late-writes", up="", lock=LockKind.BATCHED, satisfies=())
-CLEAR_STATE = StepSpec(name="clear-backfill-state", up="", lock=LockKind.BRIEF, satisfies=())
+TRACK = Step(name="track-late-writes", lock=LockKind.BRIEF)
+PRESERVE = Step(name="preserve-metadata", lock=LockKind.BATCHED)
+PRESERVE_LATE = Step(name="preserve-late-writes", lock=LockKind.BATCHED)
+CLEAR_STATE = Step(name="clear-backfill-state", lock=LockKind.BRIEF)
 
 
 class NotConfirmed(FavmigrateError):
@@ -123,7 +126,7 @@ def parse_timestamp(text: str) -> datetime | None:
 
 
 def _kind(column: ColumnSpec) -> str:
-    return {"uuid": "uuid", "integer": "integer", "timestamp with time zone": "timestamp"}.get(column.type, "text")
+    return {"uuid": "uuid", "integer": "integer", "timestamptz": "timestamp"}.get(column.type.kind.value, "text")
 
 
 def read_legacy(column: ColumnSpec, raw: Any) -> Any:
@@ -820,7 +823,7 @@ def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot,
     present = [c for c in spec.columns if c.name in snapshot.columns]
     for column in present:
         found = snapshot.columns[column.name].data_type
-        if found != column.type:
+        if found != column.type.name:
             problems.append(f"column {column.name} has type {found}, not the migration's {column.type}: it is not "
                             "ours to drop; rename or drop it by hand")
     for needed in (spec.primary_key, spec.metadata_column):
@@ -835,7 +838,7 @@ def preflight(conn: psycopg.Connection[Any], target: Target, snapshot: Snapshot,
         dependents = rows(conn, _FOREIGN_DEPENDENTS, {
             "table": target.table_name, "columns": [c.name for c in present],
             "indexes": [i.name for i in spec.indexes], "trigger": CHANGE_LOG_TRIGGER,
-            "constraints": [spec.foreign_key.name, WINDOW_CHECK_CONSTRAINT]})
+            "constraints": [fk.name for fk in spec.foreign_keys] + list(extra_constraints(spec))})
         problems += [f"{d['object']} uses the migration's columns and would be dropped with them: drop or change "
                      "it first" for d in dependents]
     if not snapshot.can_alter_table:
@@ -869,22 +872,24 @@ def _clear_state_statements(target: Target) -> list[sql.Composed]:
         table, sql.Literal(target.spec.id), sql.Literal(target.schema)) for table in _state_tables()]
 
 
-def _present_objects(step: StepSpec, snapshot: Snapshot) -> list[str]:
-    """The objects a down step drops that exist now, read from the checks it `satisfies`."""
+def _present_objects(step: Step, snapshot: Snapshot) -> list[str]:
+    """The objects a down step drops that exist now."""
     found = []
-    for check_id in step.satisfies:
-        kind, name, aspect = check_id.split(":")
-        if aspect != "exists":
+    for obj in step.creates:
+        if not is_present(obj, snapshot):
             continue
-        if kind == "column" and name in snapshot.columns:
-            found.append(f"column {name}")
-        elif kind == "constraint" and name in snapshot.constraints:
-            state = "" if snapshot.constraints[name].validated else " (NOT VALID)"
-            found.append(f"constraint {name}{state}")
-        elif kind == "index" and name in snapshot.indexes:
-            state = "" if snapshot.indexes[name].valid else " (INVALID)"
-            found.append(f"index {name}{state}")
+        state = ""
+        if obj.kind is ObjectKind.CONSTRAINT and not snapshot.constraints[obj.name].validated:
+            state = " (NOT VALID)"
+        elif obj.kind is ObjectKind.INDEX and not snapshot.indexes[obj.name].valid:
+            state = " (INVALID)"
+        found.append(f"{obj}{state}")
     return found
+
+
+def _leftover_checks(spec: MigrationSpec, snapshot: Snapshot) -> list[str]:
+    """NOT NULL CHECKs an interrupted apply or finalize left: they go with their column."""
+    return [name for name in extra_constraints(spec) if name in snapshot.constraints]
 
 
 def _preserve_sql(target: Target, columns: Sequence[ColumnSpec], *, logged: bool = False) -> tuple[str, ...]:
@@ -916,19 +921,20 @@ def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, backfi
                                    _preserve_sql(target, columns)))
     elif change_log:
         planned.append(PlannedStep(TRACK, "drop the change log an earlier run left", untrack, down=True))
-    for step in spec.down_steps:
+    leftovers = _leftover_checks(spec, snapshot)
+    for step in down_steps(target):
         objects = _present_objects(step, snapshot)
         if not objects:
             continue
-        final = step.name == spec.steps[0].name and preserve
-        if final:
+        final = any(obj.kind is ObjectKind.COLUMN for obj in step.creates)
+        if final and preserve:
             planned.append(PlannedStep(PRESERVE_LATE, "values written since the first pass (the logged rows)",
                                        _preserve_sql(target, columns, logged=True)))
         reason = "drop " + ", ".join(objects)
-        if step.name == spec.steps[0].name and WINDOW_CHECK_CONSTRAINT in snapshot.constraints:
-            reason += f" (constraint {WINDOW_CHECK_CONSTRAINT} goes with its column)"
-        statements = tuple(as_text(s) for s in target.down_statements(step))
-        if final:
+        if final and leftovers:
+            reason += "".join(f" (constraint {name} goes with its column)" for name in leftovers)
+        statements = tuple(as_text(s) for s in step.down)
+        if final and preserve:
             reason += ", in one transaction under the table's lock with the values logged since the last pass"
             statements = (as_text(_lock_table_statement(target)), *_preserve_sql(target, columns, logged=True),
                           *untrack, *statements)
@@ -990,9 +996,8 @@ class RollbackPlan:
 
 
 def _objects(target: Target, snapshot: Snapshot) -> tuple[str, ...]:
-    objects = [o for step in target.spec.down_steps for o in _present_objects(step, snapshot)]
-    if WINDOW_CHECK_CONSTRAINT in snapshot.constraints:
-        objects.append(f"constraint {WINDOW_CHECK_CONSTRAINT}")
+    objects = [o for step in down_steps(target) for o in _present_objects(step, snapshot)]
+    objects += [f"constraint {name}" for name in _leftover_checks(target.spec, snapshot)]
     return tuple(objects)
 
 
@@ -1065,7 +1070,7 @@ class _Executor:
             return self._own(planned, lambda: self._preserve(planned))
         if step == CLEAR_STATE:
             return self._own(planned, self._clear_state)
-        if self.tracking and step.name == self.target.spec.steps[0].name:
+        if self.tracking and any(obj.kind is ObjectKind.COLUMN for obj in step.creates):
             return self._own(planned, lambda: self._drop_with_last_pass(planned))
         return self.runner.run_step(planned)
 
@@ -1125,7 +1130,7 @@ class _Executor:
                 self.conn.execute(_lock_table_statement(self.target))
                 found, _ = preserve_logged(self.conn, self.target, self.columns, self.options, under_lock=True,
                                            ledger=self.ledger)
-                for statement in (*untrack_statements(self.target), *self.target.down_statements(planned.step)):
+                for statement in (*untrack_statements(self.target), *planned.step.down):
                     self.conn.execute(statement)
                 return found
 

@@ -13,9 +13,9 @@ SPEC = load_spec()
 
 def _complete_snapshot() -> Snapshot:
     columns = {
-        c.name: ColumnInfo(c.name, c.type, c.nullable, c.default, c.comment) for c in SPEC.columns
+        c.name: ColumnInfo(c.name, c.type.name, c.nullable, c.default_text, c.comment) for c in SPEC.columns
     }
-    fk = SPEC.foreign_key
+    (fk,) = SPEC.foreign_keys
     constraints = {fk.name: ConstraintInfo(fk.name, "f", fk.columns, "public", "mechanics", fk.referenced_columns,
                                            "SET NULL", True, "FOREIGN KEY ...")}
     indexes = {
@@ -46,7 +46,7 @@ def test_enum_cast_and_parentheses_do_not_matter_but_the_value_does():
 def test_each_kind_of_drift_fails_its_own_check():
     base = _complete_snapshot()
     window, comment_col = "priority_window_minutes", "priority_notified_at"
-    fk = SPEC.foreign_key.name
+    fk = SPEC.foreign_keys[0].name
     timeout_idx = "session_requests_priority_timeout_idx"
     cases = {
         f"column:{window}:type": replace(base, columns={**base.columns, window: replace(base.columns[window],

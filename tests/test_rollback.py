@@ -25,6 +25,7 @@ from clihelp import cli
 from favmigrate.apply import EventKind, apply_migration
 from favmigrate.backfill import BackfillOptions, backfill
 from favmigrate.db import SessionLimits, advisory_key
+from favmigrate.ops import step_named
 from favmigrate.rollback import (
     KeyState,
     NotConfirmed,
@@ -321,7 +322,7 @@ def test_apply_backfill_write_rollback_keeps_every_value_and_apply_again_restore
 def test_rollback_from_a_half_applied_migration_with_a_backfill_in_progress(conn):
     t = target()
     for name in ("add-columns", "add-fk-not-valid", "index-priority-timeout", "index-preferred-mechanic"):
-        for statement in t.up_statements(SPEC.step(name)):
+        for statement in step_named(t, name).up:
             conn.execute(statement)
     conn.execute("UPDATE pg_index SET indisvalid = false "
                  "WHERE indexrelid = 'session_requests_preferred_mechanic_idx'::regclass")
@@ -356,7 +357,7 @@ def test_rollback_from_a_half_applied_migration_with_a_backfill_in_progress(conn
 
 
 def test_only_the_columns_left_and_nothing_at_all(conn, db_dsn):
-    for statement in target().up_statements(SPEC.step("add-columns")):
+    for statement in step_named(target(), "add-columns").up:
         conn.execute(statement)
     result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
     assert result.exit_code == 0, result.stderr

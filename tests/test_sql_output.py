@@ -36,7 +36,7 @@ def test_apply_dry_run_sql_piped_into_psql_then_verify_passes(db_dsn, tmp_path: 
     assert result.exit_code == 0, result.stderr
     script = result.stdout
     assert script.startswith("-- favmigrate apply --dry-run: the statements it would run")
-    assert "CREATE INDEX CONCURRENTLY session_requests_priority_timeout_idx" in script
+    assert 'CREATE INDEX CONCURRENTLY "session_requests_priority_timeout_idx"' in script
     assert "BEGIN;\nALTER TABLE" in script and script.rstrip().endswith("-- dry run: nothing was changed")
     comment = next(line for line in script.splitlines() if line.startswith("COMMENT ON COLUMN"))
     assert comment.endswith("(Phase 4; was metadata.priority_mechanic_id)';") and len(comment) > 80
@@ -64,9 +64,9 @@ def test_batched_step_is_a_commented_template(db_dsn):
     start = next(i for i, line in enumerate(lines) if line.startswith("-- step window-fill-nulls:"))
     end = next(i for i, line in enumerate(lines) if line.startswith("-- step window-check-not-valid:"))
     assert lines[start + 1].startswith("-- repeated in batches by favmigrate")
-    assert ":after_id, :batch_size bound for each batch" in lines[start + 1]
+    assert ":batch_size, :after_id bound for each batch" in lines[start + 1]
     assert all(line.startswith("--   ") for line in lines[start + 2:end]) and end > start + 3
-    assert "WHERE id > :after_id" in script and "%(" not in script
+    assert 'WHERE "id" > :after_id' in script and "%(" not in script
 
 
 def test_rollback_dry_run_sql_has_no_placeholders_and_runs(db_dsn):

@@ -39,7 +39,7 @@ def test_wheel_installed_in_a_fresh_venv_runs_from_tmp(tmp_path: Path, db_dsn: s
     result = subprocess.run([python, "-m", "favmigrate.cli", "apply", "--dsn", db_dsn, "--dry-run"],
                             cwd=workdir, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "CREATE INDEX CONCURRENTLY session_requests_priority_timeout_idx" in result.stdout
+    assert 'CREATE INDEX CONCURRENTLY "session_requests_priority_timeout_idx"' in result.stdout
     verify = subprocess.run([python, "-m", "favmigrate.cli", "verify", "--dsn", db_dsn, "--format", "json"],
                             cwd=workdir, capture_output=True, text=True)
     assert verify.returncode == 1 and '"ok": false' in verify.stdout

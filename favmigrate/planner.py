@@ -1,0 +1,138 @@
+"""Which generated steps are still needed, decided from a catalog snapshot. Pure: no database here.
+
+A step is needed when one of the checks it satisfies does not pass; within a step, only the ops whose
+checks do not pass run (a foreign key already in place is not added again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from favmigrate.catalog import Snapshot
+from favmigrate.checks import check_applied, failing, index_matches
+from favmigrate.ops import Op, Step, converge_steps, drop_index, finalize_steps, migration_steps
+from favmigrate.results import CheckResult
+from favmigrate.spec import Aspect, LockKind, Target, as_text
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step that is needed, why, and the SQL that will run for it."""
+
+    step: Step
+    reason: str
+    statements: tuple[str, ...]
+    rebuild_index: bool = False  # an INVALID leftover (or --replace) is dropped concurrently first
+    down: bool = False  # run the step's down SQL instead (rollback)
+    ops: tuple[Op, ...] = ()  # the step's ops that run (all of them when empty)
+
+    @property
+    def up(self) -> tuple[Any, ...]:
+        """The composed statements of the ops that run."""
+        return tuple(s for op in (self.ops or self.step.ops) for s in op.up)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step.name, "reason": self.reason, "sql": list(self.statements),
+                "rebuild_index": self.rebuild_index, "lock": self.step.lock.value}
+
+
+def reason(broken: list[CheckResult]) -> str:
+    """Why a step is needed: the failing checks' messages (skipped ones only repeat a missing object)."""
+    shown = [c for c in broken if c.failed] or broken
+    return "; ".join(c.message or c.id for c in shown)
+
+
+def _planned(step: Step, broken: list[CheckResult], ops: tuple[Op, ...], *, prefix: tuple[str, ...] = (),
+             rebuild: bool = False) -> PlannedStep:
+    statements = list(prefix)
+    if step.first_batch is not None:
+        statements.append(as_text(step.first_batch))
+    statements += [as_text(s) for op in ops for s in op.up]
+    return PlannedStep(step, reason(broken), tuple(statements), rebuild, ops=ops)
+
+
+def _migration_plan(target: Target, snapshot: Snapshot, checks: tuple[CheckResult, ...],
+                    replace: bool) -> list[PlannedStep]:
+    planned: list[PlannedStep] = []
+    for step in migration_steps(target):
+        if step.index is not None:
+            index = step.index
+            broken = failing(checks, step.satisfies)
+            found = snapshot.indexes.get(index.name)
+            rebuild = False
+            if found is not None and found.valid and not index_matches(index, found):
+                broken = failing(checks, (index.id.check(Aspect.DEFINITION),))
+                rebuild = replace
+            elif found is not None and not found.valid:
+                rebuild = True
+            if broken:
+                prefix = (as_text(drop_index(target, index)),) if rebuild else ()
+                planned.append(_planned(step, broken, step.ops, prefix=prefix, rebuild=rebuild))
+            continue
+        ops = tuple(op for op in step.ops if failing(checks, op.satisfies))
+        if ops:
+            planned.append(_planned(step, failing(checks, step.satisfies), ops))
+    return planned
+
+
+def _not_null_plan(steps: tuple[Step, ...], snapshot: Snapshot, checks: tuple[CheckResult, ...]) -> list[PlannedStep]:
+    """The NOT NULL sequence for the columns that exist and need it, skipping what an earlier run finished."""
+    planned: list[PlannedStep] = []
+    for step in steps:
+        column = step.column
+        assert column is not None and column.not_null_check is not None
+        if column.name not in snapshot.columns:
+            continue  # add-columns creates it as the spec says: nothing to converge
+        broken = failing(checks, step.satisfies)
+        if not broken:
+            continue
+        check = snapshot.constraints.get(column.not_null_check)
+        if step.name.endswith("-check-not-valid") and check is not None:
+            continue
+        if step.name.endswith("-check-validate") and check is not None and check.validated:
+            continue
+        planned.append(_planned(step, broken, step.ops))
+    return planned
+
+
+def plan_apply(target: Target, snapshot: Snapshot, *, replace: bool = False,
+               finalize: bool = False) -> list[PlannedStep]:
+    """The steps apply would run against this snapshot, in order, with their SQL. Pure."""
+    checks = check_applied(target.spec, snapshot, schema=target.schema)
+    planned = _migration_plan(target, snapshot, checks, replace)
+    # the convergence runs right after the columns exist (they already do when it is needed)
+    converge = _not_null_plan(converge_steps(target), snapshot, checks)
+    position = 1 if planned and planned[0].step.name == "add-columns" else 0
+    planned = planned[:position] + converge + planned[position:]
+    if finalize:
+        planned += plan_finalize(target, snapshot)
+    return planned
+
+
+def plan_finalize(target: Target, snapshot: Snapshot) -> list[PlannedStep]:
+    """The NOT NULL enforcement still needed by ``not_null = "after-backfill"`` columns. Pure.
+
+    A column that does not exist yet is planned as if it were nullable (apply --finalize adds it first).
+    """
+    checks = check_applied(target.spec, snapshot, schema=target.schema)
+    planned: list[PlannedStep] = []
+    for step in finalize_steps(target):
+        column = step.column
+        assert column is not None and column.not_null_check is not None
+        found = snapshot.columns.get(column.name)
+        if found is not None and not found.nullable:
+            continue
+        check = snapshot.constraints.get(column.not_null_check)
+        if step.name.endswith("-check-not-valid") and check is not None:
+            continue
+        if step.name.endswith("-check-validate") and check is not None and check.validated:
+            continue
+        broken = failing(checks, step.satisfies) or failing(checks, (column.id.check(Aspect.EXISTS),))
+        planned.append(_planned(step, broken, step.ops))
+    return planned
+
+
+def lock_of(planned: PlannedStep) -> LockKind:
+    """The lock a planned step is run under (a down step: brief, with retries)."""
+    return LockKind.BRIEF if planned.down else planned.step.lock

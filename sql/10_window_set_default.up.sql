@@ -1,2 +1,0 @@
-ALTER TABLE {table}
-    ALTER COLUMN priority_window_minutes SET DEFAULT 10;

@@ -1,2 +1,0 @@
-ALTER TABLE {table}
-    VALIDATE CONSTRAINT session_requests_priority_window_not_null;
