@@ -87,7 +87,7 @@ def require_tables(snapshot: Snapshot, target: Target) -> None:
     missing = [f"{target.schema}.{name}" for name, exists in found if not exists]
     if missing:
         what = (f"table {missing[0]} does not exist" if len(missing) == 1
-                else f"tables {' and '.join(missing)} do not exist")
+                else f"tables {', '.join(missing[:-1])} and {missing[-1]} do not exist")
         raise PreflightFailed(f"{what}; nothing was changed",
                               problems=[f"table {name} is missing" for name in missing],
                               hint="check --schema and the database named in the DSN")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from favmigrate.spec import Target
 
 # --help lists the commands in the order they are used, not alphabetically or as defined
-WORKFLOW_ORDER = ("plan", "apply", "verify", "backfill", "explain", "report", "rollback", "history", "lint",
+WORKFLOW_ORDER = ("plan", "apply", "verify", "backfill", "finalize", "explain", "report", "rollback", "history", "lint",
                   "sandbox")
 
 
