@@ -583,6 +583,5 @@ def finalize_migration(
     if any(r.outcome is StepOutcome.INTERRUPTED for r in results):
         return RunReport("finalize", tuple(results), notes=("interrupted: re-run `favmigrate finalize` to finish",),
                          extra={"run_id": str(runner.run_id)})
-    set_session(conn, lock_timeout="0", statement_timeout="0")
     verification = _verification(conn, target)
     return RunReport("finalize", tuple(results), verification=verification, extra={"run_id": str(runner.run_id)})
