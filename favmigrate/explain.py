@@ -33,6 +33,7 @@ from favmigrate.queries import (
     rejected,
     require_applied,
     resolve_params,
+    spec_queries,
 )
 from favmigrate.results import CheckResult, CheckStatus
 from favmigrate.spec import IndexSpec, Target
@@ -53,7 +54,7 @@ class PlanMode(StrEnum):
 class ExplainOptions:
     timeout_s: float | None = DEFAULT_TIMEOUT_S
     params: Mapping[str, str] = field(default_factory=dict)
-    queries_dir: Traversable | None = None  # default: the shipped verify/
+    queries_dir: Traversable | None = None  # default: the spec's queries
 
 
 @dataclass(frozen=True)
@@ -448,7 +449,7 @@ def explain(
     query file that writes, is malformed or fails, or a param that is unknown or invalid.
     """
     options = options or ExplainOptions()
-    queries = load_queries(options.queries_dir)
+    queries = load_queries(options.queries_dir) if options.queries_dir is not None else spec_queries(target.spec)
     check_param_names(queries, options.params)
     with read_only(conn):
         snapshot = read_snapshot(conn, target)

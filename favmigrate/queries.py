@@ -35,7 +35,7 @@ from favmigrate.catalog import Snapshot, require_tables
 from favmigrate.db import ms, read_only, rows, scalar, set_local
 from favmigrate.errors import PreflightFailed, UsageError
 from favmigrate.resources import verify_dir
-from favmigrate.spec import Target
+from favmigrate.spec import MigrationSpec, Target, spec_file
 
 _HEADER = re.compile(r"^--\s*(title|expects|param)\s*:\s*(.*?)\s*$")
 _PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>[a-z_][a-z0-9_ .]*?(\[\])?)\s*(=\s*(?P<default>.+))?$",
@@ -104,7 +104,7 @@ class QuerySpec:
         return statements[0]
 
 
-def parse_query(file: str, text: str) -> QuerySpec:
+def parse_query(file: str, text: str, expects_given: tuple[str, ...] = ()) -> QuerySpec:
     """Read the header of one query file. Raises UsageError when ``expects`` is missing or a param is malformed."""
     title, params = "", []
     expects: tuple[str, ...] = ()
@@ -130,8 +130,10 @@ def parse_query(file: str, text: str) -> QuerySpec:
             default = found.group("default")
             params.append(QueryParam(found.group("name"), found.group("type").strip(),
                                      default.strip() if default else None))
+    expects = expects_given or expects
     if not expects:
-        raise UsageError(f"query file {file} names no index: add a `-- expects: <index name>` header line")
+        raise UsageError(f"query file {file} names no index: add a `-- expects: <index name>` header line",
+                         hint="or give it in the spec: [[explain]] file = ..., expects = \"<index name>\"")
     stem = file.rsplit("/", 1)[-1].removesuffix(".sql")
     return QuerySpec(id=stem.replace("_", "-"), file=file, title=title or stem, expects=expects,
                      params=tuple(params), template=text)
@@ -151,6 +153,23 @@ def load_queries(folder: Traversable | None = None) -> tuple[QuerySpec, ...]:
     if not queries:
         raise UsageError(f"no query file (*.sql) in {where}")
     return queries
+
+
+def spec_queries(spec: MigrationSpec) -> tuple[QuerySpec, ...]:
+    """The queries `explain` runs for a spec: its [[explain]] files (their index given there or in the file's
+    header), else every ``*.sql`` of its query folder. Raises UsageError when a file cannot be read."""
+    if not spec.explain:
+        return load_queries(spec.queries_folder)
+    assert spec.folder is not None
+    queries = []
+    for entry in spec.explain:
+        found = spec_file(spec.folder, entry.file)
+        try:
+            text = found.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read the query file {entry.file}: {exc}") from None
+        queries.append(parse_query(entry.file, text, entry.expects))
+    return tuple(queries)
 
 
 def load_query(query_id: str, folder: Traversable | None = None) -> QuerySpec:

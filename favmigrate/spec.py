@@ -604,11 +604,12 @@ def _one_or_more(fields: _Fields, key: str) -> tuple[str, ...]:
 def _require_file(fields: _Fields, file: str, folder: Traversable | None) -> None:
     if folder is None:
         return
-    if not _query_file(folder, file).is_file():
+    if not spec_file(folder, file).is_file():
         raise fields.error("file", f"{file!r} does not exist in the spec folder")
 
 
-def _query_file(folder: Traversable, file: str) -> Traversable:
+def spec_file(folder: Traversable, file: str) -> Traversable:
+    """A file of the spec folder, by its path relative to it (``queries/report.sql``)."""
     found = folder
     for part in file.split("/"):
         found = found.joinpath(part)

@@ -127,6 +127,9 @@ def test_orders_spec_plan_apply_verify_finalize_rollback_apply(orders_dsn):
     verified = orders("verify", *dsn, "--format", "json")
     assert verified.exit_code == 0, verified.stdout
     assert statuses(verified)["column:total:nullable"] == "pass"
+    explained = orders("explain", *dsn, "--format", "json")
+    assert explained.exit_code == 0, explained.stderr
+    assert [q["expected_index"] for q in explained.json()["queries"]] == ["orders_open_shipped_idx"]
     assert orders("plan", *dsn).exit_code == 0
 
     rolled_back = orders("rollback", *dsn, "--yes", "--discard-data", "--format", "json")
