@@ -53,7 +53,7 @@ from favmigrate.db import (
     with_lock_retries,
 )
 from favmigrate.errors import FavmigrateError, PreflightFailed, StepFailed
-from favmigrate.history import HISTORY_SCHEMA, ensure_history
+from favmigrate.history import HISTORY_SCHEMA, create_tool_tables, ensure_history
 from favmigrate.ops import Step, down_steps, extra_constraints
 from favmigrate.planner import PlannedStep
 from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult, plural
@@ -591,6 +591,8 @@ def track_statements(target: Target, columns: Sequence[ColumnSpec]) -> list[sql.
             log=log, pk=pk, names=sql.SQL(", ").join(names), table=target.table),
         sql.SQL("CREATE FUNCTION {log}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
                 "SET search_path = pg_catalog AS {body}").format(log=log, body=sql.Literal(as_text(body))),
+        # a trigger fires without EXECUTE, and nobody else has a reason to call it
+        sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(log),
         sql.SQL("CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OF {columns} ON {table} "
                 "FOR EACH ROW EXECUTE FUNCTION {log}()").format(
             trigger=sql.Identifier(CHANGE_LOG_TRIGGER), table=target.table, log=log,
@@ -1096,10 +1098,13 @@ class _Executor:
                 self.conn.execute(statement)
 
     def _track(self, planned: PlannedStep) -> tuple[str, int]:
-        statements = untrack_statements(self.target)
-        if not planned.down:
-            statements += track_statements(self.target, self.columns)
-        _, retries = self._retrying(lambda: self._execute_all(statements), planned.step.name)
+        def track() -> None:
+            with self.conn.transaction():
+                self._execute_all(untrack_statements(self.target))
+                if not planned.down:  # the log closed to other roles, as every table of the tool's schema
+                    create_tool_tables(self.conn, sql.SQL("; ").join(track_statements(self.target, self.columns)))
+
+        _, retries = self._retrying(track, planned.step.name)
         self.tracking = not planned.down
         return ("trigger " + CHANGE_LOG_TRIGGER + " logs the rows written from now on" if self.tracking
                 else "removed"), retries

@@ -31,6 +31,7 @@ from favmigrate.rollback import (
     NotConfirmed,
     RollbackOptions,
     change_log_present,
+    change_log_table,
     classify,
     legacy_json,
     parse_timestamp,
@@ -43,7 +44,7 @@ from favmigrate.rollback import (
     track_statements,
     values_to_preserve,
 )
-from favmigrate.spec import Target, load_spec
+from favmigrate.spec import Target, as_text, load_spec
 
 SPEC = load_spec()
 MECHANIC, WINDOW, NOTIFIED = (SPEC.column(n) for n in
@@ -435,6 +436,38 @@ def test_a_write_made_while_the_column_drop_waits_for_its_lock_ends_up_in_metada
     assert preservation["rows_written"] == sum(p["rows_written"] for p in preservation["passes"])
     assert preservation["conflicts"] == 0, "a value the application changed is no conflict"
     assert not change_log_present(conn, target())
+
+
+def test_the_applications_role_writes_on_without_any_privilege_on_the_tools_schema(conn, db_dsn):
+    apply(conn)
+    role = sql.Identifier(f"app_{uuid.uuid4().hex[:12]}")
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN BYPASSRLS").format(role))  # the sample has RLS policies
+    conn.execute(sql.SQL("GRANT SELECT, UPDATE ON session_requests TO {}").format(role))
+    row = plain_rows(conn, 1)[0]
+    seen: list[bool] = []
+
+    def application(event: Any) -> None:
+        if event.kind is EventKind.STEP_START and event.step == "index-priority-timeout":
+            log = as_text(change_log_table(target()))
+            with psycopg.connect(db_dsn, autocommit=True) as app:
+                table, function = app.execute("SELECT %s::regclass::oid, %s::regprocedure::oid",
+                                              (log, f"{log}()")).fetchone()
+                app.execute(sql.SQL("SET ROLE {}").format(role))
+                app.execute("UPDATE session_requests SET priority_window_minutes = 35 WHERE id = %s", (row,))
+                seen.extend(app.execute("SELECT has_schema_privilege('favmigrate', 'USAGE'), "
+                                        "has_table_privilege(%s::oid, 'SELECT'), "
+                                        "has_function_privilege(%s::oid, 'EXECUTE')", (table, function)).fetchone())
+
+    try:
+        report = rollback_migration(conn, target(), on_event=application)
+        assert report.exit_code == 0, report.to_dict()
+        assert seen == [False, False, False], "the change log is closed to the application's role"
+        window = conn.execute("SELECT metadata -> 'priority_window_minutes' FROM session_requests WHERE id = %s",
+                              (row,)).fetchone()[0]
+        assert window == 35, "its write was logged, and preserved"
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(role))
+        conn.execute(sql.SQL("DROP ROLE {}").format(role))
 
 
 @pytest.mark.parametrize("discard", [False, True], ids=["preserve", "discard-data"])
