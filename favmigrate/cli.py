@@ -38,9 +38,10 @@ app = typer.Typer(
     name="favmigrate",
     cls=WorkflowOrder,
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Take a live PostgreSQL through the Phase 4 favorites-priority migration safely: plan it, apply it "
-    "online, verify it against the catalogs, backfill the legacy JSONB metadata, measure it, roll it back "
-    "without losing data.\n\nExit codes: 0 ok; 1 a check failed / drift / work pending; 2 usage, connection or "
+    help="Take a live PostgreSQL through a migration that promotes JSONB keys into typed columns safely: plan "
+    "it, apply it online, verify it against the catalogs, backfill the legacy JSONB values, enforce NOT NULL, "
+    "measure it, roll it back without losing data. The built-in migration is Phase 4 (favorites priority); "
+    "--spec runs another one.\n\nExit codes: 0 ok; 1 a check failed / drift / work pending; 2 usage, connection or "
     "preflight error (nothing changed); 3 interrupted or partially done (safe to re-run).",
     no_args_is_help=True,
     add_completion=True,

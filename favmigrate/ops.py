@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from psycopg import sql
 
@@ -28,6 +29,16 @@ from favmigrate.spec import (
     as_text,
     new_value,
 )
+
+
+class NotNullStage(StrEnum):
+    """The steps that make a column NOT NULL online, in order."""
+
+    SET_DEFAULT = "set-default"
+    FILL_NULLS = "fill-nulls"
+    ADD_CHECK = "check-not-valid"
+    VALIDATE_CHECK = "check-validate"
+    SET_NOT_NULL = "set-not-null"
 
 
 class Phase(StrEnum):
@@ -60,6 +71,7 @@ class Step:
     why: str = ""  # the reviewer's one-line reason for the form of the SQL (a comment in sql/)
     index: IndexSpec | None = None  # the index a CONCURRENT step builds
     column: ColumnSpec | None = None  # the column a NOT NULL step is about
+    stage: NotNullStage | None = None  # which NOT NULL step it is
     first_batch: sql.Composed | None = None  # BATCHED: the first batch (no lower key bound)
 
     @property
@@ -201,27 +213,31 @@ def _not_null_steps(target: Target, column: ColumnSpec, phase: Phase) -> Iterato
     """NOT NULL without a long ACCESS EXCLUSIVE scan: CHECK NOT VALID, VALIDATE, SET NOT NULL, drop the CHECK."""
     assert column.not_null_check is not None
     name, check = sql.Identifier(column.name), sql.Identifier(column.not_null_check)
-    nullable = column.id.check(Aspect.NULLABLE)
-    label = column.label
+    nullable = (column.id.check(Aspect.NULLABLE),)
+
+    def step(stage: NotNullStage, lock: LockKind, statements: tuple[sql.Composed, ...],
+             satisfies: tuple[CheckId, ...] = nullable, **more: Any) -> Step:
+        return Step(f"{column.label}-{stage.value}", lock, (Op(statements, satisfies),), phase, column=column,
+                    stage=stage, **more)
+
     if phase is Phase.CONVERGE and column.default is not None:
-        yield Step(f"{label}-set-default", LockKind.BRIEF, (Op(
-            (_alter(target, [sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(name, new_value(column.default))]),),
-            (column.id.check(Aspect.DEFAULT),)),), phase, column=column)
-        yield Step(f"{label}-fill-nulls", LockKind.BATCHED,
-                   (Op((fill_nulls_batch(target, column, first=False),), (nullable,)),), phase, column=column,
+        default = new_value(column.default)
+        yield step(NotNullStage.SET_DEFAULT, LockKind.BRIEF,
+                   (_alter(target, [sql.SQL("ALTER COLUMN {} SET DEFAULT {}").format(name, default)]),),
+                   (column.id.check(Aspect.DEFAULT),))
+        yield step(NotNullStage.FILL_NULLS, LockKind.BATCHED, (fill_nulls_batch(target, column, first=False),),
                    first_batch=fill_nulls_batch(target, column, first=True),
                    why="One batch of the NULL fill, run repeatedly, one short transaction per batch, keyset by "
                    "primary key, until it returns no row.")
-    yield Step(f"{label}-check-not-valid", LockKind.BRIEF, (Op(
-        (_alter(target, [sql.SQL("ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID").format(check, name)]),),
-        (nullable,)),), phase, column=column)
-    yield Step(f"{label}-check-validate", LockKind.ONLINE, (Op(
-        (_alter(target, [sql.SQL("VALIDATE CONSTRAINT {}").format(check)]),), (nullable,)),), phase, column=column,
-        why="VALIDATE scans under SHARE UPDATE EXCLUSIVE: reads and writes continue meanwhile.")
-    yield Step(f"{label}-set-not-null", LockKind.BRIEF, (Op(
-        (_alter(target, [sql.SQL("ALTER COLUMN {} SET NOT NULL").format(name)]),
-         _alter(target, [sql.SQL("DROP CONSTRAINT {}").format(check)])), (nullable,)),), phase, column=column,
-        why="The validated CHECK proves there is no NULL, so SET NOT NULL skips its full-table scan (PG 12+).")
+    yield step(NotNullStage.ADD_CHECK, LockKind.BRIEF, (_alter(target, [
+        sql.SQL("ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID").format(check, name)]),))
+    yield step(NotNullStage.VALIDATE_CHECK, LockKind.ONLINE,
+               (_alter(target, [sql.SQL("VALIDATE CONSTRAINT {}").format(check)]),),
+               why="VALIDATE scans under SHARE UPDATE EXCLUSIVE: reads and writes continue meanwhile.")
+    yield step(NotNullStage.SET_NOT_NULL, LockKind.BRIEF,
+               (_alter(target, [sql.SQL("ALTER COLUMN {} SET NOT NULL").format(name)]),
+                _alter(target, [sql.SQL("DROP CONSTRAINT {}").format(check)])),
+               why="The validated CHECK proves there is no NULL, so SET NOT NULL skips its full-table scan (PG 12+).")
 
 
 def migration_steps(target: Target) -> tuple[Step, ...]:

@@ -11,9 +11,9 @@ from typing import Any
 
 from favmigrate.catalog import Snapshot
 from favmigrate.checks import check_applied, failing, index_matches
-from favmigrate.ops import Op, Step, converge_steps, drop_index, finalize_steps, migration_steps
+from favmigrate.ops import NotNullStage, Op, Step, converge_steps, drop_index, finalize_steps, migration_steps
 from favmigrate.results import CheckResult
-from favmigrate.spec import Aspect, LockKind, Target, as_text
+from favmigrate.spec import Aspect, Target, as_text
 
 
 @dataclass(frozen=True)
@@ -76,38 +76,36 @@ def _migration_plan(target: Target, snapshot: Snapshot, checks: tuple[CheckResul
     return planned
 
 
+def _finished_earlier(step: Step, snapshot: Snapshot) -> bool:
+    """An interrupted run already added (or validated) the NOT NULL check this step would add (or validate)."""
+    assert step.column is not None and step.column.not_null_check is not None
+    check = snapshot.constraints.get(step.column.not_null_check)
+    if check is None:
+        return False
+    return step.stage is NotNullStage.ADD_CHECK or (step.stage is NotNullStage.VALIDATE_CHECK and check.validated)
+
+
 def _not_null_plan(steps: tuple[Step, ...], snapshot: Snapshot, checks: tuple[CheckResult, ...]) -> list[PlannedStep]:
     """The NOT NULL sequence for the columns that exist and need it, skipping what an earlier run finished."""
     planned: list[PlannedStep] = []
     for step in steps:
-        column = step.column
-        assert column is not None and column.not_null_check is not None
-        if column.name not in snapshot.columns:
+        assert step.column is not None
+        if step.column.name not in snapshot.columns:
             continue  # add-columns creates it as the spec says: nothing to converge
         broken = failing(checks, step.satisfies)
-        if not broken:
-            continue
-        check = snapshot.constraints.get(column.not_null_check)
-        if step.name.endswith("-check-not-valid") and check is not None:
-            continue
-        if step.name.endswith("-check-validate") and check is not None and check.validated:
-            continue
-        planned.append(_planned(step, broken, step.ops))
+        if broken and not _finished_earlier(step, snapshot):
+            planned.append(_planned(step, broken, step.ops))
     return planned
 
 
-def plan_apply(target: Target, snapshot: Snapshot, *, replace: bool = False,
-               finalize: bool = False) -> list[PlannedStep]:
+def plan_apply(target: Target, snapshot: Snapshot, *, replace: bool = False) -> list[PlannedStep]:
     """The steps apply would run against this snapshot, in order, with their SQL. Pure."""
     checks = check_applied(target.spec, snapshot, schema=target.schema)
     planned = _migration_plan(target, snapshot, checks, replace)
     # the convergence runs right after the columns exist (they already do when it is needed)
     converge = _not_null_plan(converge_steps(target), snapshot, checks)
     position = 1 if planned and planned[0].step.name == "add-columns" else 0
-    planned = planned[:position] + converge + planned[position:]
-    if finalize:
-        planned += plan_finalize(target, snapshot)
-    return planned
+    return planned[:position] + converge + planned[position:]
 
 
 def plan_finalize(target: Target, snapshot: Snapshot) -> list[PlannedStep]:
@@ -119,20 +117,11 @@ def plan_finalize(target: Target, snapshot: Snapshot) -> list[PlannedStep]:
     planned: list[PlannedStep] = []
     for step in finalize_steps(target):
         column = step.column
-        assert column is not None and column.not_null_check is not None
+        assert column is not None
         found = snapshot.columns.get(column.name)
-        if found is not None and not found.nullable:
-            continue
-        check = snapshot.constraints.get(column.not_null_check)
-        if step.name.endswith("-check-not-valid") and check is not None:
-            continue
-        if step.name.endswith("-check-validate") and check is not None and check.validated:
+        if (found is not None and not found.nullable) or _finished_earlier(step, snapshot):
             continue
         broken = failing(checks, step.satisfies) or failing(checks, (column.id.check(Aspect.EXISTS),))
         planned.append(_planned(step, broken, step.ops))
     return planned
 
-
-def lock_of(planned: PlannedStep) -> LockKind:
-    """The lock a planned step is run under (a down step: brief, with retries)."""
-    return LockKind.BRIEF if planned.down else planned.step.lock
