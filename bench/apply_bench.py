@@ -9,7 +9,7 @@ one's latency; a sampler watches ``pg_blocking_pids`` to name what the writer wa
 Scenarios at each size:
 
 * ``favmigrate apply`` run as the installed command (a subprocess: the real thing);
-* the seed's original SQL (``bench/seed_original.sql``) sent as one query, as a SQL editor does.
+* the seed's original SQL (``favmigrate/sample/seed_original.sql``) sent as one query, as a SQL editor does.
 
 It also times ``favmigrate verify --no-data`` at each size (catalog-only: should not grow) and the
 start-up of ``favmigrate --help`` (and whether that imports psycopg), then prints a markdown table.
@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -43,15 +42,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from favmigrate.sample import load_sample
+from favmigrate.sample import load_sample, sample_writes, seed_sql
 from favmigrate.sandbox import Server, disposable_postgres
+from favmigrate.stall import LEAD_S, SAMPLE_S, Blocker, Recording, Txn, percentile, writes_during
 
-SEED_SQL = Path(__file__).with_name("seed_original.sql")
 PG15_BINDIR = Path("/usr/lib/postgresql/15/bin")
 WRITER_APP = "bench-writer"
 SEED_APP = "seed-sql"
-SAMPLE_S = 0.01  # how often the sampler asks pg_blocking_pids whether the writer waits on a lock
-LEAD_S = 1.0  # the writer runs alone this long before the migration starts, and as long after it ends
 # Targets: favmigrate's worst stall at the largest size this many times below the seed SQL's, and
 # growing at most this much from the smallest to the largest size; verify --no-data flat.
 STALL_RATIO_TARGET = 30.0
@@ -63,26 +60,6 @@ class Kind(StrEnum):
     SEED = "seed-sql"
     FAVMIGRATE = "favmigrate-apply"
     IDLE = "idle"
-
-
-@dataclass(frozen=True)
-class Txn:
-    started: float
-    latency: float
-    kind: str
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class Blocker:
-    """What the writer waited for, seen by the sampler: the blocking backend's application and query."""
-
-    application: str
-    query: str
-    waiting_for: str
-    samples: int
-    first_s: float
-    last_s: float
 
 
 @dataclass(frozen=True)
@@ -108,44 +85,36 @@ class RunResult:
     spans: list[StepSpan] = field(default_factory=list)  # when each step ran, from its progress lines
 
     @property
+    def recording(self) -> Recording:
+        return Recording(self.rate_target, *self.migration_at, txns=self.txns, blockers=self.blockers)
+
+    @property
     def latencies(self) -> list[float]:
-        return sorted(t.latency for t in self.txns if not t.error)
+        return self.recording.latencies
 
     @property
     def worst(self) -> float:
-        return max(t.latency for t in self.txns)
+        return self.recording.worst
 
     @property
     def p99(self) -> float:
-        return percentile(self.latencies, 99)
+        return self.recording.p99
 
     @property
     def p99_intended(self) -> float:
-        """p99 as requests arriving at the writer's rate would see it: while one transaction is stalled,
-        those due meanwhile would have waited too (the coordinated-omission correction of HdrHistogram)."""
-        interval = 1.0 / self.rate_target
-        values: list[float] = []
-        for latency in self.latencies:
-            values.append(latency)
-            missing = latency - interval
-            while missing >= interval:
-                values.append(missing)
-                missing -= interval
-        return percentile(sorted(values), 99)
+        return self.recording.p99_intended
 
     @property
     def lock_wait(self) -> float:
-        """About how long the sampler saw the writer waiting on a lock (samples x the sampling interval)."""
-        return sum(b.samples for b in self.blockers) * SAMPLE_S
+        return self.recording.lock_wait
 
     @property
     def errors(self) -> int:
-        return sum(1 for t in self.txns if t.error)
+        return self.recording.errors
 
     @property
     def rate(self) -> float:
-        span = self.txns[-1].started - self.txns[0].started if len(self.txns) > 1 else 0
-        return (len(self.txns) - 1) / span if span else 0.0
+        return self.recording.achieved_rate
 
     def worst_during(self) -> str:
         """When the worst transaction ran: during which favmigrate step(s), or which other phase."""
@@ -180,123 +149,6 @@ class RunResult:
                 "spans": [asdict(s) for s in self.spans]}
 
 
-def percentile(ordered: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (0.0 when empty)."""
-    if not ordered:
-        return 0.0
-    rank = max(1, -(-len(ordered) * pct // 100))
-    return ordered[int(rank) - 1]
-
-
-# ---------------------------------------------------------------- load: the writer and the lock sampler
-
-
-class Writer:
-    """Small autocommit transactions on session_requests at a steady rate; records each one's latency.
-
-    Alternates an INSERT of a new pending request with an UPDATE of an existing one (by its sample
-    id), each in its own transaction. One connection, so a blocked transaction delays the next one
-    instead of piling up more: the worst latency is the longest stall an application write saw.
-    """
-
-    def __init__(self, dsn: str, *, rate: float, rows: int, seed: int) -> None:
-        self.conn = psycopg.connect(dsn, autocommit=True, application_name=WRITER_APP)
-        self.conn.execute("SET statement_timeout = '120s'")
-        self.pid = self.conn.info.backend_pid
-        self.interval = 1.0 / rate
-        self.rows = rows
-        self.seed = seed
-        self.txns: list[Txn] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="bench-writer", daemon=True)
-        self._origin = 0.0
-
-    def start(self, origin: float) -> None:
-        self._origin = origin
-        self._thread.start()
-
-    def stop(self) -> list[Txn]:
-        self._stop.set()
-        self._thread.join(timeout=150)
-        self.conn.close()
-        return self.txns
-
-    def _one(self, n: int) -> str:
-        if n % 2:
-            with self.conn.transaction():
-                self.conn.execute(
-                    "INSERT INTO public.session_requests (customer_id, status, metadata) "
-                    "VALUES (%s, 'pending', '{}'::jsonb)", (uuid.uuid4(),))
-            return "insert"
-        request = 1 + (n * 7919) % self.rows
-        with self.conn.transaction():
-            self.conn.execute(
-                "UPDATE public.session_requests SET status = %s::public.session_request_status "
-                "WHERE id = md5(%s || ':request:' || %s)::uuid",
-                ("accepted" if n % 4 else "cancelled", str(self.seed), request))
-        return "update"
-
-    def _loop(self) -> None:
-        due = time.perf_counter()
-        n = 0
-        while not self._stop.is_set():
-            pause = due - time.perf_counter()
-            if pause > 0:
-                self._stop.wait(pause)
-                if self._stop.is_set():
-                    break
-            started = time.perf_counter()
-            kind, error = "insert" if n % 2 else "update", ""
-            try:
-                kind = self._one(n)
-            except psycopg.Error as exc:
-                error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.txns.append(Txn(started - self._origin, time.perf_counter() - started, kind, error))
-            n += 1
-            # a stalled transaction is not followed by a burst of catch-up transactions
-            due = max(due + self.interval, time.perf_counter())
-
-
-_BLOCKERS = sql.SQL("""
-SELECT DISTINCT b.application_name,
-       left(btrim(regexp_replace(regexp_replace(b.query, '--[^\\n]*', '', 'g'), '\\s+', ' ', 'g')), 140) AS query,
-       (SELECT string_agg(l.mode, ',') FROM pg_locks l WHERE l.pid = %(pid)s AND NOT l.granted) AS waiting_for
-FROM unnest(pg_blocking_pids(%(pid)s)) AS bp(pid)
-JOIN pg_stat_activity b ON b.pid = bp.pid
-""")
-
-
-class LockSampler:
-    """Polls pg_blocking_pids of the writer from its own connection; tallies who blocked it."""
-
-    def __init__(self, dsn: str, writer_pid: int, interval: float = SAMPLE_S) -> None:
-        self.conn = psycopg.connect(dsn, autocommit=True, application_name="bench-sampler")
-        self.writer_pid = writer_pid
-        self.interval = interval
-        self.seen: dict[tuple[str, str, str], list[float]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
-        self._origin = 0.0
-
-    def start(self, origin: float) -> None:
-        self._origin = origin
-        self._thread.start()
-
-    def stop(self) -> list[Blocker]:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.conn.close()
-        return [Blocker(app, query, mode, len(times), round(min(times), 3), round(max(times), 3))
-                for (app, query, mode), times in sorted(self.seen.items(), key=lambda kv: -len(kv[1]))]
-
-    def _loop(self) -> None:
-        with contextlib.suppress(psycopg.Error):
-            while not self._stop.wait(self.interval):
-                now = time.perf_counter() - self._origin
-                for app, query, mode in self.conn.execute(_BLOCKERS, {"pid": self.writer_pid}).fetchall():
-                    self.seen.setdefault((app or "-", query or "", mode or ""), []).append(now)
-
-
 # ---------------------------------------------------------------- the database: templates and clones
 
 
@@ -312,9 +164,7 @@ def build_template(server: Server, rows: int, seed: int) -> float:
     """Create a template database holding the sample at ``rows``, vacuumed and frozen. Returns seconds."""
     name = template_name(rows)
     started = time.perf_counter()
-    with connect(server.dsn) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with connect(server.dsn_for(name)) as conn:
+    with connect(server.create_database(name)) as conn:
         load_sample(conn, rows=rows, seed=seed)
         conn.execute("VACUUM (FREEZE, ANALYZE)")
     with connect(server.dsn) as admin:
@@ -327,23 +177,10 @@ def build_template(server: Server, rows: int, seed: int) -> float:
 
 def clone(server: Server, rows: int, name: str) -> str:
     """CREATE DATABASE ``name`` from the template of ``rows``; return its DSN, its pages read once."""
-    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
-                                                                sql.Identifier(template_name(rows)))
-    if server.version_num >= 150000:
-        # FILE_COPY copies the files; the default WAL_LOG would write the whole table to the WAL
-        statement = statement + sql.SQL(" STRATEGY FILE_COPY")
-    with connect(server.dsn) as admin:
-        admin.execute(statement)
-    dsn = server.dsn_for(name)
+    dsn = server.create_database(name, template=template_name(rows))
     with connect(dsn) as conn:
         conn.execute("SELECT count(*) FROM public.session_requests")
     return dsn
-
-
-def drop(server: Server, name: str) -> None:
-    force = sql.SQL(" WITH (FORCE)") if server.version_num >= 130000 else sql.SQL("")
-    with connect(server.dsn) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)) + force)
 
 
 @contextlib.contextmanager
@@ -352,7 +189,7 @@ def cloned(server: Server, rows: int, name: str) -> Iterator[str]:
     try:
         yield dsn
     finally:
-        drop(server, name)
+        server.drop_database(name)
 
 
 # ---------------------------------------------------------------- the migrations
@@ -419,9 +256,8 @@ def run_favmigrate(dsn: str, origin: float) -> tuple[list[dict[str, Any]], list[
 
 def run_seed_sql(dsn: str) -> None:
     """Send the seed's SQL as one query (one implicit transaction), the way a SQL editor runs it."""
-    script = SEED_SQL.read_text(encoding="utf-8")
     with connect(dsn, SEED_APP) as conn:
-        conn.execute(script)  # no parameters: the simple query protocol, so several statements may go at once
+        conn.execute(seed_sql())  # no parameters: the simple query protocol, so several statements may go at once
 
 
 def run_scenario(server: Server, kind: Kind, rows: int, run: int, args: argparse.Namespace,
@@ -429,29 +265,19 @@ def run_scenario(server: Server, kind: Kind, rows: int, run: int, args: argparse
     """One fresh clone; the writer and the sampler around one migration (or ``duration_s`` idle)."""
     name = f"bench_{kind.value.replace('-', '_')}_{rows}_{run}"
     with cloned(server, rows, name) as dsn:
-        writer = Writer(dsn, rate=args.rate, rows=rows, seed=args.seed)
-        sampler = LockSampler(dsn, writer.pid)
         origin = time.perf_counter()
-        writer.start(origin)
-        sampler.start(origin)
         steps: list[dict[str, Any]] = []
         spans: list[StepSpan] = []
-        try:
-            time.sleep(LEAD_S)
-            started = time.perf_counter()
+        writes = sample_writes(rows, seed=args.seed)
+        with writes_during(dsn, writes, rate=args.rate, origin=origin, application=WRITER_APP) as recording:
             if kind is Kind.FAVMIGRATE:
                 steps, spans = run_favmigrate(dsn, origin)
             elif kind is Kind.SEED:
                 run_seed_sql(dsn)
             else:
                 time.sleep(duration_s)
-            ended = time.perf_counter()
-            time.sleep(LEAD_S)
-        finally:
-            txns = writer.stop()
-            blockers = sampler.stop()
-    return RunResult(kind, rows, run, ended - started, txns, (started - origin, ended - origin), args.rate,
-                     blockers, steps, spans)
+    return RunResult(kind, rows, run, recording.ended - recording.started, recording.txns,
+                     (recording.started, recording.ended), args.rate, recording.blockers, steps, spans)
 
 
 # ---------------------------------------------------------------- verify --no-data and start-up

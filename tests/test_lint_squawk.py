@@ -18,7 +18,7 @@ from favmigrate.lint.source import LineIndex, Origin, split_statements
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = [*sorted((Path(__file__).resolve().parent / "lint" / "corpus").glob("*.sql")),
-          ROOT / "bench" / "seed_original.sql"]
+          ROOT / "favmigrate" / "sample" / "seed_original.sql"]
 SHARED = {rule.id for rule in RULES.values() if rule.squawk}
 
 Key = tuple[str, str, int | None]  # file name, rule, first line of the statement (None: a per-file rule)

@@ -31,10 +31,13 @@ def test_wheel_installed_in_a_fresh_venv_runs_from_tmp(tmp_path: Path, db_dsn: s
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
 
-    where = subprocess.run([python, "-c", "import favmigrate.resources as r, favmigrate; "
-                            "print(favmigrate.__file__); print(r.sql_dir()); print(r.verify_dir())"],
+    where = subprocess.run([python, "-c", "import favmigrate.resources as r, favmigrate, favmigrate.sample as s; "
+                            "print(favmigrate.__file__); print(r.sql_dir()); print(r.verify_dir()); "
+                            "print(len(s.seed_sql()))"],
                            cwd=workdir, capture_output=True, text=True, check=True).stdout.split()
-    assert len(where) == 3 and all(str(site) in line for line in where), where
+    assert len(where) == 4 and all(str(site) in line for line in where[:3]), where
+    # the seed's SQL, which `favmigrate demo` lints and runs, ships too
+    assert where[3] == str(len((ROOT / "favmigrate" / "sample" / "seed_original.sql").read_text(encoding="utf-8")))
 
     result = subprocess.run([python, "-m", "favmigrate.cli", "apply", "--dsn", db_dsn, "--dry-run"],
                             cwd=workdir, capture_output=True, text=True)

@@ -56,6 +56,7 @@ plain                      645 no legacy key                                 abs
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -66,6 +67,7 @@ import psycopg
 from psycopg import sql
 
 from favmigrate.errors import FavmigrateError, UsageError
+from favmigrate.stall import WriteTransaction
 
 SLOTS = 1000
 LEGACY_KEYS = ("priority_mechanic_id", "priority_window_minutes", "priority_notified_at")
@@ -270,9 +272,59 @@ def expected_summary(rows: int) -> SampleSummary:
                          legacy_rows=rows - plain, deleted_mechanics=deleted)
 
 
+def expected_rejects(rows: int) -> dict[str, int]:
+    """The values a backfill of ``rows`` generated requests rejects, per reason (the outcomes that are not
+    ok or absent); metadata that is not an object is one reject for the whole row. Pure."""
+    counts: dict[str, int] = {}
+    per_case = expected_case_counts(rows)
+    for case in METADATA_CASES:
+        outcomes = set(case.outcomes.values())
+        if outcomes == {Outcome.METADATA_NOT_OBJECT}:
+            counts[Outcome.METADATA_NOT_OBJECT.value] = (counts.get(Outcome.METADATA_NOT_OBJECT.value, 0)
+                                                        + per_case[case.name])
+            continue
+        for outcome in case.outcomes.values():
+            if outcome not in (Outcome.OK, Outcome.ABSENT):
+                counts[outcome.value] = counts.get(outcome.value, 0) + per_case[case.name]
+    return counts
+
+
 def schema_sql() -> str:
     """The text of the shipped ``schema.sql``."""
     return resources.files("favmigrate.sample").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+SEED_SQL_FILE = "seed_original.sql"
+
+
+def seed_sql() -> str:
+    """The seed's hand-written Phase 4 SQL (``seed_original.sql``), verbatim: what favmigrate replaces."""
+    return resources.files("favmigrate.sample").joinpath(SEED_SQL_FILE).read_text(encoding="utf-8")
+
+
+def sample_writes(rows: int, *, seed: int = 42, schema: str = "public") -> WriteTransaction:
+    """The application's writes on a loaded sample, one transaction per call (see `favmigrate.stall`).
+
+    Even calls UPDATE the status of an existing request (picked by its generated id, spread over the
+    ``rows`` requests), odd ones INSERT a new pending request. Writes.
+    """
+    table = sql.Identifier(schema, "session_requests")
+    status_type = sql.Identifier(schema, "session_request_status")
+    insert = sql.SQL("INSERT INTO {} (customer_id, status, metadata) VALUES (%s, 'pending', '{{}}'::jsonb)"
+                     ).format(table)
+    update = sql.SQL("UPDATE {} SET status = %s::{} WHERE id = md5(%s || ':request:' || %s)::uuid").format(
+        table, status_type)
+
+    def write(conn: psycopg.Connection[Any], n: int) -> str:
+        if n % 2:
+            with conn.transaction():
+                conn.execute(insert, (uuid.uuid4(),))
+            return "insert"
+        with conn.transaction():
+            conn.execute(update, ("accepted" if n % 4 else "cancelled", str(seed), 1 + (n * 7919) % rows))
+        return "update"
+
+    return write
 
 
 def load_sample(conn: psycopg.Connection[Any], *, rows: int = 10_000, seed: int = 42, schema: str = "public",

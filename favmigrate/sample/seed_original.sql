@@ -1,8 +1,8 @@
 -- The seed's Phase 4 migration exactly as hand-written in
 -- phase4-favorites-priority-migration.md ("Schema Added" and "Indexes Added"), for comparison:
 -- a nullable ADD COLUMN ... DEFAULT 10, a validating ADD CONSTRAINT ... FOREIGN KEY and three
--- plain CREATE INDEX. The benchmark sends it as one query, as a SQL editor does, so it runs in
--- one implicit transaction.
+-- plain CREATE INDEX. `favmigrate demo` and the benchmark send it as one query, as a SQL editor
+-- does, so it runs in one implicit transaction.
 
 -- Column 1: Preferred mechanic (nullable)
 ALTER TABLE public.session_requests
