@@ -1209,7 +1209,9 @@ def rollback_migration(
     """Preserve the column values in metadata, drop the migration's objects, verify their absence. Writes.
 
     The run lock is taken before anything is read (a dry run only reads, without it). ``confirm`` sees the
-    plan before anything changes (None: proceed); when it returns False, NotConfirmed is raised. With
+    plan and its survey before anything changes; when it returns False, NotConfirmed is raised. Without
+    ``confirm`` there is no survey (but with ``discard_data``, to count what is dropped): the trigger that
+    logs the application's writes then exists before any value is read. With
     ``can_confirm`` False nobody can answer it: a rollback with work to do is refused (NotConfirmed) before
     the survey. Raises PreflightFailed (nothing changed), LockHeld (another favmigrate run, or blockers
     outlasted the retries), StepFailed (a step errored; re-running continues). A Ctrl-C yields a report
@@ -1233,7 +1235,10 @@ def rollback_migration(
             raise NotConfirmed(f"refusing to roll back without --yes: there is no terminal to confirm on; nothing "
                                f"was changed (the rollback {plan.notes()[0]})",
                                hint="review `favmigrate rollback --dry-run`, then pass --yes")
-        plan = _surveyed(conn, target, plan, options, emit)
+        if confirm is not None or options.discard_data:
+            # what the operator confirms, or what --discard-data drops. Without a question the first pass
+            # counts as it writes: a survey would only leave writes made during it untracked by the trigger
+            plan = _surveyed(conn, target, plan, options, emit)
         if confirm is not None and not confirm(plan):
             raise NotConfirmed("rollback not confirmed; nothing was changed")
         return _run(conn, target, plan, options, emit)
@@ -1276,7 +1281,7 @@ def _run(conn: psycopg.Connection[Any], target: Target, plan: RollbackPlan, opti
     preservation["rows_written"] = executor.rows_written  # a pass that stopped half-way wrote rows too
     extra: dict[str, Any] = {"plan": plan.to_dict(), "run_id": str(runner.run_id), "preservation": preservation,
                              "backfill_state_cleared": executor.state_cleared}
-    notes = [_preservation_note(preservation)] if plan.survey is not None else []
+    notes = [_preservation_note(preservation)] if plan.columns else []
     if left:
         notes.append(left)
     if interrupted:

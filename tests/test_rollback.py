@@ -470,6 +470,17 @@ def test_the_applications_role_writes_on_without_any_privilege_on_the_tools_sche
         conn.execute(sql.SQL("DROP ROLE {}").format(role))
 
 
+def test_without_a_question_the_trigger_exists_before_any_value_is_read(conn):
+    apply(conn)
+    app_writes(conn)
+    events: list[Any] = []
+    report = rollback_migration(conn, target(), on_event=events.append)
+    assert report.exit_code == 0, report.to_dict()
+    assert events[0].kind is EventKind.STEP_START and events[0].step == "track-late-writes"
+    assert not [e for e in events if e.step == "survey"], "no survey: writes made during it would go untracked"
+    assert report.extra["preservation"]["rows_written"] > 0 and "values written back" in report.notes[0]
+
+
 @pytest.mark.parametrize("discard", [False, True], ids=["preserve", "discard-data"])
 def test_a_rerun_removes_the_change_log_a_crashed_run_left(conn, db_dsn, discard):
     catalog_before = table_catalog(conn)
