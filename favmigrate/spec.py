@@ -131,6 +131,7 @@ class ForeignKeySpec:
     referenced_table: str
     referenced_column: str
     on_delete: OnDelete
+    unknown_reason: str = "unknown_reference"  # backfill's reject reason for a value whose row is missing
 
     @property
     def id(self) -> ObjectId:
@@ -373,6 +374,7 @@ def _derived_name(name: str, where: str) -> str:
 _REFERENCES = re.compile(r"\s*([^\s()]+)\s*\(\s*([^\s()]+)\s*\)\s*")
 _MIGRATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_REASON = re.compile(r"[a-z][a-z0-9_]*")
 _REMOVED = {
     "steps": "steps are generated from the columns and indexes",
     "converge": "NOT NULL enforcement is generated from the columns",
@@ -530,8 +532,11 @@ def _foreign_key(fields: _Fields, table: str, column: str) -> ForeignKeySpec | N
     references = fields.text("references")
     on_delete = fields.text("on_delete")
     name = fields.name("foreign_key")
+    unknown = fields.text("unknown_reference")
+    if unknown is not None and not _REASON.fullmatch(unknown):
+        raise fields.error("unknown_reference", f"{unknown!r} must be a snake_case reason, e.g. unknown_customer")
     if references is None:
-        for key, given in (("on_delete", on_delete), ("foreign_key", name)):
+        for key, given in (("on_delete", on_delete), ("foreign_key", name), ("unknown_reference", unknown)):
             if given is not None:
                 raise SpecError(f"{fields.where(key)}: only a column with `references` takes {key}")
         return None
@@ -549,7 +554,8 @@ def _foreign_key(fields: _Fields, table: str, column: str) -> ForeignKeySpec | N
             choices = ", ".join(a.value for a in OnDelete)
             raise fields.error("on_delete", f"must be one of {choices}, got {on_delete!r}") from None
     constraint = name or _derived_name(f"{table}_{column}_fkey", fields.where("foreign_key"))
-    return ForeignKeySpec(constraint, column, referenced_table, referenced_column, action)
+    return ForeignKeySpec(constraint, column, referenced_table, referenced_column, action,
+                          unknown or "unknown_reference")
 
 
 def _index(fields: _Fields, known: set[str]) -> IndexSpec:

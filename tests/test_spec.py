@@ -204,6 +204,11 @@ def test_phase4_spec_keeps_its_names():
         "index-priority-timeout", "column-comments"]
 
 
+def test_reject_reason_of_a_missing_referenced_row():
+    assert SPECS["phase4"].foreign_keys[0].unknown_reason == "unknown_mechanic"
+    assert {fk.unknown_reason for fk in SPECS["orders"].foreign_keys} == {"unknown_reference"}
+
+
 def test_derived_names_follow_postgresql():
     orders = SPECS["orders"]
     assert [fk.name for fk in orders.foreign_keys] == ["orders_customer_id_fkey", "orders_warehouse_fk"]
@@ -267,6 +272,8 @@ MISTAKES = {
                           "columns[0] (a).on_delete: must be one of"),
     "on_delete without references": (HEAD + _column('on_delete = "CASCADE"'),
                                      "only a column with `references` takes on_delete"),
+    "unknown_reference not a reason": (HEAD + _column('references = "c(id)"\nunknown_reference = "No Row"'),
+                                       "must be a snake_case reason"),
     "duplicate column": (HEAD + _column() + _column(key="b"), "columns[1].name: the name 'a' is already used"),
     "duplicate legacy key": (HEAD + _column() + _column(name="b"), "legacy_key: the name 'a' is already used"),
     "column clashes with the table": (HEAD + _column(name="status"), "is already a column of t"),
