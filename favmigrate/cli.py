@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from favmigrate.spec import Target
 
 # --help lists the commands in the order they are used, not alphabetically or as defined
-WORKFLOW_ORDER = ("plan", "apply", "verify", "backfill", "finalize", "explain", "report", "rollback", "history", "lint",
-                  "sandbox")
+WORKFLOW_ORDER = ("plan", "apply", "verify", "backfill", "finalize", "explain", "report", "check-types", "rollback",
+                  "history", "lint", "sandbox")
 
 
 class WorkflowOrder(TyperGroup):
@@ -728,6 +728,58 @@ def history(
         with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
             report = read_history(conn, target_for(schema), runs=limit)
         emit(report.to_dict(), fmt, lambda d: render_history(d, stdout_console()))
+        return int(report.exit_code)
+
+    run(job, debug=debug)
+
+
+@app.command("check-types")
+def check_types(
+    file: Annotated[str, typer.Argument(metavar="FILE", help="The generated types file (- for stdin).",
+                                        show_default=False)],
+    dsn: Annotated[str | None, typer.Option("--dsn", help="Compare with every live column of the table "
+                                            "(information_schema, read-only) instead of the spec's columns.",
+                                            show_default=False)] = None,
+    schema: SchemaOption = None,
+    statement_timeout: Annotated[float, statement_timeout_option("the catalog query (with --dsn)")] = 0.0,
+    fmt: FormatOption = OutputFormat.text,
+    junit: JunitOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Check that the app's generated TypeScript types declare the migration's columns as
+    `supabase gen types typescript` emits them now.
+
+    Reads Database[schema].Tables[table] Row / Insert / Update and checks every column of the spec (with
+    --dsn: every live column of the table, and no field for a column it lacks): the type the generator
+    emits (string | null for a nullable uuid/text/timestamptz/date, number for integers and numeric,
+    boolean, Json), required in Row, optional in Insert when nullable or defaulted, optional in Update.
+    Parses the file (object types, quoted keys, unions, Database[...] references, comments); never
+    runs it. Exit 0 current, 1 stale (fields missing, mistyped or extra), 2 unreadable or not the
+    generator's TypeScript (or no database with --dsn).
+
+    Example: supabase gen types typescript --project-id abc > types.ts && favmigrate check-types types.ts
+    """
+
+    def job() -> int:
+        from favmigrate.check_types import Source, live_columns, read_types_file, spec_columns
+        from favmigrate.check_types import check_types as run_check_types
+        from favmigrate.render import render_types, stdout_console, write_junit
+
+        target = target_for(schema)
+        text = read_types_file(file)
+        if dsn:
+            from favmigrate.db import open_session
+
+            with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
+                columns = live_columns(conn, target)
+            source = Source.DATABASE
+        else:
+            columns, source = spec_columns(target), Source.SPEC
+        report = run_check_types(text, target, columns, file=file, source=source)
+        data = report.to_dict()
+        emit(data, fmt, lambda d: render_types(d, stdout_console()))
+        if junit:
+            write_junit(data, junit, suite="favmigrate.check-types")
         return int(report.exit_code)
 
     run(job, debug=debug)

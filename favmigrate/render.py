@@ -165,6 +165,27 @@ def render_checks(data: dict[str, Any], console: Console, *, title: str = "verif
             console.print(f"  hint ({check['id']}): {check['hint']}")
 
 
+def render_types(data: dict[str, Any], console: Console) -> None:
+    """check-types: each missing, mistyped or extra field (section, field, expected, declared), then a verdict."""
+    rows = [(section, found if isinstance(found, str) else found["field"], problem,
+             "" if isinstance(found, str) else found["expected"], "" if isinstance(found, str) else found["actual"])
+            for section, problems in data["sections"].items()
+            for problem, fields in problems.items() for found in fields]
+    where = f"{data['schema']}.{data['table']}"
+    if rows:
+        print_table(console, f"check-types {data['file']} ({where}, from the {data['source']})",
+                    ("section", "field", "problem", "expected", "declared"), rows, status_column=2,
+                    wrap=("expected", "declared"))
+    for note in data["notes"]:
+        console.print(f"- {note}", markup=False, highlight=False)
+    fields = data["summary"]["pass"] + data["summary"]["fail"]
+    if data["ok"]:
+        console.print(f"[green]OK[/green]: {plural(fields, 'field')} of {where} declared as the generator emits them")
+    else:
+        console.print(f"[bold red]STALE[/bold red]: {plural(data['summary']['fail'], 'field')} missing, mistyped or "
+                      f"extra; regenerate with `supabase gen types typescript`")
+
+
 def render_run(data: dict[str, Any], console: Console) -> None:
     """apply / rollback: one row per step, then notes and the embedded verification."""
     rows = [(s["step"], s["outcome"], f"{s['duration_s']:.2f}s", s["lock_retries"], s["detail"]) for s in data["steps"]]
