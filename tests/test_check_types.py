@@ -257,3 +257,36 @@ def test_live_arrays_identities_and_generated_columns(conn, db_dsn, tmp_path):
         {"field": "tags", "expected": "tags?: string[]", "actual": "tags: string[]"}]
     assert report["summary"]["fail"] == 1
     assert report["notes"] == ["types not compared, only presence and optionality: happened (interval)"]
+
+
+ORDERS_SPEC = Path(__file__).parent / "specs" / "orders"
+ORDERS_FIELDS = {
+    "customer_id": "string | null", "quantity": "number | null", "warehouse_id": "number | null",
+    "external_ref": "number | null", "total": "number", "gift": "boolean", "channel": "string | null",
+    "shipped_at": "string | null", "due_on": "string | null",
+}
+
+
+def _orders_types(insert_optional: set[str]) -> str:
+    def section(name: str, optional: set[str]) -> str:
+        fields = "".join(f"          {field}{'?' if field in optional else ''}: {ts}\n"
+                         for field, ts in ORDERS_FIELDS.items())
+        return f"        {name}: {{\n          id: number\n{fields}        }}\n"
+
+    return ("export type Database = {\n  public: {\n    Tables: {\n      orders: {\n"
+            + section("Row", set()) + section("Insert", insert_optional) + section("Update", set(ORDERS_FIELDS))
+            + "        Relationships: []\n      }\n    }\n  }\n}\n")
+
+
+def test_another_spec_names_its_own_table_and_types(tmp_path):
+    # the end state: total NOT NULL (after finalize) and required in Insert; gift defaulted, so optional
+    optional = {name for name, ts in ORDERS_FIELDS.items() if ts.endswith("null")} | {"gift"}
+    current = cli("--spec", str(ORDERS_SPEC), "check-types", _write(tmp_path, _orders_types(optional)),
+                  "--format", "json")
+    assert current.exit_code == 0, current.stdout + current.stderr
+    assert current.json()["table"] == "orders" and current.json()["summary"]["pass"] == 27
+    wrong = cli("--spec", str(ORDERS_SPEC), "check-types", _write(tmp_path, _orders_types(optional | {"total"})),
+                "--format", "json")
+    assert wrong.exit_code == 1
+    assert wrong.json()["sections"]["Insert"]["mistyped"] == [
+        {"field": "total", "expected": "total: number", "actual": "total?: number"}]
