@@ -453,7 +453,8 @@ def emit_run(data: dict[str, Any], fmt: RunFormat, output: Path | None,
     """apply / rollback output: JSON; the dry run's SQL script (on stdout or in ``output``); or the run's
     table (the script, for a dry run) followed by ``render_more``."""
     from favmigrate.errors import UsageError
-    from favmigrate.render import dry_run_script, print_json, print_sql, render_run, stdout_console
+    from favmigrate.render import print_json, print_sql, render_run, stdout_console
+    from favmigrate.script import dry_run_script
 
     if fmt is RunFormat.json:
         print_json(data)
