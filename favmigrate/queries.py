@@ -104,7 +104,8 @@ class QuerySpec:
         return statements[0]
 
 
-def parse_query(file: str, text: str, expects_given: tuple[str, ...] = ()) -> QuerySpec:
+def parse_query(file: str, text: str, expects_given: tuple[str, ...] = (), *,
+                required_expects: bool = True) -> QuerySpec:
     """Read the header of one query file. Raises UsageError when ``expects`` is missing or a param is malformed."""
     title, params = "", []
     expects: tuple[str, ...] = ()
@@ -131,7 +132,7 @@ def parse_query(file: str, text: str, expects_given: tuple[str, ...] = ()) -> Qu
             params.append(QueryParam(found.group("name"), found.group("type").strip(),
                                      default.strip() if default else None))
     expects = expects_given or expects
-    if not expects:
+    if not expects and required_expects:
         raise UsageError(f"query file {file} names no index: add a `-- expects: <index name>` header line",
                          hint="or give it in the spec: [[explain]] file = ..., expects = \"<index name>\"")
     stem = file.rsplit("/", 1)[-1].removesuffix(".sql")
@@ -172,12 +173,22 @@ def spec_queries(spec: MigrationSpec) -> tuple[QuerySpec, ...]:
     return tuple(queries)
 
 
-def load_query(query_id: str, folder: Traversable | None = None) -> QuerySpec:
-    """The query with this id. Raises UsageError when there is none."""
-    for query in load_queries(folder):
-        if query.id == query_id:
-            return query
-    raise UsageError(f"no query {query_id!r} among the query files")
+def report_query(spec: MigrationSpec, name: str) -> QuerySpec:
+    """The query of the spec's report ``name`` ([[reports]]). Raises UsageError when the spec has none."""
+    entry = next((report for report in spec.reports if report.name == name), None)
+    if entry is None or spec.folder is None:
+        raise UsageError(f"migration {spec.id} declares no {name} report",
+                         hint=f"its spec needs [[reports]] name = \"{name}\", file = ...")
+    try:
+        text = spec_file(spec.folder, entry.file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read the query file {entry.file}: {exc}") from None
+    query = parse_query(entry.file, text, required_expects=False)
+    missing = sorted(set(entry.params) - {param.name for param in query.params})
+    if missing:
+        raise UsageError(f"report {name}: {entry.file} declares no param {', '.join(missing)}",
+                         hint="add a `-- param: name type` header line for each")
+    return query
 
 
 def require_applied(snapshot: Snapshot, target: Target) -> None:

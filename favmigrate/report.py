@@ -30,10 +30,10 @@ from favmigrate.db import rows, scalar
 from favmigrate.errors import UsageError
 from favmigrate.queries import (
     hidden_by_row_security,
-    load_query,
     mechanic_label,
     read_only_query,
     rejected,
+    report_query,
     require_applied,
 )
 from favmigrate.spec import Target
@@ -159,7 +159,7 @@ def priority_report(
     options = options or ReportOptions()
     if options.since and options.until and options.since >= options.until:
         raise UsageError("--since must be before --until (the range is [since, until))")
-    query = load_query(REPORT_QUERY)
+    query = report_query(target.spec, REPORT_QUERY)
     with read_only_query(conn, timeout_s=options.timeout_s):
         snapshot = read_snapshot(conn, target)
         require_applied(snapshot, target)

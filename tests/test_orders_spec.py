@@ -175,6 +175,9 @@ def test_spec_from_the_environment_and_a_wrong_spec(orders_dsn, tmp_path):
     assert result.exit_code == 2
     assert "columns[1] (quantity).type: unsupported column type 'tinyint'" in result.stderr
     assert "Traceback" not in result.stderr
+    no_report = orders("report", "--dsn", orders_dsn)
+    assert no_report.exit_code == 2 and "migration orders_promotion declares no priority-analytics report" in \
+        no_report.stderr
     missing_table = orders("apply", "--dsn", orders_dsn, "--schema", "nowhere")
     assert missing_table.exit_code == 2
     assert "tables nowhere.orders, nowhere.customers and nowhere.warehouses do not exist" in missing_table.stderr

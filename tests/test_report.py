@@ -183,7 +183,7 @@ def test_missing_index_is_noted(conn, known):
 def test_runs_in_a_read_only_transaction(conn, known, monkeypatch):
     writing = parse_query("priority_analytics.sql", "-- expects: x\nUPDATE {table} SET priority_window_minutes = 3 "
                           "WHERE %(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL RETURNING id")
-    monkeypatch.setattr("favmigrate.report.load_query", lambda _: writing)
+    monkeypatch.setattr("favmigrate.report.report_query", lambda *_: writing)
     with pytest.raises(UsageError, match="writes: the server refused it in the READ ONLY transaction"):
         priority_report(conn, target())
     assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -194,7 +194,7 @@ def test_runs_in_a_read_only_transaction(conn, known, monkeypatch):
 def test_statement_timeout(conn, known, monkeypatch):
     slow = parse_query("priority_analytics.sql", "-- expects: x\nSELECT * FROM pg_sleep(1) "
                        "WHERE %(since)s::timestamptz IS NULL AND %(until)s::timestamptz IS NULL")
-    monkeypatch.setattr("favmigrate.report.load_query", lambda _: slow)
+    monkeypatch.setattr("favmigrate.report.report_query", lambda *_: slow)
     with pytest.raises(UsageError, match=r"cancelled by statement_timeout after 0\.1s"):
         priority_report(conn, target(), ReportOptions(timeout_s=0.1))
 
