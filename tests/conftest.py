@@ -9,6 +9,8 @@ Every test that uses a database fixture is marked ``db``, so ``pytest -m "not db
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import signal
 import uuid
 from collections.abc import Iterator
@@ -24,6 +26,8 @@ from favmigrate.sandbox import Server, disposable_postgres
 
 TEMPLATE_DB = "favmigrate_template"
 TEMPLATE_ROWS = 2000
+# Where the version tests record each outcome (one JSON object a line) for the README's support table.
+ENV_SUPPORT_RESULTS = "FAVMIGRATE_SUPPORT_RESULTS"
 # The fixtures below that need a server; a test using any of them (even indirectly) is marked db.
 DATABASE_FIXTURES = frozenset({"pg_server", "server_version_num", "admin_conn", "template_summary",
                                "template_rows", "db_dsn", "empty_db_dsn", "conn"})
@@ -41,10 +45,27 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses a database fixture ``db``."""
+    """Mark every test that uses a database fixture ``db``; note the version a version test asks for."""
     for item in items:
         if DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.db)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "version_server" in callspec.params:
+            item.user_properties.append(("postgresql", callspec.params["version_server"]))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Append a version test's outcome to ``$FAVMIGRATE_SUPPORT_RESULTS``, when that is set.
+
+    The version is the last ``postgresql`` user property: the one asked for, then the server's.
+    """
+    path = os.environ.get(ENV_SUPPORT_RESULTS)
+    versions = [str(value) for key, value in report.user_properties if key == "postgresql"]
+    if not path or not versions or versions[-1] == "session" or not (report.when == "call" or report.failed):
+        return
+    with open(path, "a", encoding="utf-8") as results:
+        results.write(json.dumps({"postgresql": versions[-1], "test": report.nodeid,
+                                  "outcome": report.outcome}) + "\n")
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +122,10 @@ def _drop_database(conn: psycopg.Connection[Any], name: str, version_num: int) -
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
 
 
-def _fresh_database(pg_server: Server, admin_conn: psycopg.Connection[Any],
-                    template: str | None) -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_database(pg_server: Server, admin_conn: psycopg.Connection[Any],
+                   template: str | None) -> Iterator[str]:
+    """Create a database (a copy of ``template``, else empty), yield its DSN, drop it after."""
     name = f"test_{uuid.uuid4().hex}"
     create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
@@ -118,13 +141,15 @@ def _fresh_database(pg_server: Server, admin_conn: psycopg.Connection[Any],
 def db_dsn(pg_server: Server, admin_conn: psycopg.Connection[Any],
            template_summary: SampleSummary) -> Iterator[str]:
     """DSN of a fresh database cloned from the sample template (dropped after the test)."""
-    yield from _fresh_database(pg_server, admin_conn, TEMPLATE_DB)
+    with fresh_database(pg_server, admin_conn, TEMPLATE_DB) as dsn:
+        yield dsn
 
 
 @pytest.fixture
 def empty_db_dsn(pg_server: Server, admin_conn: psycopg.Connection[Any]) -> Iterator[str]:
     """DSN of a fresh empty database (dropped after the test)."""
-    yield from _fresh_database(pg_server, admin_conn, None)
+    with fresh_database(pg_server, admin_conn, None) as dsn:
+        yield dsn
 
 
 @pytest.fixture
