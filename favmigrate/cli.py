@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from favmigrate.spec import Target
 
 # --help lists the commands in the order they are used, not alphabetically or as defined
-WORKFLOW_ORDER = ("plan", "apply", "verify", "backfill", "finalize", "explain", "report", "check-types", "rollback",
-                  "history", "lint", "sandbox")
+WORKFLOW_ORDER = ("plan", "apply", "verify", "backfill", "finalize", "explain", "report", "check-types", "flag",
+                  "rollback", "history", "lint", "sandbox")
 
 
 class WorkflowOrder(TyperGroup):
@@ -144,14 +144,9 @@ def warn(message: str) -> None:
 def fail(message: str, *, hint: str | None = None, code: ExitCode = ExitCode.PRECONDITION,
          details: tuple[str, ...] = ()) -> NoReturn:
     """One or two clear lines (and any details) on stderr, then exit with ``code``."""
-    from favmigrate.render import stderr_console
+    from favmigrate.render import print_error
 
-    console = stderr_console()
-    console.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
-    for line in details:
-        console.print(f"  {line}", highlight=False, markup=False)
-    if hint:
-        console.print(f"hint: {hint}", highlight=False, markup=False)
+    print_error(message, hint=hint, details=details)
     raise typer.Exit(int(code))
 
 
@@ -784,6 +779,68 @@ def check_types(
         return int(report.exit_code)
 
     run(job, debug=debug)
+
+
+class FlagChoice(StrEnum):
+    """flag ACTION (the values of favmigrate.flag.FlagAction, kept here so --help imports no psycopg)."""
+
+    status = "status"
+    enable = "enable"
+    disable = "disable"
+
+
+@app.command()
+def flag(
+    action: Annotated[FlagChoice, typer.Argument(help="status (read-only), enable or disable.",
+                                                 show_default=False)],
+    dsn: DsnOption = None,
+    schema: SchemaOption = None,
+    key: Annotated[str | None, typer.Option("--flag", help="Another flag key of the same table.",
+                                            show_default="the spec's [flag] key")] = None,
+    force: Annotated[bool, typer.Option("--force", help="enable even when verify has failing checks (recorded "
+                                        "in the history with the checks it was forced past).")] = False,
+    require_backfill: Annotated[bool, typer.Option("--require-backfill", help="enable refuses too while rows "
+                                                   "still wait for backfill.")] = False,
+    lock_timeout: LockTimeoutOption = 1.0,
+    retries: RetriesOption = 10,
+    statement_timeout: Annotated[float, statement_timeout_option("each query (enable's verify scans the "
+                                                                 "table)")] = 0.0,
+    lock_wait: LockWaitOption = 30.0,
+    fmt: FormatOption = OutputFormat.text,
+    debug: DebugOption = False,
+) -> None:
+    """Show or switch the application's feature flag (the spec's [flag] table; Phase 4:
+    ENABLE_FAVORITES_PRIORITY in public.feature_flags).
+
+    status shows enabled, the last update and the table's rollout columns (read-only). enable first runs
+    verify and refuses (exit 1, the failing checks listed) on any failing check unless --force;
+    --require-backfill also refuses while rows wait for backfill. A missing row is created disabled (an
+    upsert), required text columns without a default filled from the key. Every change is recorded in
+    favmigrate.history. Exit 0 done (or already so), 1 refused, 2 the table or its columns are missing,
+    row level security applies to the role, or no database.
+
+    Example: favmigrate flag enable --require-backfill --dsn postgresql://postgres@db.example.com:5432/postgres
+    """
+
+    def job() -> int:
+        from favmigrate.db import open_session
+        from favmigrate.flag import FlagAction, change_flag, flag_spec, flag_status
+        from favmigrate.render import render_flag, stdout_console
+
+        chosen = FlagAction(action.value)
+        target = target_for(schema)
+        flag_spec(target)  # a spec without [flag] is refused before connecting
+        writes = chosen is not FlagAction.STATUS
+        with open_session(dsn, writes=writes, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
+            if writes:
+                report = change_flag(conn, target, chosen, key=key, force=force, require_backfill=require_backfill,
+                                     limits=session_limits(lock_timeout, retries, statement_timeout, lock_wait))
+            else:
+                report = flag_status(conn, target, key=key)
+        emit(report.to_dict(), fmt, lambda d: render_flag(d, stdout_console()))
+        return int(report.exit_code)
+
+    run(job, debug=debug, writes=action is not FlagChoice.status)
 
 
 class ScanChoice(StrEnum):

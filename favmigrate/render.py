@@ -14,6 +14,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from rich.console import Console
+from rich.text import Text
 
 from favmigrate.results import plural, size_text
 from favmigrate.script import LINE_BREAKS, sql_script
@@ -39,6 +40,17 @@ def stdout_console() -> Console:
 
 def stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=True)
+
+
+def print_error(message: str, *, hint: str | None = None, details: Sequence[str] = ()) -> None:
+    """An error on stderr: ``error: message`` (the message is text, never markup: ``[flag]`` stays), its
+    detail lines and a hint."""
+    console = stderr_console()
+    console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+    for line in details:
+        console.print(f"  {line}", highlight=False, markup=False)
+    if hint:
+        console.print(f"hint: {hint}", highlight=False, markup=False)
 
 
 def clip(text: str, limit: int = CELL_LIMIT) -> str:
@@ -182,6 +194,25 @@ def render_types(data: dict[str, Any], console: Console) -> None:
     else:
         console.print(f"[bold red]STALE[/bold red]: {plural(data['summary']['fail'], 'field')} missing, mistyped or "
                       f"extra; regenerate with `supabase gen types typescript`")
+
+
+def render_flag(data: dict[str, Any], console: Console) -> None:
+    """flag: the flag row (key, enabled, last update, rollout columns), what changed, and why it was refused."""
+    flag = data["flag"]
+    enabled = "missing" if not flag["exists"] else ("on" if flag["enabled"] else "off")
+    rows = [("key", data["key"]), ("enabled", enabled), ("updated at", flag["updated_at"])]
+    rows += [(name, json.dumps(value, default=str) if isinstance(value, list | dict) else value)
+             for name, value in flag["rollout"].items()]
+    print_table(console, f"flag {data['key']} in {data['table']}", ("field", "value"), rows)
+    for note in data["notes"]:
+        console.print(f"- {note}", markup=False, highlight=False)
+    if data["refused"]:
+        failing = data["failing_checks"]
+        render_checks({"ok": False, "checks": failing, "summary": {
+            status: sum(c["status"] == status for c in failing) for status in ("pass", "fail", "warn", "skip")}},
+            console, title=f"enable refused: {plural(len(failing), 'check')} failing")
+    elif data["changed"]:
+        console.print(f"[green]{data['key']} is now {enabled}[/green]", highlight=False)
 
 
 def render_run(data: dict[str, Any], console: Console) -> None:

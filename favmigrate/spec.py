@@ -218,6 +218,19 @@ class ReportSpec:
 
 
 @dataclass(frozen=True)
+class FlagSpec:
+    """The feature flag the application reads, which `favmigrate flag` turns on once the migration verifies:
+    the table holding it, its key and boolean columns, and the key of this migration's flag."""
+
+    table: str
+    key_column: str
+    enabled_column: str
+    key: str
+    updated_at_column: str = "updated_at"  # set to now() on a change, when the table has it
+    rollout_columns: tuple[str, ...] = ()  # shown by `flag status` when present; () = rollout*/enabled_for*
+
+
+@dataclass(frozen=True)
 class MigrationSpec:
     id: str
     description: str
@@ -230,6 +243,7 @@ class MigrationSpec:
     existing_columns: tuple[str, ...] = ()  # columns of the table the indexes use besides the migration's
     explain: tuple[ExplainQuerySpec, ...] = ()
     reports: tuple[ReportSpec, ...] = ()
+    flag: FlagSpec | None = None
     folder: Traversable | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -599,6 +613,22 @@ def _report(fields: _Fields, folder: Traversable | None) -> ReportSpec:
     return ReportSpec(name, file, params)
 
 
+def _flag(fields: _Fields) -> FlagSpec:
+    table = fields.name("table", required=True)
+    key_column = fields.name("key_column", required=True)
+    enabled_column = fields.name("enabled_column", required=True)
+    key = fields.text("key", required=True)
+    updated_at = fields.name("updated_at_column") or "updated_at"
+    rollout = fields.strings("rollout_columns") or ()
+    for name in rollout:
+        _check_identifier(name, fields.where("rollout_columns"))
+    fields.finish()
+    assert table is not None and key_column is not None and enabled_column is not None and key is not None
+    if key_column == enabled_column:
+        raise fields.error("enabled_column", "must not be the key column")
+    return FlagSpec(table, key_column, enabled_column, key, updated_at, rollout)
+
+
 def _one_or_more(fields: _Fields, key: str) -> tuple[str, ...]:
     value = fields.raw.get(key)
     if isinstance(value, str):
@@ -677,11 +707,13 @@ def parse_spec(text: str, *, folder: Traversable | None = None, source: str = SP
     index_names = {i.name for i in indexes}
     explain = tuple(_explain(fields, index_names, folder) for fields in top.tables("explain"))
     reports = tuple(_report(fields, folder) for fields in top.tables("reports"))
+    flag_table = top.take("flag", dict, "a table ([flag])")
+    flag = None if flag_table is None else _flag(_Fields(flag_table, "flag"))
     top.finish(_REMOVED)
     return MigrationSpec(
         id=migration_id, description=description or "", table=table, primary_key=primary_key,
         metadata_column=metadata_column, columns=columns, indexes=indexes, schema=schema,
-        existing_columns=existing, explain=explain, reports=reports, folder=folder,
+        existing_columns=existing, explain=explain, reports=reports, flag=flag, folder=folder,
     )
 
 
