@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from favmigrate.spec import Target
 
 # --help lists the commands in the order they are used, not alphabetically or as defined
-WORKFLOW_ORDER = ("plan", "apply", "verify", "backfill", "finalize", "explain", "report", "check-types", "flag",
-                  "rollback", "history", "lint", "sandbox")
+WORKFLOW_ORDER = ("plan", "apply", "verify", "backfill", "finalize", "explain", "report", "rollback", "history",
+                  "check-types", "flag", "lint", "sandbox")
 
 
 class WorkflowOrder(TyperGroup):
