@@ -240,11 +240,11 @@ def verify(
 ) -> None:
     """Prove the migration's end state against the catalogs (read-only).
 
-    Compares columns (type, nullability, default, comment), the foreign key (definition, validated) and
-    the indexes (columns, predicate, valid/ready/live) with verify/migration.toml, then counts orphaned
-    mechanic ids, out-of-range windows and rows still waiting for backfill. Runs in a READ ONLY
-    transaction. Exit 0 all pass (warnings allowed unless --strict), 1 any check fails, 2 could not run (the
-    tables do not exist in --schema, connection error, --statement-timeout reached).
+    Compares columns (type, nullability, default, comment), the foreign keys (definition, validated) and the
+    indexes (columns, predicate, unique, valid/ready/live) with the spec (--spec, else the built-in Phase 4
+    one), then counts orphaned references, out-of-range values and rows still waiting for backfill. Runs in a
+    READ ONLY transaction. Exit 0 all pass (warnings allowed unless --strict), 1 any check fails, 2 could not
+    run (the tables do not exist in --schema, connection error, --statement-timeout reached).
 
     Example: favmigrate verify --dsn postgresql://postgres@localhost/app --format json
     """
@@ -581,7 +581,7 @@ def explain(
         "a parameter left out takes its default from the data.", show_default=False)] = None,
     queries: Annotated[Path | None, typer.Option(
         "--queries", file_okay=False, exists=True, help="A folder of annotated query files to use instead of "
-        "the shipped ones (verify/*.sql).", show_default=False)] = None,
+        "the spec's ([[explain]], else its queries/ folder).", show_default=False)] = None,
     show_plan: Annotated[bool, typer.Option("--show-plan", help="Print every plan tree (on stderr with "
                                             "--format json).")] = False,
     fmt: FormatOption = OutputFormat.text,
@@ -590,13 +590,13 @@ def explain(
 ) -> None:
     """Prove that the queries the indexes exist for use them (read-only EXPLAIN ANALYZE).
 
-    Runs each query of verify/*.sql (the priority-timeout scan, one preferred mechanic's requests, the
-    per-mechanic analytics) under EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) twice, each in a READ ONLY
-    transaction that is rolled back, under --statement-timeout: the planner's natural plan, and a forced plan
-    with enable_seqscan=off. pass: the natural plan uses the expected index; warn: only the forced plan does
-    (normal on a small table); fail: neither. Warns about an index of the migration no query uses and an
-    existing index that duplicates one of them. A query file that writes is refused. Exit 0 no fail, 1 any
-    fail, 2 could not run (migration not applied, bad query file or param).
+    Runs each query of the spec (for Phase 4, verify/*.sql: the priority-timeout scan, one preferred mechanic's
+    requests, the per-mechanic analytics) under EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) twice, each in a READ
+    ONLY transaction that is rolled back, under --statement-timeout: the planner's natural plan, and a forced
+    plan with enable_seqscan=off. pass: the natural plan uses the expected index; warn: only the forced plan
+    does (normal on a small table); fail: neither. Warns about an index of the migration no query uses and an
+    existing index that duplicates one of them. A query file that writes is refused. Exit 0 no fail, 1 any fail,
+    2 could not run (migration not applied, bad query file or param).
 
     Example: favmigrate explain --param mechanic_id=0b6f...e1 --show-plan
     """
