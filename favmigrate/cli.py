@@ -520,9 +520,11 @@ def rollback(
     with retries; rows the application writes meanwhile are logged by a temporary trigger, and the last
     of them are preserved in the same transaction as the column drop, under the table's lock. The
     backfill's checkpoint and rejects are cleared, and the result is verified as `verify --absent`
-    would. Asks for confirmation (--yes for scripts). Works from any partial state; a second run
-    says "already rolled back". Exit 0 rolled back, 1 verification failed, 2 refused or not
-    confirmed, 3 interrupted (re-run to finish).
+    would. Asks for confirmation after a survey of the rows (--yes for scripts: no survey, no
+    question; without --yes and without a terminal it refuses before the survey). Works from any
+    partial state; a second run says "already rolled back". Exit 0 rolled back, 1 verification
+    failed, 2 refused, not confirmed or stopped before changing anything, 3 stopped after a change
+    (the report says what was done; re-run to finish).
 
     Example: favmigrate rollback --dsn postgresql://postgres@db.example.com:5432/postgres --dry-run
     """
