@@ -226,6 +226,54 @@ def read_snapshot(conn: psycopg.Connection[Any], target: Target) -> Snapshot:
     )
 
 
+@dataclass(frozen=True)
+class TableColumn:
+    """A column as a writer of rows needs it: its type, and whether an INSERT must give it a value."""
+
+    name: str
+    type: str  # format_type(): usable as a cast target
+    category: str  # pg_type.typcategory: S string, N numeric, B boolean, D date/time, E enum, A array, U other
+    not_null: bool
+    has_default: bool  # a default, an identity or a generated column: an INSERT may leave it out
+    generated: bool  # GENERATED ALWAYS AS (...): an INSERT may not give it
+    unique_alone: bool  # a valid unique index on this column alone (an upsert's conflict target)
+    in_unique_index: bool  # part of any unique index: a copied value would collide
+    first_label: str | None  # an enum's first label
+
+    @property
+    def required(self) -> bool:
+        """An INSERT must give it a value (NOT NULL, no default)."""
+        return self.not_null and not self.has_default
+
+
+_TABLE_COLUMNS = sql.SQL(
+    """
+    SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, t.typcategory::text AS category,
+           a.attnotnull AS not_null, (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '') AS has_default,
+           a.attgenerated <> '' AS generated,
+           EXISTS (SELECT 1 FROM pg_index i
+                   WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indisvalid AND i.indnatts = 1
+                     AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indkey[0] = a.attnum) AS unique_alone,
+           EXISTS (SELECT 1 FROM pg_index i
+                   WHERE i.indrelid = a.attrelid AND i.indisunique AND a.attnum = ANY (i.indkey::int2[]))
+               AS in_unique_index,
+           (SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder LIMIT 1)
+               AS first_label
+    FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_type t ON t.oid = a.atttypid
+    WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY a.attnum
+    """
+)
+
+
+def table_columns(conn: psycopg.Connection[Any], schema: str, table: str) -> dict[str, TableColumn]:
+    """The columns of ``schema.table`` by name, in order; empty when the table does not exist. Read-only."""
+    return {row["name"]: TableColumn(**row) for row in rows(conn, _TABLE_COLUMNS, (schema, table))}
+
+
 _ROW_SECURITY = sql.SQL(
     """
     SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -232,30 +232,41 @@ def verify(
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1): rows still waiting for "
                                          "backfill, or anything the role could not read. For CI gates that want a "
                                          "finished backfill.")] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", help="Also run the seed's scenarios (insert a row with a "
+                                        "reference, defaults, read-back, the join, 23503 for a missing reference, "
+                                        "ON DELETE) in one transaction that is always rolled back. It writes rows, "
+                                        "so triggers fire inside it; refused on a read-only connection.")] = False,
     statement_timeout: Annotated[float, statement_timeout_option("each query (the data checks scan the table)")]
     = 0.0,
     fmt: FormatOption = OutputFormat.text,
     junit: JunitOption = None,
     debug: DebugOption = False,
 ) -> None:
-    """Prove the migration's end state against the catalogs (read-only).
+    """Prove the migration's end state against the catalogs (read-only unless --smoke).
 
     Compares columns (type, nullability, default, comment), the foreign keys (definition, validated) and the
     indexes (columns, predicate, unique, valid/ready/live) with the spec (--spec, else the built-in Phase 4
     one), then counts orphaned references, out-of-range values and rows still waiting for backfill. Runs in a
-    READ ONLY transaction. Exit 0 all pass (warnings allowed unless --strict), 1 any check fails, 2 could not
-    run (the tables do not exist in --schema, connection error, --statement-timeout reached).
+    READ ONLY transaction. --smoke then runs the verification plan's scenarios on real rows (their triggers
+    fire) inside one transaction that is always rolled back, building rows from the tables' own required
+    columns. Exit 0 all pass (warnings allowed unless --strict), 1 any check fails, 2 could not run (the
+    tables do not exist in --schema, connection error, --statement-timeout reached, --smoke on a read-only
+    server).
 
-    Example: favmigrate verify --dsn postgresql://postgres@localhost/app --format json
+    Example: favmigrate verify --smoke --dsn postgresql://postgres@localhost/app --format json
     """
 
     def job() -> int:
         from favmigrate.db import open_session
+        from favmigrate.errors import UsageError
         from favmigrate.render import render_checks, stdout_console, write_junit
         from favmigrate.verify import verify as run_verify
 
-        with open_session(dsn, writes=False, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
-            report = run_verify(conn, target_for(schema), data=not no_data, absent=absent, strict=strict)
+        if smoke and absent:
+            raise UsageError("--smoke runs the scenarios of the applied migration: it does not go with --absent")
+        with open_session(dsn, writes=smoke, statement_timeout_s=statement_timeout or None, warn=warn) as conn:
+            report = run_verify(conn, target_for(schema), data=not no_data, absent=absent, strict=strict,
+                                smoke=smoke)
         for skipped in report.warnings:
             warn(skipped)
         data = report.to_dict()

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from favmigrate.catalog import TableColumn, table_columns
 from favmigrate.db import SessionLimits, read_only, rows, run_lock, scalar, with_lock_retries
 from favmigrate.errors import ExitCode, PreflightFailed, UsageError
 from favmigrate.history import ensure_history, record_step
@@ -35,28 +36,22 @@ class FlagAction(StrEnum):
 
 
 @dataclass(frozen=True)
-class FlagColumn:
-    name: str
-    type: str  # format_type()
-    is_text: bool  # a string type (pg_type.typcategory 'S'): a required one can be filled from the key
-    not_null: bool
-    has_default: bool  # a default, an identity or a generated column: an INSERT may leave it out
-
-
-@dataclass(frozen=True)
 class FlagTable:
     """The flag table as the catalogs describe it."""
 
     name: str  # schema.table, for messages
     identifier: sql.Identifier
-    columns: dict[str, FlagColumn]
-    key_unique: bool  # a unique index on the key column alone: creating the row is INSERT ... ON CONFLICT
+    columns: dict[str, TableColumn]
     row_security: bool  # row level security applies to the current role
 
-    def required_without_default(self, flag: FlagSpec) -> tuple[FlagColumn, ...]:
+    def key_unique(self, flag: FlagSpec) -> bool:
+        """A unique index on the key column alone: creating the row is INSERT ... ON CONFLICT."""
+        return self.columns[flag.key_column].unique_alone
+
+    def required_without_default(self, flag: FlagSpec) -> tuple[TableColumn, ...]:
         """The NOT NULL columns without a default that an INSERT of the flag row must fill."""
         own = (flag.key_column, flag.enabled_column)
-        return tuple(c for c in self.columns.values() if c.not_null and not c.has_default and c.name not in own)
+        return tuple(c for c in self.columns.values() if c.required and c.name not in own)
 
     def rollout_columns(self, flag: FlagSpec) -> tuple[str, ...]:
         if flag.rollout_columns:
@@ -129,27 +124,13 @@ def flag_spec(target: Target) -> FlagSpec:
     return target.spec.flag
 
 
-_TABLE = sql.SQL(
+_ROW_SECURITY = sql.SQL(
     """
-    SELECT c.oid, row_security_active(c.oid) AS row_security
+    SELECT row_security_active(c.oid)
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
+    WHERE n.nspname = %s AND c.relname = %s
     """
 )
-
-_COLUMNS = sql.SQL(
-    """
-    SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, t.typcategory = 'S' AS is_text,
-           a.attnotnull AS not_null, (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '') AS has_default,
-           EXISTS (SELECT 1 FROM pg_index i
-                   WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indisvalid AND i.indnatts = 1
-                     AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indkey[0] = a.attnum) AS is_unique
-    FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-    WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
-    ORDER BY a.attnum
-    """
-)
-
 
 def read_flag_table(conn: psycopg.Connection[Any], target: Target, flag: FlagSpec) -> FlagTable:
     """The flag table's columns from the catalogs. Read-only.
@@ -158,13 +139,10 @@ def read_flag_table(conn: psycopg.Connection[Any], target: Target, flag: FlagSpe
     enabled column is not boolean.
     """
     name = f"{target.schema}.{flag.table}"
-    found = rows(conn, _TABLE, (target.schema, flag.table))
-    if not found:
+    by_name = table_columns(conn, target.schema, flag.table)
+    if not by_name:
         raise PreflightFailed(f"table {name} (the spec's [flag] table) does not exist; nothing was changed",
                               hint="check --schema and the database named in the DSN")
-    columns = rows(conn, _COLUMNS, (found[0]["oid"],))
-    by_name = {c["name"]: FlagColumn(c["name"], c["type"], c["is_text"], c["not_null"], c["has_default"])
-               for c in columns}
     for role, column in (("key_column", flag.key_column), ("enabled_column", flag.enabled_column)):
         if column not in by_name:
             raise PreflightFailed(f"table {name} has no column {column} (the spec's [flag] {role}); nothing was "
@@ -172,8 +150,8 @@ def read_flag_table(conn: psycopg.Connection[Any], target: Target, flag: FlagSpe
     if by_name[flag.enabled_column].type != "boolean":
         raise PreflightFailed(f"column {flag.enabled_column} of {name} is {by_name[flag.enabled_column].type}, "
                               "not boolean; nothing was changed")
-    key_unique = any(c["is_unique"] for c in columns if c["name"] == flag.key_column)
-    return FlagTable(name, target.qualified(flag.table), by_name, key_unique, found[0]["row_security"])
+    row_security = bool(scalar(conn, _ROW_SECURITY, (target.schema, flag.table)))
+    return FlagTable(name, target.qualified(flag.table), by_name, row_security)
 
 
 def _read_state(conn: psycopg.Connection[Any], table: FlagTable, flag: FlagSpec, key: str, *,
@@ -335,7 +313,7 @@ def _fill(table: FlagTable, flag: FlagSpec, key: str) -> dict[str, str]:
     naming a required column of another type."""
     filled = {}
     for column in table.required_without_default(flag):
-        if not column.is_text:
+        if column.category != "S":
             raise PreflightFailed(
                 f"cannot create the flag row {key!r}: column {column.name} ({column.type}) of {table.name} is NOT "
                 "NULL without a default; nothing was changed",
@@ -351,7 +329,7 @@ def _insert_disabled(conn: psycopg.Connection[Any], table: FlagTable, flag: Flag
     names = sql.SQL(", ").join(sql.Identifier(name) for name in values)
     placeholders = sql.SQL(", ").join(sql.Placeholder() for _ in values)
     params = list(values.values())
-    if table.key_unique:
+    if table.key_unique(flag):
         statement = sql.SQL("INSERT INTO {table} ({names}) VALUES ({values}) ON CONFLICT ({key}) DO NOTHING").format(
             table=table.identifier, names=names, values=placeholders, key=sql.Identifier(flag.key_column))
     else:

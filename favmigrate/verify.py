@@ -19,21 +19,28 @@ from favmigrate.catalog import (
 from favmigrate.checks import check_absent, check_applied
 from favmigrate.db import read_only
 from favmigrate.results import CheckReport
+from favmigrate.smoke import skipped_smoke, smoke_checks
 from favmigrate.spec import Target
 
 
 def verify(conn: psycopg.Connection[Any], target: Target, *, data: bool = True, absent: bool = False,
-           strict: bool = False) -> CheckReport:
+           strict: bool = False, smoke: bool = False) -> CheckReport:
     """Check the database against the spec inside a READ ONLY transaction that is rolled back; ``strict``:
-    warnings fail the report too.
+    warnings fail the report too; ``smoke``: then run the scenarios of favmigrate.smoke.
 
-    Takes no lock stronger than ACCESS SHARE (the data checks read the table). This is a read-only operation.
+    Takes no lock stronger than ACCESS SHARE (the data checks read the table). This is a read-only operation,
+    except ``smoke``, which writes rows in a transaction that is always rolled back (triggers fire).
     Raises PreflightFailed when the tables do not exist (wrong --schema or database: nothing to verify).
     """
     with read_only(conn):
         snapshot = read_snapshot(conn, target)
         require_tables(snapshot, target)
         report = checks_for(conn, target, snapshot, data=data, absent=absent)
+    if smoke:
+        missing = [c.name for c in target.spec.columns if c.name not in snapshot.columns]
+        scenarios = (skipped_smoke(f"the scenarios need the migration's columns: {', '.join(missing)} missing")
+                     if missing else smoke_checks(conn, target))
+        report = dataclasses.replace(report, checks=report.checks + scenarios)
     return dataclasses.replace(report, strict=strict)
 
 
