@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from favmigrate.spec import Target
 
 # --help lists the commands in the order they are used, not alphabetically or as defined
-WORKFLOW_ORDER = ("plan", "apply", "verify", "backfill", "finalize", "explain", "report", "rollback", "history",
-                  "check-types", "flag", "lint", "sandbox")
+WORKFLOW_ORDER = ("demo", "plan", "apply", "verify", "backfill", "finalize", "explain", "report", "rollback",
+                  "history", "check-types", "flag", "lint", "sandbox")
 
 
 class WorkflowOrder(TyperGroup):
@@ -944,13 +944,37 @@ class SandboxBackend(StrEnum):
     embedded = "embedded"
 
 
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the sample's deterministic data generator.")]
+BackendOption = Annotated[SandboxBackend | None, typer.Option(
+    "--backend", show_default="FAVMIGRATE_PG, else embedded", help="Where the disposable PostgreSQL comes from.")]
+
+
+def sandbox_backend(backend: SandboxBackend | None) -> str:
+    """--backend, else $FAVMIGRATE_PG, else the embedded server."""
+    return (backend.value if backend else None) or os.environ.get("FAVMIGRATE_PG") or "embedded"
+
+
+def serve_until_interrupted(dsn: str) -> None:
+    """Print the DSN and an export line on stdout, then wait for Ctrl-C (SIGTERM and SIGHUP too)."""
+    import time
+
+    from favmigrate.render import stderr_console
+
+    sys.stdout.write(f"{dsn}\nexport FAVMIGRATE_DSN='{dsn}'\n")
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        stderr_console().print("stopping the server and removing its files ...")
+
+
 @app.command()
 def sandbox(
     rows: Annotated[int, ranged("--rows", kind=int, low=0, high=100_000_000,
                                 help="session_requests rows to generate.")] = 10_000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the deterministic data generator.")] = 42,
-    backend: Annotated[SandboxBackend | None, typer.Option("--backend", show_default="FAVMIGRATE_PG, else embedded",
-                                                           help="Where the server comes from.")] = None,
+    seed: SeedOption = 42,
+    backend: BackendOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Start a disposable PostgreSQL loaded with the sample database, and keep it until Ctrl-C.
@@ -962,16 +986,13 @@ def sandbox(
     """
 
     def job() -> int:
-        import time
-
         from favmigrate.db import connect
         from favmigrate.render import stderr_console
         from favmigrate.sample import load_sample
         from favmigrate.sandbox import disposable_postgres
 
         console = stderr_console()
-        chosen = (backend.value if backend else None) or os.environ.get("FAVMIGRATE_PG") or "embedded"
-        with disposable_postgres(chosen) as server:
+        with disposable_postgres(sandbox_backend(backend)) as server:
             with connect(server.dsn) as conn:
                 summary = load_sample(conn, rows=rows, seed=seed, progress=lambda m: console.print(m, markup=False))
             console.print(
@@ -979,14 +1000,60 @@ def sandbox(
                 f"{summary.legacy_rows} carrying legacy metadata. Ctrl-C stops it and removes everything.",
                 highlight=False,
             )
-            sys.stdout.write(f"{server.dsn}\nexport FAVMIGRATE_DSN='{server.dsn}'\n")
-            sys.stdout.flush()
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                console.print("stopping and removing the sandbox ...")
+            serve_until_interrupted(server.dsn)
         return 0
+
+    run(job, debug=debug)
+
+
+@app.command()
+def demo(
+    rows: Annotated[int, ranged("--rows", kind=int, low=1, high=10_000_000,
+                                help="Rows of the sample's main table (session_requests).")] = 100_000,
+    seed: SeedOption = 42,
+    spec: Annotated[Path | None, typer.Option(
+        "--spec", help="Run another migration (a migration.toml, or its folder) on the sample its folder's "
+        "sample.sql creates (also accepted before the command).", show_default="the built-in Phase 4 migration")]
+    = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the server running afterwards, print the database's "
+                                       "DSN and wait for Ctrl-C.")] = False,
+    backend: BackendOption = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="text (each stage as it runs) or json (a summary "
+                                              "per stage at the end).")] = OutputFormat.text,
+    debug: DebugOption = False,
+) -> None:
+    """Run the whole migration on a throw-away PostgreSQL loaded with the sample, and check every stage.
+
+    Needs no database, Docker or installed PostgreSQL (the favmigrate[sandbox] extra's embedded server).
+    Stages: lint (the seed's hand-written SQL next to what apply runs), plan, apply while an application
+    writer commits 50 transactions/s (its worst stall next to the seed's SQL under the same writer, on a
+    copy), verify, backfill (rejects compared with the sample's known counts), explain, report,
+    rollback (every value found back in metadata), verify --absent. Then the server and its files are
+    removed (--keep: left running until Ctrl-C). Exit 0 every stage did what it should, 1 one did not
+    (the run stops there), 2 usage error or no server could start, 3 interrupted.
+
+    Example: favmigrate demo --rows 20000 --format json
+    """
+
+    def job() -> int:
+        from favmigrate.demo import DemoOptions, DemoProgress
+        from favmigrate.demo import demo as run_demo
+        from favmigrate.render import DemoDisplay, print_json, render_demo, stdout_console
+
+        options = DemoOptions(rows=rows, seed=seed, backend=sandbox_backend(backend), spec_path=spec or _State.spec)
+        with DemoDisplay(json=fmt is OutputFormat.json) as display:
+            progress = DemoProgress(on_demo=display, on_steps=display.steps, on_backfill=display.backfill,
+                                    warn=display.warn)
+            with run_demo(options, progress) as report:
+                display.close()
+                data = report.to_dict()
+                if fmt is OutputFormat.json:
+                    print_json({**data, "dsn": report.dsn if keep else None})
+                else:
+                    render_demo(data, stdout_console())
+                if keep:
+                    serve_until_interrupted(report.dsn)
+        return int(report.exit_code)
 
     run(job, debug=debug)
 

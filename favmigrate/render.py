@@ -672,3 +672,122 @@ def render_backfill(data: dict[str, Any], console: Console) -> None:
                       markup=False)
     for note in data["notes"]:
         console.print(f"- {note}", highlight=False, markup=False)
+
+
+def render_demo_stage(data: dict[str, Any], console: Console) -> None:
+    """One stage of `favmigrate demo` (``StageResult.to_dict()``): what it showed, then its verdict line."""
+    stage, found = data["stage"], data["data"]
+    body = _DEMO_BODIES.get(stage)
+    if body is not None and "error" not in found:
+        body(found, console)
+    mark = "[green]ok[/green]" if data["ok"] else "[bold red]FAILED[/bold red]"
+    console.print(f"{mark} ({duration(data['elapsed_s'])}): ", end="", highlight=False)
+    console.print(data["summary"], markup=False, highlight=False)
+    if not data["ok"]:
+        console.print(f"  expected: {data['expected']}", markup=False, highlight=False)
+        if found.get("hint"):
+            console.print(f"  hint: {found['hint']}", markup=False, highlight=False)
+
+
+def _demo_lint(found: dict[str, Any], console: Console) -> None:
+    from favmigrate.lint.reporters import text_lines
+
+    for data in (found.get("seed_sql"), found["favmigrate"]):
+        if data is not None:
+            print_lines(text_lines(data) or [f"{', '.join(data['files'])}: no finding"])
+            console.file.flush()
+
+
+def _demo_plan(found: dict[str, Any], console: Console) -> None:
+    console.print("apply would run: " + ", ".join(step["step"] for step in found["steps"]), markup=False,
+                  highlight=False)
+
+
+def _demo_apply(found: dict[str, Any], console: Console) -> None:
+    writers = [("favmigrate apply", found["writer"])]
+    if found["seed_sql_writer"] is not None:
+        writers.insert(0, ("the seed's SQL, as one query", found["seed_sql_writer"]))
+    print_table(console, "the application's writes while the migration ran",
+                ("migration", "writes", "failed", "worst stall", "p99", "waiting on a lock"),
+                [(name, w["transactions"], w["errors"], f"{w['worst_ms']:,.0f} ms", f"{w['p99_ms']:,.0f} ms",
+                  f"{w['lock_wait_ms']:,} ms") for name, w in writers])
+    render_run({**found["report"], "verification": None}, console)
+
+
+def _demo_backfill(found: dict[str, Any], console: Console) -> None:
+    render_backfill(found, console)
+    if "expected_rejected" in found:
+        console.print("the sample's known rejects: " + ", ".join(f"{reason} {count:,}" for reason, count in
+                                                                 found["expected_rejected"].items()),
+                      markup=False, highlight=False)
+
+
+def _demo_report(found: dict[str, Any], console: Console) -> None:
+    t = found["totals"]
+    print_table(console, "totals", ("priority requests", "notified", "accepted by preferred", "success", "timed out",
+                                    "timeout rate", "avg response", "median response"),
+                [(t["requests"], t["notified"], t["accepted_by_preferred"], _pct(t["success_rate_pct"]),
+                  t["timed_out"], _pct(t["timeout_rate_pct"]), duration(t["avg_response_s"]),
+                  duration(t["median_response_s"]))])
+
+
+_DEMO_BODIES: dict[str, Callable[[dict[str, Any], Console], None]] = {
+    "lint": _demo_lint, "plan": _demo_plan, "apply": _demo_apply, "backfill": _demo_backfill,
+    "explain": lambda found, console: render_explain(found, console), "report": _demo_report,
+}
+
+
+class DemoDisplay:
+    """`favmigrate demo` as it runs: a heading per stage and, in text, the stage's output and verdict on
+    stdout; the jobs' progress (steps, the backfill's bar) and the demo's notes on stderr. With ``json`` the
+    headings and verdicts go to stderr too, leaving stdout to the final document."""
+
+    def __init__(self, *, json: bool = False) -> None:
+        self._json = json
+        self._out = stderr_console() if json else stdout_console()
+        self._err = stderr_console()
+        self.steps = ProgressEvents(console=self._err)
+        self.backfill = BackfillProgress()
+
+    def __enter__(self) -> DemoDisplay:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.steps.close()
+        self.backfill.close()
+
+    def warn(self, message: str) -> None:
+        self._err.print(event_line("warning", message), highlight=False)
+
+    def __call__(self, event: Any) -> None:
+        kind = event.kind.value
+        if kind == "stage-start":
+            self._out.print(f"\n[bold]{event.number}/{event.total} {event.stage.value}[/bold]: ", end="",
+                            highlight=False)
+            self._out.print(event.message, markup=False, highlight=False)
+        elif kind == "note":
+            self._err.print(event_line("note", event.message), highlight=False)
+        else:
+            self.close()
+            if self._json:
+                data = event.result.to_dict()
+                mark = "ok" if data["ok"] else "FAILED"
+                self._out.print(f"{mark}: ", end="", highlight=False)
+                self._out.print(data["summary"], markup=False, highlight=False)
+            else:
+                render_demo_stage(event.result.to_dict(), self._out)
+
+
+def render_demo(data: dict[str, Any], console: Console) -> None:
+    """The last lines of `favmigrate demo`: the verdict over every stage."""
+    took = sum(stage["elapsed_s"] for stage in data["stages"])
+    if data["ok"]:
+        console.print(f"\n[green]demo OK[/green]: every stage did what it should ({len(data['stages'])} stages, "
+                      f"{duration(took)})", highlight=False)
+        return
+    failed = next((stage["stage"] for stage in data["stages"] if not stage["ok"]), "?")
+    console.print(f"\n[bold red]demo FAILED[/bold red] at {failed}; not run: "
+                  f"{', '.join(data['not_run']) or 'nothing'}", highlight=False)
