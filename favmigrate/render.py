@@ -441,12 +441,7 @@ def render_report(data: dict[str, Any], console: Console) -> None:
     else:
         console.print(f"no priority request (a request with a preferred mechanic) has {span}", markup=False,
                       highlight=False)
-    t = data["totals"]
-    print_table(console, "totals", ("priority requests", "notified", "accepted by preferred", "success", "timed out",
-                                    "timeout rate", "avg response", "median response"),
-                [(t["requests"], t["notified"], t["accepted_by_preferred"], _pct(t["success_rate_pct"]),
-                  t["timed_out"], _pct(t["timeout_rate_pct"]), duration(t["avg_response_s"]),
-                  duration(t["median_response_s"]))])
+    render_report_totals(data["totals"], console)
     for note in data["notes"]:
         console.print(f"- {note}", markup=False, highlight=False)
 
@@ -722,8 +717,8 @@ def _demo_backfill(found: dict[str, Any], console: Console) -> None:
                       markup=False, highlight=False)
 
 
-def _demo_report(found: dict[str, Any], console: Console) -> None:
-    t = found["totals"]
+def render_report_totals(t: dict[str, Any], console: Console) -> None:
+    """report's totals: one row over every priority request."""
     print_table(console, "totals", ("priority requests", "notified", "accepted by preferred", "success", "timed out",
                                     "timeout rate", "avg response", "median response"),
                 [(t["requests"], t["notified"], t["accepted_by_preferred"], _pct(t["success_rate_pct"]),
@@ -733,7 +728,8 @@ def _demo_report(found: dict[str, Any], console: Console) -> None:
 
 _DEMO_BODIES: dict[str, Callable[[dict[str, Any], Console], None]] = {
     "lint": _demo_lint, "plan": _demo_plan, "apply": _demo_apply, "backfill": _demo_backfill,
-    "explain": lambda found, console: render_explain(found, console), "report": _demo_report,
+    "explain": lambda found, console: render_explain(found, console),
+    "report": lambda found, console: render_report_totals(found["totals"], console),
 }
 
 

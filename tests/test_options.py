@@ -72,7 +72,7 @@ def test_dash_h_is_help_everywhere_and_commands_come_in_workflow_order():
     import typer.main
 
     assert listed == [name for name in WORKFLOW_ORDER if name in typer.main.get_command(app).commands]
-    assert listed[:8] == ["plan", "apply", "verify", "backfill", "finalize", "explain", "report", "rollback"]
+    assert listed[:9] == ["demo", "plan", "apply", "verify", "backfill", "finalize", "explain", "report", "rollback"]
     for command in listed:
         assert cli(command, "-h").exit_code == 0
 
