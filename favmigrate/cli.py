@@ -62,12 +62,11 @@ class _State:
 
 DsnOption = Annotated[
     str | None,
-    typer.Option("--dsn", help="Connection string (else FAVMIGRATE_DSN, DATABASE_URL, then PG* variables).",
-                 show_default=False),
+    typer.Option("--dsn", help="Connection string, a postgresql:// URL or libpq key=value pairs.",
+                 show_default="FAVMIGRATE_DSN, else DATABASE_URL, else the PG* variables"),
 ]
-SchemaOption = Annotated[str | None, typer.Option("--schema", help="Schema holding the migration's tables (default: "
-                                                 "the spec's schema, public for the built-in one).",
-                                                 show_default=False)]
+SchemaOption = Annotated[str | None, typer.Option("--schema", help="Schema holding the migration's tables.",
+                                                 show_default="the spec's schema, public for the built-in one")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="text (tables on a terminal) or json.")]
 MAX_TIMEOUT_S = 2_147_483  # PostgreSQL's largest timeout setting, INT_MAX milliseconds
 MAX_BATCH_ROWS = 1_000_000
@@ -112,7 +111,7 @@ def statement_timeout_option(what: str) -> Any:
 DebugOption = Annotated[bool, typer.Option("--debug", help="Also print the traceback of an error (the exit code "
                                           "stays the same).")]
 JunitOption = Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML, one testcase per check.",
-                                                  dir_okay=False, show_default=False)]
+                                                  dir_okay=False, show_default="none: not written")]
 
 
 def _version(value: bool) -> None:
@@ -128,7 +127,7 @@ def main_options(
     debug: DebugOption = False,
     spec: Annotated[Path | None, typer.Option(
         "--spec", envvar="FAVMIGRATE_SPEC", help="The migration to run: a migration.toml, or a folder holding one "
-        "and its query files (default: the built-in Phase 4 migration).", show_default=False)] = None,
+        "and its query files.", show_default="the built-in Phase 4 migration")] = None,
 ) -> None:
     _State.debug = debug
     _State.spec = spec
@@ -334,7 +333,7 @@ RunFormatOption = Annotated[RunFormat, typer.Option(
     "--format", help="text (tables on a terminal), json, or sql: with --dry-run, exactly the statements that "
     "would run, as a script psql can run (batched steps as commented templates).")]
 OutputOption = Annotated[Path | None, typer.Option(
-    "--output", "-o", dir_okay=False, show_default=False,
+    "--output", "-o", dir_okay=False, show_default="stdout",
     help="With --dry-run: write the SQL script to this file instead of stdout (implies --format sql).")]
 
 
@@ -591,10 +590,10 @@ def explain(
     statement_timeout: Annotated[float, statement_timeout_option("each EXPLAIN ANALYZE run")] = 60.0,
     param: Annotated[list[str] | None, typer.Option(
         "--param", metavar="NAME=VALUE", help="A query parameter (repeatable), e.g. mechanic_id=<uuid>; "
-        "a parameter left out takes its default from the data.", show_default=False)] = None,
+        "a parameter left out takes its default from the data.", show_default="taken from the data")] = None,
     queries: Annotated[Path | None, typer.Option(
         "--queries", file_okay=False, exists=True, help="A folder of annotated query files to use instead of "
-        "the spec's ([[explain]], else its queries/ folder).", show_default=False)] = None,
+        "the spec's.", show_default="the spec's [[explain]] files, else its queries/ folder")] = None,
     show_plan: Annotated[bool, typer.Option("--show-plan", help="Print every plan tree (on stderr with "
                                             "--format json).")] = False,
     fmt: FormatOption = OutputFormat.text,
@@ -662,10 +661,10 @@ def report(
     schema: SchemaOption = None,
     since: Annotated[str | None, typer.Option("--since", help="Only requests created at or after this ISO 8601 "
                                               "date/time (inclusive; UTC without an offset).",
-                                              show_default=False)] = None,
+                                              show_default="open: since the first")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Only requests created before this ISO 8601 "
                                               "date/time (exclusive; UTC without an offset).",
-                                              show_default=False)] = None,
+                                              show_default="open: up to the last")] = None,
     statement_timeout: Annotated[float, statement_timeout_option("the report query")] = 60.0,
     limit: Annotated[int | None, ranged("--limit", kind=int, low=1, high=1_000_000, show_default="all",
                                         help="Show at most this many mechanics, the best success rate first (the "
@@ -748,7 +747,7 @@ def check_types(
                                         show_default=False)],
     dsn: Annotated[str | None, typer.Option("--dsn", help="Compare with every live column of the table "
                                             "(information_schema, read-only) instead of the spec's columns.",
-                                            show_default=False)] = None,
+                                            show_default="none: the spec's columns")] = None,
     schema: SchemaOption = None,
     statement_timeout: Annotated[float, statement_timeout_option("the catalog query (with --dsn)")] = 0.0,
     fmt: FormatOption = OutputFormat.text,
@@ -879,7 +878,7 @@ def backfill(
                                                     show_default="none", help="Pause between batches while a "
                                                     "replica's replay lag (pg_stat_replication) exceeds this many "
                                                     "seconds.")] = None,
-    rejects: Annotated[Path | None, typer.Option("--rejects", dir_okay=False, show_default=False,
+    rejects: Annotated[Path | None, typer.Option("--rejects", dir_okay=False, show_default="none: not written",
                                                  help="Write every rejected value and conflict as JSON Lines "
                                                  "{id, key, value, reason} to this file.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a differing value already in a column "
@@ -1076,11 +1075,14 @@ def lint(
     paths: Annotated[list[str] | None, typer.Argument(metavar="PATH...", help="SQL files, folders (every *.sql in "
                                                       "them) or - for stdin.", show_default=False)] = None,
     dsn: Annotated[str | None, typer.Option("--dsn", help="Read table sizes and column types from this database's "
-                                            "catalogs (read-only) to grade findings.", show_default=False)] = None,
+                                            "catalogs (read-only) to grade findings.",
+                                            show_default="none: sizes and types unknown")] = None,
     rule: Annotated[list[str] | None, typer.Option("--rule", help="Run only these rules (repeatable or "
-                                                   "comma-separated; all, default).", show_default=False)] = None,
+                                                   "comma-separated; all, default).",
+                                                   show_default="default, or the [lint] table's")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip these rules (repeatable or "
-                                                      "comma-separated).", show_default=False)] = None,
+                                                      "comma-separated).",
+                                                      show_default="none, or the [lint] table's")] = None,
     fail_on: Annotated[LintFailOn | None, typer.Option("--fail-on", help="Exit 1 on findings of this severity "
                                                        "or above.", show_default="warning")] = None,
     config: Annotated[Path | None, typer.Option("--config", dir_okay=False, help="Project config file with a "
@@ -1090,7 +1092,7 @@ def lint(
         "migration tool (as squawk's option).", show_default="no")] = None,
     list_rules: Annotated[bool, typer.Option("--list-rules", help="List every rule and exit.")] = False,
     fmt: Annotated[LintFormat, typer.Option("--format", help="text, json or sarif.")] = LintFormat.text,
-    junit: Annotated[Path | None, typer.Option("--junit", dir_okay=False, show_default=False,
+    junit: Annotated[Path | None, typer.Option("--junit", dir_okay=False, show_default="none: not written",
                                                help="Also write JUnit XML, one testcase per finding.")] = None,
     statement_timeout: Annotated[float, statement_timeout_option("each catalog query (with --dsn)")] = 0.0,
     debug: DebugOption = False,

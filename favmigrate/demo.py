@@ -63,7 +63,11 @@ class Stage(StrEnum):
     VERIFY_ABSENT = "verify --absent"
 
 
-# The heading each stage is shown under.
+# The heading each stage is shown under (for a migration without hand-written SQL to compare: UNCOMPARED).
+UNCOMPARED = {
+    Stage.LINT: "the SQL favmigrate apply runs",
+    Stage.APPLY: "online, while the application writes",
+}
 TITLES = {
     Stage.SANDBOX: "a disposable PostgreSQL with the sample data",
     Stage.LINT: "the seed's hand-written SQL next to the SQL favmigrate apply runs",
@@ -90,7 +94,7 @@ class StageResult:
     elapsed_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage.value, "title": TITLES[self.stage], "ok": self.ok, "summary": self.summary,
+        return {"stage": self.stage.value, "ok": self.ok, "summary": self.summary,
                 "expected": self.expected, "elapsed_s": round(self.elapsed_s, 3), "data": self.data}
 
 
@@ -462,8 +466,9 @@ def demo(options: DemoOptions, progress: DemoProgress | None = None) -> Iterator
             Stage.ROLLBACK: lambda n: _rollback(dsn, target, progress),
             Stage.VERIFY_ABSENT: lambda n: _verify(dsn, target, progress, absent=True),
         }
+        titles = TITLES if sample.seed_sql is not None else {**TITLES, **UNCOMPARED}
         for number, stage in enumerate(stages, start=1):
-            progress.on_demo(DemoEvent(DemoEventKind.STAGE_START, stage, number, total, TITLES[stage]))
+            progress.on_demo(DemoEvent(DemoEventKind.STAGE_START, stage, number, total, titles[stage]))
             started = time.perf_counter()
             try:
                 result = runs[stage](number)
