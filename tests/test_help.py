@@ -13,7 +13,9 @@ import typer.main
 from clihelp import cli
 from favmigrate.cli import app
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+EXAMPLES = sorted((ROOT / "examples").glob("*.yml"))
 COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 # an option line of --help: "  -o, --output <file>   help ..." (a flag has no metavar)
 OPTION_LINE = re.compile(r"^  (?:-\w, )?(--[\w-]+)(?: ?/ ?--[\w-]+)?(?: (<[^>]*>|[A-Z][A-Z_=.]*))?(?:\s{2,}|$)")
@@ -51,13 +53,14 @@ def test_every_option_states_its_default_and_unit(command: str) -> None:
             assert "seconds" in text.lower(), f"favmigrate {command} {name}: no unit in --help: {text}"
 
 
-def readme_mentions() -> list[tuple[str | None, str, str]]:
-    """(command or None, option, where) for every --option the README names: in a `favmigrate COMMAND ...` line
-    or code span, else in the section about one command (a heading naming `favmigrate COMMAND`), else None."""
+def mentions_in(path: Path) -> list[tuple[str | None, str, str]]:
+    """(command or None, option, where) for every --option a README or workflow names: in a `favmigrate COMMAND
+    ...` line or code span, else in the section about one command (a heading naming `favmigrate COMMAND`), else
+    None."""
     mentions: list[tuple[str | None, str, str]] = []
     section: str | None = None
     benchmark = False
-    for number, line in enumerate(README.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.startswith("#"):
             heading = re.search(r"`favmigrate ([a-z-]+)", line)
             section = heading.group(1) if heading and heading.group(1) in COMMANDS else None
@@ -74,11 +77,11 @@ def readme_mentions() -> list[tuple[str | None, str, str]]:
             if command not in COMMANDS or command_line.start() in taken:
                 continue
             for option in re.finditer(r"--[a-z][\w-]*", command_line.group(1) + " " + command_line.group(3)):
-                mentions.append((command, option.group(0), f"README.md:{number}"))
+                mentions.append((command, option.group(0), f"{path.name}:{number}"))
             taken.update(range(command_line.start(), command_line.end()))
         for option in re.finditer(r"(?<![\w-])--[a-z][\w-]*", line):
             if option.start() not in taken:
-                mentions.append((section, option.group(0), f"README.md:{number}"))
+                mentions.append((section, option.group(0), f"{path.name}:{number}"))
     return mentions
 
 
@@ -88,9 +91,7 @@ def test_the_readme_names_only_commands_that_exist() -> None:
     assert named <= set(COMMANDS), named - set(COMMANDS)
 
 
-def test_every_option_the_readme_names_is_in_that_commands_help() -> None:
-    mentions = readme_mentions()
-    assert len(mentions) > 50  # the extraction finds the README's options
+def options_missing_from_help(mentions: list[tuple[str | None, str, str]]) -> list[str]:
     top = help_options(None)
     everywhere = set(top).union(*(help_options(command) for command in COMMANDS))
     missing = []
@@ -98,4 +99,22 @@ def test_every_option_the_readme_names_is_in_that_commands_help() -> None:
         known = set(top) | set(help_options(command)) if command else everywhere
         if option not in known:
             missing.append(f"{where}: {option} ({'favmigrate ' + command if command else 'any command'})")
+    return missing
+
+
+def test_every_option_the_readme_names_is_in_that_commands_help() -> None:
+    mentions = mentions_in(README)
+    assert len(mentions) > 50  # the extraction finds the README's options
+    missing = options_missing_from_help(mentions)
     assert not missing, "options the README names that --help does not list:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("workflow", EXAMPLES, ids=[path.name for path in EXAMPLES])
+def test_the_example_workflows_run_commands_and_options_that_exist(workflow: Path) -> None:
+    text = workflow.read_text(encoding="utf-8")
+    commands = re.findall(r"run: favmigrate ([a-z][a-z-]*)", text)
+    assert commands and set(commands) <= set(COMMANDS), commands
+    assert {"lint", "apply", "verify"} <= set(commands) and "--junit" in text
+    # only the favmigrate command lines: the rest are docker's and psql's options
+    missing = options_missing_from_help([mention for mention in mentions_in(workflow) if mention[0]])
+    assert not missing, "options the workflow uses that --help does not list:\n" + "\n".join(missing)
