@@ -43,9 +43,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from favmigrate.apply import apply_migration
-from favmigrate.backfill import DEFAULT_BATCH_SIZE, _candidate, _Columns, _common_arguments
+from favmigrate.backfill import DEFAULT_BATCH_SIZE
+from favmigrate.backfill_sql import actions, assignments, backfill_columns, candidate, classify
 from favmigrate.ops import migration_steps
-from favmigrate.resources import read_sql
 from favmigrate.sample import load_sample
 from favmigrate.sandbox import Server, disposable_postgres, find_local_bindir
 from favmigrate.spec import Target, load_spec
@@ -197,25 +197,22 @@ class Result:
 
 def single_statement(target: Target) -> sql.Composed:
     """The same validation and the same fill rules, as one UPDATE over the whole table."""
-    cols = _Columns.of(target)
-    classify = sql.SQL(read_sql("backfill_classify.sql").strip()).format(
-        **_common_arguments(target, cols), in_batch=sql.SQL("TRUE"), candidate=_candidate(target, "t", pending=False),
-        row_lock=sql.SQL(""), mechanic_lock=sql.SQL(""))
-    return classify + sql.SQL(
+    columns = backfill_columns(target)
+    classified = classify(target, columns, in_batch=sql.SQL("TRUE"),
+                          candidate=candidate(target, columns, "t", pending=False), row_lock=False,
+                          lock_references=False)
+    return classified + sql.SQL(
         """,
         updated AS (
             UPDATE {table} AS t
-            SET {mechanic} = CASE WHEN d.mechanic_action = 'update' THEN d.mechanic_value ELSE t.{mechanic} END,
-                {window} = CASE WHEN d.window_action = 'update' THEN d.window_value ELSE t.{window} END,
-                {notified} = CASE WHEN d.notified_action = 'update' THEN d.notified_value ELSE t.{notified} END
+            SET {assignments}
             FROM decided AS d
-            WHERE t.ctid = d.row_ctid AND 'update' IN (d.mechanic_action, d.window_action, d.notified_action)
+            WHERE t.ctid = d.row_ctid AND 'update' IN ({actions})
             RETURNING 1
         )
         SELECT count(*) FROM updated
         """
-    ).format(table=target.table, mechanic=sql.Identifier(cols.mechanic.name),
-             window=sql.Identifier(cols.window.name), notified=sql.Identifier(cols.notified.name))
+    ).format(table=target.table, assignments=assignments(columns), actions=actions(columns))
 
 
 def run_single(dsn: str) -> Result:

@@ -37,6 +37,16 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from favmigrate.backfill_sql import (
+    CONFLICT,
+    REJECTS_TABLE,
+    BackfillColumn,
+    backfill_columns,
+    batch_template,
+    candidate,
+    classify,
+    reject_reasons,
+)
 from favmigrate.catalog import read_snapshot, require_tables
 from favmigrate.db import (
     BlockerWatch,
@@ -53,7 +63,7 @@ from favmigrate.db import (
 from favmigrate.errors import ExitCode, Interrupted, LockHeld, PreflightFailed, StepFailed, UsageError
 from favmigrate.history import HISTORY_SCHEMA, ToolTable, create_tool_tables, tool_table
 from favmigrate.resources import read_sql
-from favmigrate.spec import ColumnSpec, Target
+from favmigrate.spec import Target
 
 DEFAULT_BATCH_SIZE = 10_000
 MIN_SERVER_VERSION = 120000
@@ -61,33 +71,6 @@ TID_RANGE_SERVER_VERSION = 140000  # TID Range Scan: a page range is read withou
 EXACT_ESTIMATE_ROWS = 200_000  # above this the pre-run count samples the table instead of scanning it
 _SAMPLE_ROWS = 50_000
 _SHOWN_IDS = 20  # row ids listed in a report
-
-# Validation patterns, applied in SQL. [0-9] rather than \d: \d follows the locale's notion of a digit.
-UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
-DIGITS_PATTERN = r"^[0-9]+$"
-# YYYY-MM-DDTHH:MM[:SS[.ffffff]] then Z, +-HH:MM, +-HHMM or +-HH (offsets up to 15:59, as PostgreSQL's own).
-# No capturing groups: they make PostgreSQL's regex engine several times slower. The fields sit at fixed
-# positions, so backfill_classify.sql reads them with substr().
-TIMESTAMP_PATTERN = (
-    r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
-    r"(?:Z|[+-](?:0[0-9]|1[0-5])(?::?[0-5][0-9])?)?$"
-)
-
-
-class RejectReason(StrEnum):
-    """Why a legacy value was not copied (the reasons backfill_classify.sql returns)."""
-
-    INVALID_UUID = "invalid_uuid"
-    UNKNOWN_MECHANIC = "unknown_mechanic"
-    OUT_OF_RANGE = "out_of_range"
-    INVALID_INTEGER = "invalid_integer"
-    INVALID_TIMESTAMP = "invalid_timestamp"
-    METADATA_NOT_OBJECT = "metadata_not_object"
-
-
-CONFLICT = "conflict"
-
 
 class Scan(StrEnum):
     """How the table is cut into batches."""
@@ -257,6 +240,7 @@ class BackfillReport:
 
     counters: Counters
     columns: tuple[str, ...]
+    reasons: tuple[str, ...]  # every reason the spec's columns can give, reported even when 0
     dry_run: bool
     resumed: bool
     scan: Scan
@@ -286,7 +270,7 @@ class BackfillReport:
 
     @property
     def rejected(self) -> dict[str, int]:
-        return {reason.value: self.counters.rejected.get(reason.value, 0) for reason in RejectReason}
+        return {reason: self.counters.rejected.get(reason, 0) for reason in self.reasons}
 
     def to_dict(self) -> dict[str, Any]:
         counters = self.counters
@@ -322,75 +306,15 @@ class BackfillReport:
         }
 
 
-# ---------------------------------------------------------------- the columns and their SQL
-
-
-@dataclass(frozen=True)
-class _Columns:
-    mechanic: ColumnSpec
-    window: ColumnSpec
-    notified: ColumnSpec
-
-    @classmethod
-    def of(cls, target: Target) -> _Columns:
-        by_type = {column.type.kind.value: column for column in target.spec.columns}
-        try:
-            return cls(by_type["uuid"], by_type["integer"], by_type["timestamptz"])
-        except KeyError as exc:
-            raise UsageError(f"the migration spec has no {exc.args[0]} column to backfill") from None
-
-    @property
-    def all(self) -> tuple[ColumnSpec, ColumnSpec, ColumnSpec]:
-        return self.mechanic, self.window, self.notified
-
+# ---------------------------------------------------------------- the statements
 
 _STATE_CHECKPOINT = sql.Identifier(HISTORY_SCHEMA, "backfill_checkpoint")
-_STATE_REJECTS = sql.Identifier(HISTORY_SCHEMA, "backfill_rejects")
-
-
-def _candidate(target: Target, alias: str, *, pending: bool) -> sql.Composed:
-    """Rows worth a look: metadata that is not an object, or that holds a legacy key.
-
-    ``pending`` narrows it to what a catch-up pass must revisit: a legacy value whose column is still
-    empty (the window: NULL, or its default while the value differs from it) and that was not already
-    reported as rejected with this very value. Reads the rejects table, so only for real runs.
-    """
-    cols = _Columns.of(target)
-    meta = sql.Identifier(alias, target.spec.metadata_column)
-    not_object = sql.SQL("jsonb_typeof({meta}) <> 'object'").format(meta=meta)
-    if not pending:
-        keys = sql.SQL(", ").join(sql.Literal(c.legacy_key) for c in cols.all)
-        return sql.SQL("({not_object} OR {meta} ?| ARRAY[{keys}])").format(not_object=not_object, meta=meta,
-                                                                            keys=keys)
-
-    def unreported(key: str, value: sql.Composable) -> sql.Composed:
-        # a correlated scalar subquery: one primary-key probe per row that gets this far (NOT EXISTS
-        # would be planned as a hash of every reject, rebuilt for every batch)
-        return sql.SQL(
-            "{value} IS DISTINCT FROM (SELECT r.value FROM {rejects} AS r WHERE r.migration_id = %(migration_id)s "
-            "AND r.target_schema = %(target_schema)s AND r.row_id = {pk}::text AND r.key = {key})"
-        ).format(rejects=_STATE_REJECTS, pk=sql.Identifier(alias, target.spec.primary_key), key=sql.Literal(key),
-                 value=value)
-
-    parts = [sql.SQL("({not_object} AND {unreported})").format(not_object=not_object,
-                                                               unreported=unreported("", meta))]
-    for column in cols.all:
-        col = sql.Identifier(alias, column.name)
-        value = sql.SQL("({meta} -> {key})").format(meta=meta, key=sql.Literal(column.legacy_key))
-        empty = sql.SQL("{col} IS NULL").format(col=col)
-        if column.default is not None:
-            empty = sql.SQL("({col} IS NULL OR ({col} = {default} AND {value} <> to_jsonb({default})))").format(
-                col=col, default=sql.Literal(column.default), value=value)
-        parts.append(sql.SQL("(jsonb_typeof({meta}) = 'object' AND {empty} AND nullif({value}, 'null') IS NOT NULL "
-                             "AND {unreported})").format(meta=meta, empty=empty, value=value,
-                                                         unreported=unreported(column.legacy_key, value)))
-    return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
 
 
 def _compose_batch(target: Target, *, scan: Scan, phase: Phase, dry_run: bool, first: bool,
-                   lock_mechanics: bool = False, by_ids: bool = False) -> sql.Composed:
+                   lock_references: bool = False, by_ids: bool = False) -> sql.Composed:
     spec = target.spec
-    cols = _Columns.of(target)
+    columns = backfill_columns(target)
     pk = sql.Identifier(spec.primary_key)
     pending = phase is not Phase.MAIN
     last_key: sql.Composable = sql.SQL("NULL::text")
@@ -414,59 +338,17 @@ def _compose_batch(target: Target, *, scan: Scan, phase: Phase, dry_run: bool, f
         # batches, then moved ahead of the walk; or by the application) is the catch-up pass's business:
         # so nothing is visited twice, and scanned counts each row once.
         in_batch = sql.SQL("{in_batch} AND age(t.xmin) > age(%(pass_xid)s::xid)").format(in_batch=in_batch)
-    classify = sql.SQL(read_sql("backfill_classify.sql").strip()).format(
-        **_common_arguments(target, cols),
-        in_batch=in_batch,
-        candidate=_candidate(target, "t", pending=pending),
-        # a row another transaction holds is skipped, not waited for: one long transaction must not stop
-        # the run; the batch reports it and the run retries it at its end
-        row_lock=sql.SQL("") if dry_run else sql.SQL("FOR NO KEY UPDATE OF t SKIP LOCKED"),
-        # with triggers on, the foreign key's own check locks each mechanic (a mechanic deleted after our
+    classified = classify(
+        target, columns, in_batch=in_batch, candidate=candidate(target, columns, "t", pending=pending),
+        row_lock=not dry_run,
+        # with triggers on, the foreign key's own check locks each referenced row (one deleted after our
         # look-up makes it fail, and the batch is retried); with them off, only this lock guards it
-        mechanic_lock=sql.SQL("FOR KEY SHARE OF m") if lock_mechanics else sql.SQL(""),
+        lock_references=lock_references,
     )
-    template = read_sql("backfill_dry_run.sql" if dry_run else "backfill_batch.sql")
-    return sql.SQL(template.strip().rstrip(";")).format(
-        **_common_arguments(target, cols),
-        classify=classify,
-        in_batch=in_batch,
-        last_key=last_key,
-        rejects_table=_STATE_REJECTS,
-        # by ctid: a direct heap fetch instead of a walk down the primary key for every updated row
-        row_match=sql.SQL("t.ctid = d.row_ctid") if scan is Scan.CTID else sql.SQL("t.{pk} = d.row_id").format(pk=pk),
-        mechanic_name=sql.Literal(cols.mechanic.name),
-        window_name=sql.Literal(cols.window.name),
-        notified_name=sql.Literal(cols.notified.name),
-    )
-
-
-def _common_arguments(target: Target, cols: _Columns) -> dict[str, sql.Composable]:
-    spec = target.spec
-    window = cols.window
-    reference = cols.mechanic.foreign_key
-    if reference is None:
-        raise UsageError(f"the migration spec gives {cols.mechanic.name} no references")
-    if window.min is None or window.max is None or window.default is None:
-        raise UsageError(f"the migration spec gives {window.name} no min, max or default")
-    return {
-        "table": target.table,
-        "referenced_table": target.qualified(reference.referenced_table),
-        "referenced_column": sql.Identifier(reference.referenced_column),
-        "pk": sql.Identifier(spec.primary_key),
-        "metadata": sql.Identifier(spec.metadata_column),
-        "mechanic_column": sql.Identifier(cols.mechanic.name),
-        "window_column": sql.Identifier(window.name),
-        "notified_column": sql.Identifier(cols.notified.name),
-        "mechanic_key": sql.Literal(cols.mechanic.legacy_key),
-        "window_key": sql.Literal(window.legacy_key),
-        "notified_key": sql.Literal(cols.notified.legacy_key),
-        "uuid_pattern": sql.Literal(UUID_PATTERN),
-        "digits_pattern": sql.Literal(DIGITS_PATTERN),
-        "timestamp_pattern": sql.Literal(TIMESTAMP_PATTERN),
-        "window_min": sql.Literal(window.min),
-        "window_max": sql.Literal(window.max),
-        "window_default": sql.Literal(window.default),
-    }
+    # by ctid: a direct heap fetch instead of a walk down the primary key for every updated row
+    row_match = sql.SQL("t.ctid = d.row_ctid") if scan is Scan.CTID else sql.SQL("t.{pk} = d.row_id").format(pk=pk)
+    return batch_template(target, columns, classified=classified, in_batch=in_batch, last_key=last_key,
+                          row_match=row_match, dry_run=dry_run)
 
 
 def batch_statement(target: Target, *, scan: Scan = Scan.CTID, phase: Phase = Phase.MAIN, dry_run: bool = False,
@@ -476,7 +358,7 @@ def batch_statement(target: Target, *, scan: Scan = Scan.CTID, phase: Phase = Ph
     ``by_ids``: the batch of the rows given as %(ids)s that are still pending (the retry of locked rows).
     """
     return _compose_batch(target, scan=scan, phase=phase, dry_run=dry_run, first=first,
-                          lock_mechanics=disable_triggers and not dry_run, by_ids=by_ids)
+                          lock_references=disable_triggers and not dry_run, by_ids=by_ids)
 
 
 # ---------------------------------------------------------------- preflight
@@ -567,16 +449,16 @@ def _estimate(conn: psycopg.Connection[Any], target: Target) -> tuple[int, int, 
     """(rows, rows carrying legacy data, exact?) — a full count on small tables, a page sample on large ones."""
     reltuples = int(scalar(conn, sql.SQL("SELECT greatest(reltuples, 0)::bigint FROM pg_class "
                                          "WHERE oid = %s::regclass"), (target.table_name,)) or 0)
-    candidate = _candidate(target, "t", pending=False)
+    holds_legacy = candidate(target, backfill_columns(target), "t", pending=False)
     if reltuples <= EXACT_ESTIMATE_ROWS:
         query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE {c}) FROM {table} AS t").format(
-            c=candidate, table=target.table)
+            c=holds_legacy, table=target.table)
         found = conn.execute(query).fetchone()
         assert found is not None
         return int(found[0]), int(found[1]), True
     percent = min(100.0, 100.0 * _SAMPLE_ROWS / reltuples)
     query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE {c}) FROM {table} AS t TABLESAMPLE SYSTEM (%s)").format(
-        c=candidate, table=target.table)
+        c=holds_legacy, table=target.table)
     found = conn.execute(query, (percent,)).fetchone()
     assert found is not None
     sampled, legacy = int(found[0]), int(found[1])
@@ -596,7 +478,7 @@ def _ensure_state(conn: psycopg.Connection[Any]) -> None:
     if all(tool_table(conn, name) is not ToolTable.MISSING for name in ("backfill_checkpoint", "backfill_rejects")):
         return
     ddl = sql.SQL(read_sql("backfill_state.sql")).format(checkpoint_table=_STATE_CHECKPOINT,
-                                                         rejects_table=_STATE_REJECTS)
+                                                         rejects_table=REJECTS_TABLE)
     try:
         create_tool_tables(conn, ddl)
     except pg_errors.InsufficientPrivilege as exc:
@@ -660,7 +542,7 @@ def _start_pass(conn: psycopg.Connection[Any], target: Target, scan: Scan, end_p
     with conn.transaction():
         pass_xid = _next_xid(conn)
         conn.execute(sql.SQL("DELETE FROM {} WHERE migration_id = %(migration_id)s "
-                             "AND target_schema = %(target_schema)s").format(_STATE_REJECTS), key)
+                             "AND target_schema = %(target_schema)s").format(REJECTS_TABLE), key)
         conn.execute(sql.SQL(
             "INSERT INTO {} (migration_id, target_schema, scan, phase, position, end_position, pass_xid, counters, "
             "options) VALUES (%(migration_id)s, %(target_schema)s, %(scan)s, 'main', NULL, %(end)s, %(pass_xid)s, "
@@ -710,7 +592,7 @@ class _Run:
         self.scan = scan
         self.total_estimate = total_estimate
         self.rejects_out: _RejectsOut | None = None  # a dry run writes its rejects as it goes
-        self.cols = _Columns.of(target)
+        self.columns = backfill_columns(target)
         self.counters = Counters()
         self.phase = Phase.MAIN
         self.end_position: str | None = None
@@ -817,7 +699,7 @@ class _Run:
             break
         if self.rejects_out is not None:
             for row in rejects:
-                self.rejects_out.write(_reject_line(row[1], row[2], row[3], row[4], row[5], self.cols))
+                self.rejects_out.write(_reject_line(row[1], row[2], row[3], row[4], row[5], self.columns))
         return counts
 
     def retry_skipped(self) -> None:
@@ -905,13 +787,13 @@ class _Run:
 
 
 def _reject_line(row_id: str, key: str | None, reason: str, value_text: str | None, current_text: str | None,
-                 cols: _Columns) -> str:
+                 columns: tuple[BackfillColumn, ...]) -> str:
     """One JSON line of the rejects file. The values arrive as jsonb text and are carried as they are:
     decoding them in Python would fail on a deeply nested (yet valid) value."""
     fields = [f'"id": {json.dumps(row_id)}', f'"key": {json.dumps(key or None)}',
               f'"value": {value_text if value_text is not None else "null"}', f'"reason": {json.dumps(reason)}']
     if reason == CONFLICT:
-        column = next((c.name for c in cols.all if c.legacy_key == key), None)
+        column = next((c.name for c in columns if c.key == key), None)
         fields.append(f'"column": {json.dumps(column)}')
         fields.append(f'"current": {current_text if current_text is not None else "null"}')
     return "{" + ", ".join(fields) + "}"
@@ -999,13 +881,14 @@ def _rejects_file(path: Path | None) -> Iterator[_RejectsOut | None]:
     out.commit()
 
 
-def _dump_rejects(conn: psycopg.Connection[Any], target: Target, out: _RejectsOut, cols: _Columns) -> None:
+def _dump_rejects(conn: psycopg.Connection[Any], target: Target, out: _RejectsOut,
+                  columns: tuple[BackfillColumn, ...]) -> None:
     query = sql.SQL(
         "SELECT row_id, key, reason, value::text, current_value::text FROM {} "
-        "WHERE migration_id = %s AND target_schema = %s ORDER BY row_id, key").format(_STATE_REJECTS)
+        "WHERE migration_id = %s AND target_schema = %s ORDER BY row_id, key").format(REJECTS_TABLE)
     with conn.cursor() as cur:
         for row in cur.stream(query, (target.spec.id, target.schema)):
-            out.write(_reject_line(row[0], row[1], row[2], row[3], row[4], cols))
+            out.write(_reject_line(row[0], row[1], row[2], row[3], row[4], columns))
 
 
 def _resolve_scan(requested: Scan, version: int) -> Scan:
@@ -1090,7 +973,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions, emit: OnBackfillEvent,
          scan: Scan) -> BackfillReport:
-    cols = _Columns.of(target)
+    columns = backfill_columns(target)
     checkpoint = None if options.dry_run else _read_checkpoint(conn, target)
     resumed = checkpoint is not None and checkpoint.phase is not Phase.DONE and not options.restart
     if checkpoint is not None and resumed:
@@ -1143,7 +1026,8 @@ def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions
         notes.append(f"{_rows(len(run.skipped))} locked by other transactions when first reached "
                      f"{'was' if len(run.skipped) == 1 else 'were'} skipped and retried at the end")
     return BackfillReport(
-        counters=run.counters, columns=tuple(c.name for c in cols.all), dry_run=options.dry_run, resumed=resumed,
+        counters=run.counters, columns=tuple(c.name for c in columns), reasons=reject_reasons(columns),
+        dry_run=options.dry_run, resumed=resumed,
         scan=run.scan, batch_size=options.batch_size, elapsed_s=time.monotonic() - run.started,
         scanned_this_run=run.scanned_this_run, longest_batch_s=run.longest_batch_s, lock_retries=run.lock_retries,
         legacy_rows_estimate=legacy, triggers=triggers, triggers_disabled=options.disable_triggers,
@@ -1195,6 +1079,6 @@ def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: _Rej
         run.event(BackfillEventKind.PHASE, f"ANALYZE {target.table_name}: planner statistics of the filled columns")
         run.analyze()
         if out is not None:
-            _dump_rejects(conn, target, out, run.cols)
+            _dump_rejects(conn, target, out, run.columns)
     run.phase = Phase.DONE
     run.event(BackfillEventKind.DONE)

@@ -69,12 +69,12 @@ class Kind(StrEnum):
 
 
 class Reason(StrEnum):
-    """Why a legacy value was not copied into its column."""
+    """Why a legacy value was not copied into its column (reports list them in this order)."""
 
     INVALID_UUID = "invalid_uuid"
-    UNKNOWN_REFERENCE = "unknown_reference"  # a uuid with `references` whose row is missing
-    INVALID_INTEGER = "invalid_integer"
+    UNKNOWN_REFERENCE = "unknown_reference"  # a value of a column with `references` whose row is missing
     OUT_OF_RANGE = "out_of_range"
+    INVALID_INTEGER = "invalid_integer"
     INVALID_NUMERIC = "invalid_numeric"
     INVALID_BOOLEAN = "invalid_boolean"
     INVALID_TEXT = "invalid_text"
@@ -311,25 +311,80 @@ class ColumnRules:
             "WHEN {value} IS NULL THEN {unstored} END"
         ).format(raw=raw, parsed=parsed, value=value, invalid=sql.Literal(self.invalid.value), unstored=unstored)
 
-    # ------------------------------------------------------------ the same steps in one expression
+    # ------------------------------------------------------------ the same steps for one value
+
+    def reading(self, raw: sql.Composable) -> sql.Composable:
+        """A one-row subquery reading the JSON value ``raw`` (columns ``value`` and ``reason``), for a FROM
+        list or a LATERAL join: each step runs once (OFFSET 0 keeps the planner from inlining the steps
+        into one another, which would repeat every pattern test for each use of its result).
+        """
+        raw0, text0 = sql.Identifier("s0", "raw"), sql.Identifier("s0", "text")
+        raw1, parsed1 = sql.Identifier("s1", "raw"), sql.Identifier("s1", "parsed")
+        raw2, parsed2, value2 = (sql.Identifier("s2", n) for n in ("raw", "parsed", "value"))
+        return sql.SQL(
+            "(SELECT {value2} AS value, {reason} AS reason FROM "
+            "(SELECT {raw1}, {parsed1}, {value} AS value FROM "
+            "(SELECT {raw0}, {parse} AS parsed FROM "
+            "(SELECT r.raw, {text} AS text FROM (SELECT {raw} AS raw) AS r OFFSET 0) AS s0 OFFSET 0) AS s1 "
+            "OFFSET 0) AS s2)"
+        ).format(value2=value2, reason=self.reason(raw2, parsed2, value2), raw1=raw1, parsed1=parsed1,
+                 value=self.value(parsed1), raw0=raw0, parse=self.parse(raw0, text0),
+                 text=json_text(sql.Identifier("r", "raw")), raw=raw)
 
     def read(self, raw: sql.Composable) -> sql.Composable:
-        """The column-typed value a JSON value reads as (NULL: nothing read), in one expression.
-
-        Repeats the pattern tests where the steps share them: for a handful of values per row, not a batch.
-        """
-        raw = sql.SQL("({})").format(raw)
-        return self.value(sql.SQL("({})").format(self.parse(raw, json_text(raw))))
+        """The column-typed value a JSON value reads as (NULL: nothing read), as a scalar subquery."""
+        return sql.SQL("(SELECT x.value FROM {} AS x)").format(self.reading(raw))
 
     def read_reason(self, raw: sql.Composable) -> sql.Composable:
-        """Why a JSON value is not read (NULL when it is, or is absent), in one expression."""
-        raw = sql.SQL("({})").format(raw)
-        parsed = sql.SQL("({})").format(self.parse(raw, json_text(raw)))
-        return self.reason(raw, parsed, self.value(parsed))
+        """Why a JSON value is not read (NULL when it is, or is absent), as a scalar subquery."""
+        return sql.SQL("(SELECT x.reason FROM {} AS x)").format(self.reading(raw))
+
+    @staticmethod
+    def same(read: sql.Composable, column: sql.Composable) -> sql.Composable:
+        """TRUE when a value read (``read``, NULL: nothing read) is the column value; never NULL."""
+        return sql.SQL("coalesce({read} = {column}, FALSE)").format(read=read, column=column)
 
     def reads_same(self, raw: sql.Composable, column: sql.Composable) -> sql.Composable:
         """TRUE when the JSON value ``raw`` reads (as backfill reads it) as the column value; never NULL."""
-        return sql.SQL("coalesce({read} = {column}, FALSE)").format(read=self.read(raw), column=column)
+        return self.same(self.read(raw), column)
+
+    # ------------------------------------------------------------ stored values against the spec's limits
+
+    @property
+    def limited(self) -> bool:
+        """Whether the spec limits the values beyond the type (min/max, max_length, allowed)."""
+        return (self.min is not None or self.max is not None or self.max_length is not None
+                or self.allowed is not None)
+
+    def outside(self, column: sql.Composable) -> sql.Composable:
+        """TRUE when a stored (non-NULL) column value breaks the spec's limits; FALSE when there are none."""
+        tests: list[sql.Composable] = []
+        if self.min is not None:
+            tests.append(sql.SQL("{} < {}").format(column, sql.Literal(self.min)))
+        if self.max is not None:
+            tests.append(sql.SQL("{} > {}").format(column, sql.Literal(self.max)))
+        if self.max_length is not None:
+            tests.append(sql.SQL("char_length({}) > {}").format(column, sql.Literal(self.max_length)))
+        if self.allowed is not None:
+            tests.append(sql.SQL("NOT ({})").format(self._allowed(column)))
+        if not tests:
+            return sql.SQL("FALSE")
+        return sql.SQL("coalesce({}, FALSE)").format(sql.SQL(" OR ").join(tests))
+
+    def describe_limits(self) -> str:
+        """The spec's limits in words: ``1..1440``, ``>= 0``, ``at most 8 characters; one of web, store``."""
+        parts = []
+        if self.min is not None and self.max is not None:
+            parts.append(f"{self.min}..{self.max}")
+        elif self.min is not None:
+            parts.append(f">= {self.min}")
+        elif self.max is not None:
+            parts.append(f"<= {self.max}")
+        if self.max_length is not None:
+            parts.append(f"at most {self.max_length} characters")
+        if self.allowed is not None:
+            parts.append("one of " + ", ".join(self.allowed))
+        return "; ".join(parts)
 
     # ------------------------------------------------------------ writing back
 
@@ -389,3 +444,4 @@ def _real_day(text: sql.Composable) -> sql.Composable:
         "OR mod({year}::integer, 400) = 0) THEN 29 ELSE 28 END "
         "WHEN {month} IN ('04', '06', '09', '11') THEN 30 ELSE 31 END"
     ).format(year=year, month=month, text=text)
+

@@ -7,15 +7,11 @@
 {classify},
 updated AS (
     UPDATE {table} AS t
-    SET {mechanic_column} = CASE WHEN d.mechanic_action = 'update' THEN d.mechanic_value ELSE t.{mechanic_column} END,
-        {window_column} = CASE WHEN d.window_action = 'update' THEN d.window_value ELSE t.{window_column} END,
-        {notified_column} = CASE WHEN d.notified_action = 'update' THEN d.notified_value ELSE t.{notified_column} END
+    SET {assignments}
     FROM decided AS d
     WHERE {row_match}
-      AND 'update' IN (d.mechanic_action, d.window_action, d.notified_action)
-    RETURNING d.mechanic_action = 'update' AS mechanic_updated,
-              d.window_action = 'update' AS window_updated,
-              d.notified_action = 'update' AS notified_updated
+      AND 'update' IN ({actions})
+    RETURNING {updated_flags}
 ),
 recorded AS (
     -- a row visited twice (the catch-up pass, a row moved by an update) is reported once
@@ -31,10 +27,7 @@ SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS
            'in_range', (SELECT count(*) FROM seen),
            'last', {last_key},
            'candidates', (SELECT count(*) FROM decided),
-           'updated', jsonb_build_object(
-               {mechanic_name}, (SELECT count(*) FROM updated WHERE mechanic_updated),
-               {window_name}, (SELECT count(*) FROM updated WHERE window_updated),
-               {notified_name}, (SELECT count(*) FROM updated WHERE notified_updated)),
+           'updated', jsonb_build_object({updated_counts}),
            'rows_updated', (SELECT count(*) FROM updated),
            -- candidates another transaction held locked (SKIP LOCKED): retried at the end of the run
            'skipped', (SELECT coalesce(jsonb_agg(s.row_id::text), '[]'::jsonb) FROM seen AS s

@@ -8,12 +8,8 @@ SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS
            'in_range', (SELECT count(*) FROM seen),
            'last', {last_key},
            'candidates', (SELECT count(*) FROM decided),
-           'updated', jsonb_build_object(
-               {mechanic_name}, (SELECT count(*) FROM decided WHERE mechanic_action = 'update'),
-               {window_name}, (SELECT count(*) FROM decided WHERE window_action = 'update'),
-               {notified_name}, (SELECT count(*) FROM decided WHERE notified_action = 'update')),
-           'rows_updated', (SELECT count(*) FROM decided
-                            WHERE 'update' IN (mechanic_action, window_action, notified_action)),
+           'updated', jsonb_build_object({updated_counts}),
+           'rows_updated', (SELECT count(*) FROM decided AS d WHERE 'update' IN ({actions})),
            'rejected', coalesce((SELECT jsonb_object_agg(x.reason, x.n)
                                  FROM (SELECT reason, count(*) AS n FROM rejects GROUP BY reason) AS x),
                                 jsonb_build_object())

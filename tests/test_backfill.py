@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 
 from clihelp import cli
 from favmigrate.apply import apply_migration
-from favmigrate.backfill import BackfillEventKind, BackfillOptions, Phase, RejectReason, Scan, backfill
+from favmigrate.backfill import BackfillEventKind, BackfillOptions, Phase, Scan, backfill
 from favmigrate.db import SessionLimits
 from favmigrate.errors import ExitCode, Interrupted, LockHeld, PreflightFailed
 from favmigrate.sample import METADATA_CASES, SLOTS, Outcome, expected_case_counts, expected_rejects
@@ -34,7 +34,9 @@ pytestmark = pytest.mark.db
 SEED = 42  # the seed conftest's template is loaded with (load_sample's default)
 MECHANIC, WINDOW, NOTIFIED = "priority_mechanic_id", "priority_window_minutes", "priority_notified_at"
 COLUMN = {MECHANIC: "preferred_mechanic_id", WINDOW: "priority_window_minutes", NOTIFIED: "priority_notified_at"}
-REASONS = [reason.value for reason in RejectReason]
+# the reasons Phase 4's columns can give, in the order backfill reports them
+REASONS = ["invalid_uuid", "unknown_mechanic", "out_of_range", "invalid_integer", "invalid_timestamp",
+           "metadata_not_object"]
 
 
 def target() -> Target:
@@ -214,6 +216,7 @@ def test_sample_cases_backfill_exactly(conn, template_rows, tmp_path):
     report = run(conn, rejects_path=tmp_path / "rejects.jsonl", batch_size=700)
 
     assert report["rejected"] == expected_sample_rejects(template_rows)
+    assert list(report["rejected"]) == REASONS, "every reason of the spec's columns, in the documented order"
     assert report["conflicts"] == 0
     assert report["scanned"] == template_rows
     assert report["updated"]["preferred_mechanic_id"] == ok[MECHANIC]
