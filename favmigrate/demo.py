@@ -32,7 +32,7 @@ from favmigrate.lint import LintOptions, Source, lint
 from favmigrate.plan import ObjectState, plan
 from favmigrate.report import ReportOptions, priority_report
 from favmigrate.results import plural
-from favmigrate.rollback import RollbackOptions, at_default, rollback_migration, same_meaning
+from favmigrate.rollback import RollbackOptions, rollback_migration
 from favmigrate.sample import SEED_SQL_FILE, expected_rejects, load_sample, sample_writes, seed_sql
 from favmigrate.sandbox import Server, disposable_postgres
 from favmigrate.script import dry_run_script
@@ -359,36 +359,45 @@ def _report(dsn: str, target: Target, backfilled: StageResult, progress: DemoPro
                        data)
 
 
-def _column_values(conn: psycopg.Connection[Any], target: Target) -> dict[Any, dict[str, Any]]:
-    """Every row's column values that hold data (not NULL, not at the column's default), by primary key."""
+def _column_values(conn: psycopg.Connection[Any], target: Target) -> dict[Any, dict[str, str]]:
+    """Every row's column values that hold data (not NULL, not at the column's default), by primary key, as
+    canonical JSON text (coltypes: one text per value)."""
     spec = target.spec
-    names = [column.name for column in spec.columns]
-    query = sql.SQL("SELECT {}, {} FROM {}").format(sql.Identifier(spec.primary_key),
-                                                   sql.SQL(", ").join(map(sql.Identifier, names)), target.table)
-    found: dict[Any, dict[str, Any]] = {}
+    held: list[sql.Composable] = []
+    for column in spec.columns:
+        value = sql.Identifier(column.name)
+        at_default = sql.SQL("FALSE") if column.default_text is None else column.rules.same(
+            column.rules.literal(column.default_text), value)
+        held.append(sql.SQL("CASE WHEN {value} IS NOT NULL AND NOT {at_default} THEN ({json})::text END").format(
+            value=value, at_default=at_default, json=column.rules.write_back(value)))
+    query = sql.SQL("SELECT {}, {} FROM {}").format(sql.Identifier(spec.primary_key), sql.SQL(", ").join(held),
+                                                   target.table)
+    found: dict[Any, dict[str, str]] = {}
     with conn.cursor(name="favmigrate_demo_values") as cursor, conn.transaction():
         for key, *values in cursor.execute(query):
-            held = {column.name: value for column, value in zip(spec.columns, values, strict=True)
-                    if value is not None and not at_default(column, value)}
-            if held:
-                found[key] = held
+            texts = {column.name: text for column, text in zip(spec.columns, values, strict=True) if text is not None}
+            if texts:
+                found[key] = texts
     return found
 
 
-def _values_not_in_metadata(conn: psycopg.Connection[Any], target: Target, before: dict[Any, dict[str, Any]]) -> int:
+def _values_not_in_metadata(conn: psycopg.Connection[Any], target: Target, before: dict[Any, dict[str, str]]) -> int:
     """How many of the values ``before`` held are not in metadata under their legacy key, read as the backfill
-    reads it."""
+    reads it (compared as canonical JSON text)."""
     spec = target.spec
-    query = sql.SQL("SELECT {}, {} FROM {}").format(sql.Identifier(spec.primary_key),
-                                                   sql.Identifier(spec.metadata_column), target.table)
+    meta = sql.Identifier(spec.metadata_column)
+    read = [sql.SQL("({})::text").format(column.rules.write_back(column.rules.read(
+        sql.SQL("{} -> {}").format(meta, sql.Literal(column.legacy_key))))) for column in spec.columns]
+    query = sql.SQL("SELECT {}, {} FROM {}").format(sql.Identifier(spec.primary_key), sql.SQL(", ").join(read),
+                                                   target.table)
     missing = sum(len(values) for values in before.values())
     with conn.cursor(name="favmigrate_demo_metadata") as cursor, conn.transaction():
-        for key, metadata in cursor.execute(query):
+        for key, *legacy in cursor.execute(query):
             held = before.get(key)
-            if not held or not isinstance(metadata, dict):
+            if not held:
                 continue
-            missing -= sum(same_meaning(spec.column(name), metadata.get(spec.column(name).legacy_key), value)
-                           for name, value in held.items())
+            reads = {column.name: text for column, text in zip(spec.columns, legacy, strict=True)}
+            missing -= sum(reads[name] == text for name, text in held.items())
     return missing
 
 

@@ -15,20 +15,18 @@ and its log go with the columns, or are removed when the run stops early (a re-r
 left). The backfill's state for this migration (checkpoint, rejects) is cleared, and the rolled-back
 state is verified (verify --absent).
 
-"Same value" means what the backfill would read from the legacy key: a UUID in any letter case, an
-integral JSON number or a string of digits, an ISO-8601 time compared as an instant (no offset: UTC).
+Each value is written back as its type's canonical JSON, and "same value" means what the backfill would read
+from the legacy key (a UUID in any letter case, an integral JSON number or a string of digits, an ISO-8601
+time compared as an instant ...): both come from favmigrate.coltypes, judged by the database in the batch query.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from functools import partial
 from typing import Any, TypeVar
@@ -39,7 +37,6 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from favmigrate.apply import ApplyOptions, Event, EventKind, OnEvent, StepRunner
-from favmigrate.backfill import DIGITS_PATTERN, TIMESTAMP_PATTERN, UUID_PATTERN
 from favmigrate.catalog import Snapshot, read_snapshot, require_tables
 from favmigrate.checks import is_present
 from favmigrate.db import (
@@ -65,7 +62,6 @@ SAMPLE_LIMIT = 20  # conflicts and non-object rows listed in a report (all are c
 BACKFILL_STATE_TABLES = ("backfill_checkpoint", "backfill_rejects")
 # The trigger recording the rows the application writes while rollback runs (see the module docstring).
 CHANGE_LOG_TRIGGER = "favmigrate_rollback_changes"
-_ISO_UTC = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 T = TypeVar("T")
 
 # Rollback's own steps, around the spec's down steps. They are not SQL files: the executor runs them.
@@ -93,100 +89,47 @@ class RollbackOptions:
         return ApplyOptions(limits=self.limits, batch_size=self.batch_size)
 
 
-# ---------------------------------------------------------------- meaning of legacy values (pure)
-
-# The backfill's reading rules: one source, so rollback's "same value" is exactly what backfill would read.
-_UUID = re.compile(UUID_PATTERN)
-_DIGITS = re.compile(DIGITS_PATTERN)
-_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
+# ---------------------------------------------------------------- what each key holds (pure)
 
 
-def parse_timestamp(text: str) -> datetime | None:
-    """An ISO-8601 time as the backfill reads it (``YYYY-MM-DDTHH:MM[:SS[.f]]`` + Z/±HH[:MM], none = UTC). Pure."""
-    if _TIMESTAMP.fullmatch(text) is None:
-        return None
-    # the pattern fixes the positions of the fields, as backfill_classify.sql reads them with substr()
-    rest = text[16:]
-    second, fraction = 0, 0
-    if rest.startswith(":"):
-        second, rest = int(rest[1:3]), rest[3:]
-    if rest.startswith("."):
-        digits = re.match(r"\.([0-9]+)", rest)
-        assert digits is not None
-        fraction, rest = int(digits.group(1).ljust(6, "0")), rest[digits.end():]
-    offset = timedelta(0)
-    if rest not in ("", "Z"):
-        zone = rest[1:].replace(":", "")
-        offset = timedelta(hours=int(zone[:2]), minutes=int(zone[2:] or 0)) * (-1 if rest[0] == "-" else 1)
-    try:
-        return datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]), second,
-                        fraction, tzinfo=timezone(offset))
-    except ValueError:  # 2025-02-30, year 0
-        return None
+@dataclass(frozen=True)
+class ColumnValue:
+    """One column value of a row as the batch query reads it, judged by the database with coltypes' rules."""
+
+    json: str  # the canonical JSON text it is written back as
+    legacy_read: str | None  # what backfill reads from the legacy key, as canonical JSON (None: nothing)
+    at_default: bool = False  # a column with a default holds it
+
+    @property
+    def same(self) -> bool:
+        """The legacy key holds a value that reads (as backfill reads it) as this one: canonical JSON is one
+        text per value, so equal texts are equal values."""
+        return self.legacy_read == self.json
+
+    @property
+    def readable(self) -> bool:
+        """The legacy key holds a value backfill can read at all."""
+        return self.legacy_read is not None
+
+    @property
+    def decoded(self) -> Any:
+        """The canonical JSON as a Python value (for reports)."""
+        return json.loads(self.json)
 
 
-def _kind(column: ColumnSpec) -> str:
-    return {"uuid": "uuid", "integer": "integer", "timestamptz": "timestamp"}.get(column.type.kind.value, "text")
-
-
-def read_legacy(column: ColumnSpec, raw: Any) -> Any:
-    """The value the backfill would read from a legacy JSON value for ``column``; None when it reads none. Pure."""
-    kind = _kind(column)
-    if kind == "uuid":
-        return uuid.UUID(raw) if isinstance(raw, str) and _UUID.fullmatch(raw) else None
-    if kind == "integer":
-        if isinstance(raw, bool):
-            return None
-        if isinstance(raw, int):
-            return raw
-        if isinstance(raw, float):
-            return int(raw) if raw.is_integer() else None
-        return int(raw) if isinstance(raw, str) and _DIGITS.fullmatch(raw) else None
-    if kind == "timestamp":
-        return parse_timestamp(raw) if isinstance(raw, str) else None
-    return raw
-
-
-def _comparable(column: ColumnSpec, value: Any) -> Any:
-    """A column value as read from the database, in the form read_legacy returns."""
-    return parse_timestamp(value) if _kind(column) == "timestamp" and isinstance(value, str) else value
-
-
-def same_meaning(column: ColumnSpec, raw: Any, value: Any) -> bool:
-    """True when the legacy JSON value ``raw`` means the column value ``value`` (see the module docstring). Pure."""
-    legacy = read_legacy(column, raw)
-    return legacy is not None and legacy == _comparable(column, value)
-
-
-def legacy_json(column: ColumnSpec, value: Any) -> Any:
-    """The JSON value written under the legacy key: lower-case uuid, integer, ISO-8601 UTC time. Pure."""
-    kind = _kind(column)
-    if kind == "uuid":
-        return str(value)
-    if kind == "timestamp" and isinstance(value, str):
-        # the query renders it as YYYY-MM-DDTHH:MI:SS.ffffffZ; a whole second drops its fraction
-        return value.replace(".000000Z", "Z")
-    return value
-
-
-def at_default(column: ColumnSpec, value: Any) -> bool:
-    """True when ``value`` is the column's default (the window's 10). Pure."""
-    return column.default is not None and same_meaning(column, column.default, value)
-
-
-def values_to_preserve(spec: MigrationSpec, row: Mapping[str, Any]) -> dict[str, Any]:
+def values_to_preserve(spec: MigrationSpec, row: Mapping[str, ColumnValue | None]) -> dict[str, ColumnValue]:
     """The column values of one row that rollback writes back (``row``: column name -> value). Pure.
 
     A column with a default (the window) counts only when it differs from the default or when the row
     holds another value: a default window on a row without priority data means nothing.
     """
     others = any(row.get(c.name) is not None for c in spec.columns if c.default is None)
-    kept: dict[str, Any] = {}
+    kept: dict[str, ColumnValue] = {}
     for column in spec.columns:
         value = row.get(column.name)
         if value is None:
             continue
-        if not others and at_default(column, value):
+        if not others and value.at_default:
             continue
         kept[column.name] = value
     return kept
@@ -203,7 +146,7 @@ class KeyState(StrEnum):
 
 
 def classify(spec: MigrationSpec, metadata_type: str | None, legacy: Mapping[str, Any],
-             values: Mapping[str, Any]) -> dict[str, KeyState]:
+             values: Mapping[str, ColumnValue]) -> dict[str, KeyState]:
     """For each column value to preserve, what its legacy key holds. Pure.
 
     ``metadata_type`` is jsonb_typeof(metadata) (None for SQL NULL, written as a new object);
@@ -217,35 +160,37 @@ def classify(spec: MigrationSpec, metadata_type: str | None, legacy: Mapping[str
             states[name] = KeyState.NOT_OBJECT
         elif raw is None:
             states[name] = KeyState.MISSING
-        elif same_meaning(column, raw, value):
+        elif value.same:
             states[name] = KeyState.SAME
         else:
             states[name] = KeyState.CONFLICT
     return states
 
 
-def supersede(spec: MigrationSpec, states: Mapping[str, KeyState], legacy: Mapping[str, Any],
-              earlier: Mapping[str, Sequence[Any]]) -> dict[str, KeyState]:
-    """``states`` with each conflict whose legacy key holds one of the column's ``earlier`` values (the values
-    the application's logged writes replaced) marked STALE: metadata holds what the column held before the
-    write, so the column's value is the newer one. Pure.
+def supersede(states: Mapping[str, KeyState], values: Mapping[str, ColumnValue],
+              earlier: Mapping[str, Sequence[str | None]]) -> dict[str, KeyState]:
+    """``states`` with each conflict whose legacy key reads as one of the column's ``earlier`` values (the
+    values the application's logged writes replaced, as canonical JSON) marked STALE: metadata holds what the
+    column held before the write, so the column's value is the newer one. Pure.
     """
     found = dict(states)
     for name, state in states.items():
-        column = spec.column(name)
-        raw = legacy.get(column.legacy_key)
-        if state is KeyState.CONFLICT and any(same_meaning(column, raw, old) for old in earlier.get(name, ())
-                                              if old is not None):
+        legacy = values[name].legacy_read
+        if state is KeyState.CONFLICT and legacy is not None and legacy in earlier.get(name, ()):
             found[name] = KeyState.STALE
     return found
 
 
-def patch_for(spec: MigrationSpec, values: Mapping[str, Any], states: Mapping[str, KeyState],
-              prefer_columns: bool) -> dict[str, Any]:
-    """The keys to merge into one row's metadata (empty: the row is not touched). Pure."""
+def patch_for(spec: MigrationSpec, values: Mapping[str, ColumnValue], states: Mapping[str, KeyState],
+              prefer_columns: bool) -> str | None:
+    """The JSON object text to merge into one row's metadata (None: the row is not touched). Pure.
+
+    Built from the canonical JSON texts as they are: decoding them would lose a numeric's scale.
+    """
     wanted = {KeyState.MISSING, KeyState.STALE} | ({KeyState.CONFLICT} if prefer_columns else set())
-    return {spec.column(name).legacy_key: legacy_json(spec.column(name), value)
-            for name, value in values.items() if states[name] in wanted}
+    members = [f"{json.dumps(spec.column(name).legacy_key)}: {value.json}"
+               for name, value in values.items() if states[name] in wanted]
+    return "{" + ", ".join(members) + "}" if members else None
 
 
 # ---------------------------------------------------------------- what a pass found
@@ -297,6 +242,7 @@ class CarriedJson:
 
 
 PREVIEW_CHARS = 200  # of a legacy value in a report; every value the backfill can read is shorter
+COLUMN_FIELDS = 5  # what batch_query selects per column
 
 
 def legacy_from_text(text: str | None, size: int | None) -> Any:
@@ -410,7 +356,7 @@ class _Tally:
     conflicts: list[Conflict] = field(default_factory=list)
     not_object_sample: list[str] = field(default_factory=list)
 
-    def add(self, row_key: Any, values: Mapping[str, Any], legacy: Mapping[str, Any],
+    def add(self, row_key: Any, values: Mapping[str, ColumnValue], legacy: Mapping[str, Any],
             states: Mapping[str, KeyState], patched: bool) -> None:
         self.rows_examined += 1
         self.rows_to_write += patched
@@ -422,14 +368,14 @@ class _Tally:
             per_key = self.counts.setdefault(name, {})
             per_key[state] = per_key.get(state, 0) + 1
             column = self.spec.column(name)
-            if at_default(column, values[name]):
+            if values[name].at_default:
                 at = self.defaults.setdefault(name, {})
                 at[state] = at.get(state, 0) + 1
-            if state is KeyState.CONFLICT and read_legacy(column, legacy.get(column.legacy_key)) is None:
+            if state is KeyState.CONFLICT and not values[name].readable:
                 self.unreadable[name] = self.unreadable.get(name, 0) + 1
             if state is KeyState.CONFLICT and len(self.conflicts) < SAMPLE_LIMIT:
                 self.conflicts.append(Conflict(str(row_key), column.legacy_key, legacy.get(column.legacy_key),
-                                               legacy_json(column, values[name])))
+                                               values[name].decoded))
 
     def freeze(self) -> Preservation:
         keys = []
@@ -466,17 +412,17 @@ class Ledger:
     prefer_columns: bool
     rows: dict[Any, _RowLoss] = field(default_factory=dict)
 
-    def update(self, spec: MigrationSpec, row_key: Any, values: Mapping[str, Any], legacy: Mapping[str, Any],
-               states: Mapping[str, KeyState]) -> None:
+    def update(self, spec: MigrationSpec, row_key: Any, values: Mapping[str, ColumnValue],
+               legacy: Mapping[str, Any], states: Mapping[str, KeyState]) -> None:
         conflicts, unreadable, lost = [], 0, 0
         for name, state in states.items():
             column = spec.column(name)
             if state is KeyState.CONFLICT:
                 raw = legacy.get(column.legacy_key)
-                conflicts.append(Conflict(str(row_key), column.legacy_key, raw, legacy_json(column, values[name])))
-                unreadable += read_legacy(column, raw) is None
+                conflicts.append(Conflict(str(row_key), column.legacy_key, raw, values[name].decoded))
+                unreadable += not values[name].readable
             lossy = state is KeyState.NOT_OBJECT or (state is KeyState.CONFLICT and not self.prefer_columns)
-            lost += lossy and not at_default(column, values[name])
+            lost += lossy and not values[name].at_default
         not_object = KeyState.NOT_OBJECT in states.values()
         if (conflicts and not self.prefer_columns) or not_object:
             self.rows[row_key] = _RowLoss(tuple(conflicts), unreadable, not_object, lost)
@@ -497,15 +443,6 @@ class Ledger:
 # ---------------------------------------------------------------- the batches (set-based SQL per batch)
 
 
-def _column_expression(column: ColumnSpec) -> sql.Composable:
-    name = sql.Identifier(column.name)
-    if _kind(column) == "timestamp":
-        # rendered in UTC by the server: no client time-zone guessing, and 'infinity' does not fail a load
-        return sql.SQL("coalesce(to_char(t.{name} AT TIME ZONE 'UTC', {format}), t.{name}::text)").format(
-            name=name, format=sql.Literal(_ISO_UTC))
-    return sql.SQL("t.{}").format(name)
-
-
 def holds_values_condition(columns: Sequence[ColumnSpec]) -> sql.Composable:
     """Rows holding a value to preserve: a NULL-able column not NULL, a defaulted one not at its default."""
     parts = []
@@ -514,14 +451,16 @@ def holds_values_condition(columns: Sequence[ColumnSpec]) -> sql.Composable:
         if column.default is None:
             parts.append(sql.SQL("t.{} IS NOT NULL").format(name))
         else:
-            parts.append(sql.SQL("t.{} <> {}").format(name, sql.Literal(column.default)))
+            parts.append(sql.SQL("t.{} <> {}").format(name, column.rules.literal(str(column.default))))
     return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
 
 
 def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, lock: bool,
                 logged: bool = False) -> sql.Composed:
-    """The next keyset batch of rows holding values: key, jsonb_typeof(metadata), then per column its value, the
-    legacy value's JSON text (cut after PREVIEW_CHARS + 1 characters) and its size in bytes.
+    """The next keyset batch of rows holding values: key, jsonb_typeof(metadata), then per column (COLUMN_FIELDS)
+    its canonical JSON text, the legacy value's JSON text (cut after PREVIEW_CHARS + 1 characters), its size in
+    bytes, what backfill reads from it (as canonical JSON text; NULL: nothing), and whether the column holds
+    its default.
 
     ``logged``: the rows whose keys are in %(ids)s (taken from the change log) instead of the next keyset batch.
     """
@@ -529,22 +468,33 @@ def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, l
     meta = sql.Identifier(spec.metadata_column)
     pk = sql.Identifier(spec.primary_key)
     selected: list[sql.Composable] = []
+    readings: list[sql.Composable] = []
     for column in columns:
         # as text, never decoded by the driver (a value nested 1,000 levels deep breaks a JSON decoder),
         # and cut: a 10 MB value is only ever shown truncated
-        legacy = sql.SQL("(t.{} -> {})::text").format(meta, sql.Literal(column.legacy_key))
-        selected += [_column_expression(column), sql.SQL("left({}, {})").format(legacy, sql.Literal(PREVIEW_CHARS + 1)),
-                     sql.SQL("octet_length({})").format(legacy)]
+        rules, value = column.rules, sql.SQL("t.{}").format(sql.Identifier(column.name))
+        raw = sql.SQL("t.{} -> {}").format(meta, sql.Literal(column.legacy_key))
+        legacy = sql.SQL("({})::text").format(raw)
+        read = sql.Identifier(f"c{len(readings)}", "value")
+        readings.append(sql.SQL("CROSS JOIN LATERAL {} AS {}").format(rules.reading(raw),
+                                                                       sql.Identifier(f"c{len(readings)}")))
+        at_default = sql.SQL("FALSE") if column.default is None else rules.same(
+            rules.literal(str(column.default)), value)
+        selected += [sql.SQL("({})::text").format(rules.write_back(value)),
+                     sql.SQL("left({}, {})").format(legacy, sql.Literal(PREVIEW_CHARS + 1)),
+                     sql.SQL("octet_length({})").format(legacy),
+                     sql.SQL("({})::text").format(rules.write_back(read)), at_default]
     after: sql.Composable
     if logged:
         after = sql.SQL("t.{} = ANY (%(ids)s) AND ").format(pk)
     else:
         after = sql.SQL("") if first else sql.SQL("t.{} > %(after)s AND ").format(pk)
     return sql.SQL(
-        "SELECT t.{pk}, jsonb_typeof(t.{meta}), {selected} FROM {table} AS t "
+        "SELECT t.{pk}, jsonb_typeof(t.{meta}), {selected} FROM {table} AS t {readings} "
         "WHERE {after}{holds} ORDER BY t.{pk} LIMIT %(batch_size)s{lock}"
     ).format(
-        pk=pk, meta=meta, selected=sql.SQL(", ").join(selected), table=target.table, after=after,
+        pk=pk, meta=meta, selected=sql.SQL(", ").join(selected), table=target.table,
+        readings=sql.SQL(" ").join(readings), after=after,
         holds=holds_values_condition(columns),
         lock=sql.SQL(" FOR NO KEY UPDATE OF t") if lock else sql.SQL(""),
     )
@@ -610,10 +560,12 @@ def untrack_statements(target: Target) -> list[sql.Composed]:
 
 def take_logged_statement(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composed:
     """Remove up to %(batch_size)s entries from the change log; return their row keys and earlier values
-    (rendered as the batches render column values)."""
+    (as canonical JSON text, as the batches render column values)."""
     return sql.SQL("DELETE FROM {log} AS t WHERE t.ctid IN (SELECT ctid FROM {log} LIMIT %(batch_size)s) "
                    "RETURNING t.row_id, {earlier}").format(
-        log=change_log_table(target), earlier=sql.SQL(", ").join(_column_expression(c) for c in columns))
+        log=change_log_table(target), earlier=sql.SQL(", ").join(
+            sql.SQL("({})::text").format(c.rules.write_back(sql.SQL("t.{}").format(sql.Identifier(c.name))))
+            for c in columns))
 
 
 def change_log_present(conn: psycopg.Connection[Any], target: Target) -> bool:
@@ -634,27 +586,34 @@ def _logged_entries(conn: psycopg.Connection[Any], target: Target) -> int:
 @dataclass(frozen=True)
 class _Decision:
     row_key: Any
-    values: dict[str, Any]
+    values: dict[str, ColumnValue]
     legacy: dict[str, Any]
     states: dict[str, KeyState]
-    patch: dict[str, Any]
+    patch: str | None
 
 
-Earlier = dict[Any, dict[str, list[Any]]]  # row key -> column -> the values logged writes replaced
+Earlier = dict[Any, dict[str, list[str | None]]]  # row key -> column -> the values logged writes replaced
 
 
 def _decide(spec: MigrationSpec, columns: Sequence[ColumnSpec], fetched: list[tuple[Any, ...]],
             prefer_columns: bool, earlier: Earlier | None = None) -> list[_Decision]:
     decisions = []
     for row in fetched:
-        row_values = {c.name: row[2 + 3 * i] for i, c in enumerate(columns)}
-        legacy = {c.legacy_key: legacy_from_text(row[3 + 3 * i], row[4 + 3 * i]) for i, c in enumerate(columns)}
+        fields = [row[2 + COLUMN_FIELDS * i:2 + COLUMN_FIELDS * (i + 1)] for i in range(len(columns))]
+        row_values = {c.name: None if f[0] is None else ColumnValue(f[0], f[3], f[4])
+                      for c, f in zip(columns, fields, strict=True)}
+        legacy = {c.legacy_key: legacy_from_text(f[1], f[2]) for c, f in zip(columns, fields, strict=True)}
         values = values_to_preserve(spec, row_values)
         states = classify(spec, row[1], legacy, values)
         if earlier and row[0] in earlier:
-            states = supersede(spec, states, legacy, earlier[row[0]])
+            states = supersede(states, values, earlier[row[0]])
         decisions.append(_Decision(row[0], values, legacy, states, patch_for(spec, values, states, prefer_columns)))
     return decisions
+
+
+def _as_is(text: Any) -> str:
+    """A patch is JSON text already (decoding and re-encoding it would lose a numeric's scale)."""
+    return str(text)
 
 
 def _write_back(conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec],
@@ -669,8 +628,8 @@ def _write_back(conn: psycopg.Connection[Any], target: Target, columns: Sequence
     patches = [d for d in decisions if d.patch]
     if not write or not patches:
         return decisions, 0
-    merged = conn.execute(merge_statement(target), {"keys": [d.row_key for d in patches],
-                                                    "patches": [Jsonb(d.patch) for d in patches]}).rowcount
+    texts = [Jsonb(d.patch, dumps=_as_is) for d in patches]
+    merged = conn.execute(merge_statement(target), {"keys": [d.row_key for d in patches], "patches": texts}).rowcount
     if merged != len(patches):
         # the rows are locked and were objects: only row-level security can hide them
         raise StepFailed(f"{len(patches) - merged} of {len(patches)} rows of the batch could not be "

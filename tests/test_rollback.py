@@ -5,6 +5,7 @@ Plus the pure rules deciding what "the same value" is and what is written back.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -27,19 +28,16 @@ from favmigrate.backfill import BackfillOptions, backfill
 from favmigrate.db import SessionLimits, advisory_key
 from favmigrate.ops import step_named
 from favmigrate.rollback import (
+    ColumnValue,
     KeyState,
     NotConfirmed,
     RollbackOptions,
     change_log_present,
     change_log_table,
     classify,
-    legacy_json,
-    parse_timestamp,
     patch_for,
     plan_rollback,
-    read_legacy,
     rollback_migration,
-    same_meaning,
     supersede,
     track_statements,
     values_to_preserve,
@@ -60,7 +58,7 @@ def target() -> Target:
 # ---------------------------------------------------------------- pure rules
 
 
-@pytest.mark.parametrize(("column", "raw", "value", "same"), [
+SAME_MEANING_CASES = [
     (MECHANIC, "0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11", uuid.UUID("0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11"), True),
     (MECHANIC, "0B9D6F7E-3C1A-4F55-9A4E-2B7C8D9E0F11", uuid.UUID("0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11"), True),
     (MECHANIC, "{0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11}", uuid.UUID("0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11"), False),
@@ -80,68 +78,96 @@ def target() -> Target:
     (NOTIFIED, "2025-11-02T01:00:01Z", "2025-11-02T01:00:00.000000Z", False),
     (NOTIFIED, "Sun Nov 02 2025 01:00:00 GMT+0000", "2025-11-02T01:00:00.000000Z", False),
     (NOTIFIED, 1762045200, "2025-11-02T01:00:00.000000Z", False),
-])
-def test_same_meaning_compares_values_not_text(column, raw, value, same):
-    assert same_meaning(column, raw, value) is same
+]
 
 
-def test_timestamps_follow_the_backfill_rule():
-    assert parse_timestamp("2025-11-02T01:00Z") == datetime(2025, 11, 2, 1, 0, tzinfo=UTC)
-    assert parse_timestamp("2025-11-02T01:00:00.123456-02:00") == datetime(2025, 11, 2, 3, 0, 0, 123456, tzinfo=UTC)
+def column_value(column: Any, value: Any) -> sql.Composable:
+    return sql.SQL("{}::{}").format(sql.Literal(str(value)), column.rules.type.sql)
+
+
+@pytest.mark.db
+def test_same_meaning_compares_values_not_text(conn):
+    for column, raw, value, same in SAME_MEANING_CASES:
+        found = conn.execute(sql.SQL("SELECT {} FROM (SELECT %s::jsonb AS raw) AS v").format(
+            column.rules.reads_same(sql.Identifier("raw"), column_value(column, value))),
+            (json.dumps(raw),)).fetchone()
+        assert found == (same,), (column.name, raw, value)
+
+
+@pytest.mark.db
+def test_timestamps_follow_the_backfill_rule(conn):
+    def read(text: str) -> Any:
+        return conn.execute(sql.SQL("SELECT {} FROM (SELECT %s::jsonb AS raw) AS v").format(
+            NOTIFIED.rules.read(sql.Identifier("raw"))), (json.dumps(text),)).fetchone()[0]
+
+    assert read("2025-11-02T01:00Z") == datetime(2025, 11, 2, 1, 0, tzinfo=UTC)
+    assert read("2025-11-02T01:00:00.123456-02:00") == datetime(2025, 11, 2, 3, 0, 0, 123456, tzinfo=UTC)
     for bad in ("2025-02-30T10:00:00Z", "2025-11-02T24:00:00Z", "2025-11-02T01:00:00.1234567Z", "now",
                 "2025-11-02 01:00:00Z", "infinity"):
-        assert parse_timestamp(bad) is None, bad
+        assert read(bad) is None, bad
 
 
-def test_written_values_read_back_as_the_same_value():
+@pytest.mark.db
+def test_written_values_read_back_as_the_same_value(conn):
     mechanic = uuid.uuid4()
-    for column, value in ((MECHANIC, mechanic), (WINDOW, 25), (NOTIFIED, "2025-11-02T01:00:00.000000Z"),
-                          (NOTIFIED, "2025-11-02T01:00:00.123400Z")):
-        written = legacy_json(column, value)
-        assert same_meaning(column, written, value)
-    assert legacy_json(MECHANIC, mechanic) == str(mechanic).lower()
-    assert legacy_json(NOTIFIED, "2025-11-02T01:00:00.000000Z") == "2025-11-02T01:00:00Z"
-    assert read_legacy(WINDOW, legacy_json(WINDOW, 25)) == 25
+    for column, value, written in ((MECHANIC, mechanic, str(mechanic).lower()), (WINDOW, 25, 25),
+                                   (NOTIFIED, "2025-11-02T01:00:00.000000Z", "2025-11-02T01:00:00Z"),
+                                   (NOTIFIED, "2025-11-02T01:00:00.123400Z", "2025-11-02T01:00:00.123400Z")):
+        rules = column.rules
+        back = sql.SQL("({})").format(rules.write_back(column_value(column, value)))
+        found = conn.execute(sql.SQL("SELECT {}, {}").format(
+            back, rules.reads_same(back, column_value(column, value)))).fetchone()
+        assert found == (written, True), (column.name, value)
+
+
+def held_value(text: str, *, at_default: bool = False) -> ColumnValue:
+    return ColumnValue(text, legacy_read=None, at_default=at_default)
 
 
 def test_the_default_window_counts_only_beside_another_value():
-    mechanic = uuid.uuid4()
-    row = {"preferred_mechanic_id": None, "priority_window_minutes": 10, "priority_notified_at": None}
+    mechanic = held_value(json.dumps(str(uuid.uuid4())))
+    notified = held_value('"2025-11-02T01:00:00Z"')
+    default = held_value("10", at_default=True)
+    row = {"preferred_mechanic_id": None, "priority_window_minutes": default, "priority_notified_at": None}
     assert values_to_preserve(SPEC, row) == {}
-    assert values_to_preserve(SPEC, {**row, "priority_window_minutes": 15}) == {"priority_window_minutes": 15}
-    assert values_to_preserve(SPEC, {**row, "priority_notified_at": "2025-11-02T01:00:00.000000Z"}) == {
-        "priority_window_minutes": 10, "priority_notified_at": "2025-11-02T01:00:00.000000Z"}
+    window = held_value("15")
+    assert values_to_preserve(SPEC, {**row, "priority_window_minutes": window}) == {"priority_window_minutes": window}
+    assert values_to_preserve(SPEC, {**row, "priority_notified_at": notified}) == {
+        "priority_window_minutes": default, "priority_notified_at": notified}
     assert values_to_preserve(SPEC, {**row, "preferred_mechanic_id": mechanic}) == {
-        "preferred_mechanic_id": mechanic, "priority_window_minutes": 10}
+        "preferred_mechanic_id": mechanic, "priority_window_minutes": default}
     assert values_to_preserve(SPEC, {**row, "priority_window_minutes": None}) == {}
 
 
 def test_classify_and_patch():
-    mechanic = uuid.uuid4()
-    values = {"preferred_mechanic_id": mechanic, "priority_window_minutes": 20,
-              "priority_notified_at": "2025-11-02T01:00:00.000000Z"}
-    legacy = {"priority_mechanic_id": str(mechanic).upper(), "priority_window_minutes": 15,
+    values = {"preferred_mechanic_id": ColumnValue('"0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11"',
+                                                   legacy_read='"0b9d6f7e-3c1a-4f55-9a4e-2b7c8d9e0f11"'),
+              "priority_window_minutes": ColumnValue("20", legacy_read="15"),
+              "priority_notified_at": ColumnValue('"2025-11-02T01:00:00Z"', legacy_read=None)}
+    legacy = {"priority_mechanic_id": "0B9D6F7E-3C1A-4F55-9A4E-2B7C8D9E0F11", "priority_window_minutes": 15,
               "priority_notified_at": None}
     states = classify(SPEC, "object", legacy, values)
     assert states == {"preferred_mechanic_id": KeyState.SAME, "priority_window_minutes": KeyState.CONFLICT,
                       "priority_notified_at": KeyState.MISSING}
-    assert patch_for(SPEC, values, states, prefer_columns=False) == {"priority_notified_at": "2025-11-02T01:00:00Z"}
-    assert patch_for(SPEC, values, states, prefer_columns=True) == {"priority_notified_at": "2025-11-02T01:00:00Z",
-                                                                    "priority_window_minutes": 20}
+    assert json.loads(patch_for(SPEC, values, states, prefer_columns=False)) == {
+        "priority_notified_at": "2025-11-02T01:00:00Z"}
+    assert json.loads(patch_for(SPEC, values, states, prefer_columns=True)) == {
+        "priority_notified_at": "2025-11-02T01:00:00Z", "priority_window_minutes": 20}
+    assert patch_for(SPEC, values, {**states, "priority_notified_at": KeyState.SAME}, prefer_columns=False) is None
     assert set(classify(SPEC, "array", {}, values).values()) == {KeyState.NOT_OBJECT}
     assert set(classify(SPEC, None, {}, values).values()) == {KeyState.MISSING}  # SQL NULL: a new object
 
 
 def test_a_key_holding_the_columns_earlier_value_is_stale_not_a_conflict():
-    old, new = uuid.uuid4(), uuid.uuid4()
-    legacy = {"priority_mechanic_id": str(old).upper()}
-    states = classify(SPEC, "object", legacy, {"preferred_mechanic_id": new})
+    old, new = json.dumps(str(uuid.uuid4())), json.dumps(str(uuid.uuid4()))
+    values = {"preferred_mechanic_id": ColumnValue(new, legacy_read=old)}  # the key reads as the old value
+    states = classify(SPEC, "object", {"priority_mechanic_id": json.loads(old).upper()}, values)
     assert states == {"preferred_mechanic_id": KeyState.CONFLICT}
-    assert supersede(SPEC, states, legacy, {"preferred_mechanic_id": [None, old]}) == {
+    assert supersede(states, values, {"preferred_mechanic_id": [None, old]}) == {
         "preferred_mechanic_id": KeyState.STALE}
-    assert supersede(SPEC, states, legacy, {"preferred_mechanic_id": [uuid.uuid4()]}) == states
-    assert patch_for(SPEC, {"preferred_mechanic_id": new}, {"preferred_mechanic_id": KeyState.STALE},
-                     prefer_columns=False) == {"priority_mechanic_id": str(new)}
+    assert supersede(states, values, {"preferred_mechanic_id": [json.dumps(str(uuid.uuid4()))]}) == states
+    assert json.loads(patch_for(SPEC, values, {"preferred_mechanic_id": KeyState.STALE}, prefer_columns=False)) == {
+        "priority_mechanic_id": json.loads(new)}
 
 
 # ---------------------------------------------------------------- helpers on the database
@@ -694,7 +720,7 @@ def test_conflicts_are_kept_and_reported_or_overwritten(conn, db_dsn, prefer_col
         elif prefer_columns:
             column = next(c for c, k in KEYS.items() if k == conflict)
             value = {"preferred_mechanic_id": mechanic, "priority_window_minutes": window,
-                     "priority_notified_at": parse_timestamp(notified) if notified else None}[column]
+                     "priority_notified_at": datetime.fromisoformat(notified) if notified else None}[column]
             assert means(column, after[row_id]["metadata"][conflict], value), name
             assert after[row_id]["metadata"].get("source") == metadata.get("source")
         else:
