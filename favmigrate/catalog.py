@@ -13,7 +13,6 @@ from psycopg import sql
 
 from favmigrate.db import rows, scalar
 from favmigrate.errors import PreflightFailed
-from favmigrate.history import HISTORY_SCHEMA, ToolTable, tool_table
 from favmigrate.spec import Target
 
 
@@ -313,77 +312,3 @@ def columns_without_statistics(conn: psycopg.Connection[Any], target: Target) ->
     names = [column.name for column in target.spec.columns]
     found = rows(conn, _WITHOUT_STATISTICS, (names, target.schema, target.spec.table))
     return tuple(row["name"] for row in found)
-
-
-@dataclass(frozen=True)
-class DataStats:
-    """Counts from the table itself (verify's data checks); each needs a scan."""
-
-    orphaned_mechanic_ids: int
-    window_out_of_range: int
-    backfill_pending: int
-    backfill_rejected: int = 0  # of the pending rows, those whose values a backfill run rejected
-    skipped: tuple[str, ...] = ()  # what the role may not read, and what that leaves out of the counts
-
-
-def legacy_pending_condition(target: Target) -> sql.Composed:
-    """Rows whose metadata still holds a legacy value whose column is NULL (for preferred mechanic / notified)."""
-    parts = []
-    for column in target.spec.columns:
-        if not column.nullable_when_added:
-            continue  # a NOT NULL column with a default is never "still NULL"
-        parts.append(
-            sql.SQL("({col} IS NULL AND coalesce(jsonb_typeof({meta} -> {key}), 'null') <> 'null')").format(
-                col=sql.Identifier(column.name),
-                meta=sql.Identifier(target.spec.metadata_column),
-                key=sql.Literal(column.legacy_key),
-            )
-        )
-    return sql.SQL("(jsonb_typeof({meta}) = 'object' AND ({any}))").format(
-        meta=sql.Identifier(target.spec.metadata_column), any=sql.SQL(" OR ").join(parts)
-    )
-
-
-def read_data_stats(conn: psycopg.Connection[Any], target: Target) -> DataStats:
-    """Count orphaned mechanic ids, out-of-range windows and rows still waiting for backfill. Read-only."""
-    spec = target.spec
-    fk = spec.foreign_keys[0]
-    fk_column = sql.Identifier(fk.column)
-    window = next(c for c in spec.columns if c.min is not None)
-    rejects = tool_table(conn, "backfill_rejects")
-    rejected = _rejected_condition(target) if rejects is ToolTable.READABLE else sql.SQL("FALSE")
-    skipped = () if rejects is not ToolTable.UNREADABLE else (
-        f"role {scalar(conn, sql.SQL('SELECT current_user'))} may not read {HISTORY_SCHEMA}.backfill_rejects: "
-        "rows whose legacy values backfill rejected are counted as waiting for backfill",)
-    query = sql.SQL(
-        """
-        SELECT
-          count(*) FILTER (WHERE t.{fk} IS NOT NULL AND NOT EXISTS
-                           (SELECT 1 FROM {ref} m WHERE m.{ref_col} = t.{fk})) AS orphans,
-          count(*) FILTER (WHERE t.{window} NOT BETWEEN {lo} AND {hi}) AS out_of_range,
-          count(*) FILTER (WHERE {pending}) AS pending,
-          count(*) FILTER (WHERE {pending} AND {rejected}) AS rejected
-        FROM {table} t
-        """
-    ).format(
-        rejected=rejected,
-        fk=fk_column,
-        ref=target.qualified(fk.referenced_table),
-        ref_col=sql.Identifier(fk.referenced_column),
-        window=sql.Identifier(window.name),
-        lo=sql.Literal(window.min),
-        hi=sql.Literal(window.max),
-        pending=legacy_pending_condition(target),
-        table=target.table,
-    )
-    row = rows(conn, query)[0]
-    return DataStats(row["orphans"], row["out_of_range"], row["pending"], row["rejected"], skipped)
-
-
-def _rejected_condition(target: Target) -> sql.Composable:
-    """Whether a backfill run recorded a reject for row ``t``."""
-    return sql.SQL(
-        "EXISTS (SELECT 1 FROM {rejects} r WHERE r.migration_id = {id} AND r.target_schema = {schema} "
-        "AND r.row_id = t.{pk}::text)"
-    ).format(rejects=sql.Identifier(HISTORY_SCHEMA, "backfill_rejects"), id=sql.Literal(target.spec.id),
-             schema=sql.Literal(target.schema), pk=sql.Identifier(target.spec.primary_key))

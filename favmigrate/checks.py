@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from favmigrate.catalog import DataStats, IndexInfo, Snapshot
+from favmigrate.catalog import IndexInfo, Snapshot
+from favmigrate.datastats import DataStats
 from favmigrate.results import CheckResult, CheckStatus, plural
 from favmigrate.spec import (
     Aspect,
@@ -197,20 +198,17 @@ def _index_checks(index: IndexSpec, snapshot: Snapshot) -> Iterator[CheckResult]
 
 
 def _data_checks(spec: MigrationSpec, data: DataStats) -> Iterator[CheckResult]:
-    fk_column = spec.foreign_keys[0].column
-    window = next(c for c in spec.columns if c.min is not None)
-    yield CheckResult(
-        f"data:{fk_column}:orphans", PASS if data.orphaned_mechanic_ids == 0 else FAIL, "0",
-        str(data.orphaned_mechanic_ids),
-        "" if not data.orphaned_mechanic_ids else
-        f"{plural(data.orphaned_mechanic_ids, 'row')} reference a missing mechanic",
-    )
-    yield CheckResult(
-        f"data:{window.name}:range", PASS if data.window_out_of_range == 0 else FAIL, f"{window.min}..{window.max}",
-        f"{plural(data.window_out_of_range, 'row')} outside",
-        "" if not data.window_out_of_range else
-        f"{plural(data.window_out_of_range, 'row')} outside {window.min}..{window.max}",
-    )
+    for column, orphans in data.orphaned.items():
+        yield CheckResult(
+            f"data:{column}:orphans", PASS if orphans == 0 else FAIL, "0", str(orphans),
+            "" if not orphans else f"{plural(orphans, 'row')} reference a missing {data.references[column]} row",
+        )
+    for column, outside in data.out_of_range.items():
+        limits = data.limits[column]
+        yield CheckResult(
+            f"data:{column}:range", PASS if outside == 0 else FAIL, limits, f"{plural(outside, 'row')} outside",
+            "" if not outside else f"{plural(outside, 'row')} outside {limits}",
+        )
     waiting = data.backfill_pending - data.backfill_rejected
     message, hint = "", ""
     if waiting:

@@ -8,15 +8,14 @@ from typing import Any
 import psycopg
 
 from favmigrate.catalog import (
-    DataStats,
     Snapshot,
     hidden_by_row_security,
-    read_data_stats,
     read_snapshot,
     require_tables,
     row_security_warning,
 )
 from favmigrate.checks import check_absent, check_applied
+from favmigrate.datastats import DataStats, read_data_stats
 from favmigrate.db import read_only
 from favmigrate.results import CheckReport
 from favmigrate.smoke import skipped_smoke, smoke_checks
