@@ -6,7 +6,10 @@ with two foreign keys, a unique and a partial index and a NOT NULL column enforc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +184,181 @@ def test_spec_from_the_environment_and_a_wrong_spec(orders_dsn, tmp_path):
     missing_table = orders("apply", "--dsn", orders_dsn, "--schema", "nowhere")
     assert missing_table.exit_code == 2
     assert "tables nowhere.orders, nowhere.customers and nowhere.warehouses do not exist" in missing_table.stderr
+
+
+# ---------------------------------------------------------------- backfill and rollback, value by value
+#
+# plan -> apply -> verify -> backfill (every value and every reject as this test's own table says) ->
+# finalize -> verify -> rollback (every column value back in `data`, canonical) -> apply -> backfill
+# (identical values).
+
+CUSTOMER = "5f0c6a1e-8d2b-4c7a-9e3f-1a2b3c4d5e6f"
+OTHER_CUSTOMER = "a1b2c3d4-e5f6-4a1b-8c2d-3e4f5a6b7c8d"
+UNKNOWN_CUSTOMER = "00000000-0000-4000-8000-000000000000"
+COLUMNS = {  # legacy key -> column
+    "customer": "customer_id", "qty": "quantity", "warehouse": "warehouse_id", "ref": "external_ref",
+    "total": "total", "gift": "gift", "channel": "channel", "shipped_at": "shipped_at", "due": "due_on",
+}
+
+# Every row holds these values (ref made unique per row), with one key replaced by a case below.
+BASE = {"customer": f'"{CUSTOMER}"', "qty": "2", "warehouse": "1", "total": '"12.50"', "gift": "true",
+        "channel": '"web"', "shipped_at": '"2025-11-02T01:00:00Z"', "due": '"2025-11-30"'}
+BASE_VALUES = {"customer_id": CUSTOMER, "quantity": 2, "warehouse_id": 1, "total": Decimal("12.50"),
+               "gift": True, "channel": "web", "shipped_at": datetime(2025, 11, 2, 1, tzinfo=UTC),
+               "due_on": date(2025, 11, 30)}
+
+# (legacy key, JSON text, the column value the rules give, or the reject reason)
+CASES: list[tuple[str, str, Any]] = [
+    ("customer", f'"{OTHER_CUSTOMER.upper()}"', OTHER_CUSTOMER),
+    ("customer", f'"{UNKNOWN_CUSTOMER}"', "unknown_reference"),
+    ("customer", '"abc"', "invalid_uuid"),
+    ("customer", "42", "invalid_uuid"),
+    ("qty", "5", 5), ("qty", '"7"', 7), ("qty", "7.0", 7),
+    ("qty", "0", "out_of_range"), ("qty", "1001", "out_of_range"), ("qty", "40000", "out_of_range"),
+    ("qty", '"-5"', "invalid_integer"), ("qty", "12.5", "invalid_integer"), ("qty", '"ten"', "invalid_integer"),
+    ("warehouse", "2", 2), ("warehouse", '"1"', 1),
+    ("warehouse", "99", "unknown_reference"), ("warehouse", '"abc"', "invalid_integer"),
+    ("ref", "9007199254740993", 9007199254740993), ("ref", '"9223372036854775807"', 9223372036854775807),
+    ("ref", "0", "out_of_range"), ("ref", '"9223372036854775808"', "out_of_range"), ("ref", "true", "invalid_integer"),
+    ("total", "12.5", Decimal("12.50")), ("total", '"0.10"', Decimal("0.10")), ("total", "1e2", Decimal("100.00")),
+    ("total", '"9999999.99"', Decimal("9999999.99")),
+    ("total", '"1e2"', "invalid_numeric"), ("total", "12.345", "invalid_numeric"),
+    ("total", '"NaN"', "invalid_numeric"), ("total", '"12,50"', "invalid_numeric"),
+    ("total", "-1", "out_of_range"), ("total", "10000000", "out_of_range"),
+    ("total", '"99999999999.99"', "out_of_range"),
+    ("gift", "false", False), ("gift", '"true"', True), ("gift", '"yes"', "invalid_boolean"),
+    ("gift", "1", "invalid_boolean"),
+    ("channel", '"store"', "store"), ("channel", '"Web"', "not_allowed"), ("channel", '"warehouse"', "too_long"),
+    ("channel", "5", "invalid_text"),
+    ("shipped_at", '"2025-11-02T06:30:00+05:30"', datetime(2025, 11, 2, 1, tzinfo=UTC)),
+    ("shipped_at", '"2025-11-02T01:00:00.5"', datetime(2025, 11, 2, 1, 0, 0, 500000, tzinfo=UTC)),
+    ("shipped_at", '"2025-02-30T10:00:00Z"', "invalid_timestamp"), ("shipped_at", '"now"', "invalid_timestamp"),
+    ("due", '"2024-02-29"', date(2024, 2, 29)), ("due", '"2023-02-29"', "invalid_date"),
+    ("due", '"2025-11-02T00:00:00Z"', "invalid_date"),
+    ("total", "null", None),  # JSON null: nothing to copy
+]
+DEFAULTS = {"gift": False}  # NOT NULL columns with a default keep it when nothing is copied
+def run(*args: str) -> dict[str, Any]:
+    result = orders(*args)
+    assert result.exit_code == 0, (args, result.stdout[-2000:], result.stderr[-2000:])
+    return result.json()  # type: ignore[no-any-return]
+
+
+def load_cases(conn: psycopg.Connection[Any]) -> dict[int, tuple[str, Any]]:
+    """Create the tables and one row per case; returns row id -> (the case's key, what it gives)."""
+    conn.execute(SCHEMA)
+    conn.execute("INSERT INTO customers VALUES (%s, 'Ada'), (%s, 'Grace')", (CUSTOMER, OTHER_CUSTOMER))
+    conn.execute("INSERT INTO warehouses VALUES (1, 'Lyon'), (2, 'Turin')")
+    expected: dict[int, tuple[str, Any]] = {}
+    for n, (key, text, outcome) in enumerate(CASES):
+        values = {**BASE, "ref": str(1000 + n), key: text}
+        data = "{" + ", ".join(f'"{k}": {v}' for k, v in values.items()) + "}"
+        row_id = conn.execute("INSERT INTO orders (data) VALUES (%s::jsonb) RETURNING id", (data,)).fetchone()[0]
+        expected[row_id] = (key, outcome)
+    return expected
+
+
+def columns(conn: psycopg.Connection[Any]) -> dict[int, dict[str, Any]]:
+    names = ", ".join(COLUMNS.values())
+    found = conn.execute(f"SELECT id, {names} FROM orders ORDER BY id").fetchall()
+    return {row[0]: dict(zip(COLUMNS.values(), (str(v) if k == "customer_id" and v else v
+                                                 for k, v in zip(COLUMNS.values(), row[1:], strict=True)),
+                             strict=True)) for row in found}
+
+
+def wanted(row_id: int, case: tuple[str, Any], n: int) -> dict[str, Any]:
+    key, outcome = case
+    values = {**BASE_VALUES, "external_ref": 1000 + n}
+    column = COLUMNS[key]
+    if outcome is None or (isinstance(outcome, str) and outcome in REASONS):
+        values[column] = DEFAULTS.get(key)
+    else:
+        values[column] = outcome
+    return values
+
+
+REASONS = {"invalid_uuid", "unknown_reference", "invalid_integer", "out_of_range", "invalid_numeric",
+           "invalid_boolean", "invalid_text", "too_long", "not_allowed", "invalid_timestamp", "invalid_date"}
+
+
+def test_orders_backfill_finalize_rollback_apply_backfill_keep_every_value(empty_db_dsn, tmp_path):
+    with psycopg.connect(empty_db_dsn, autocommit=True) as db:
+        expected = load_cases(db)
+        odd = db.execute("INSERT INTO orders (data) VALUES ('[1, 2]') RETURNING id").fetchone()[0]
+        empty = db.execute("INSERT INTO orders (data) VALUES ('{}') RETURNING id").fetchone()[0]
+
+        planned = orders("plan", "--dsn", empty_db_dsn, "--format", "json")
+        assert planned.exit_code == 1 and planned.json()["steps"], planned.stderr
+        run("apply", "--dsn", empty_db_dsn, "--format", "json")
+        assert run("verify", "--dsn", empty_db_dsn, "--format", "json", "--no-data")["ok"]
+
+        report = run("backfill", "--dsn", empty_db_dsn, "--format", "json", "--rejects", str(tmp_path / "r.jsonl"))
+        want = {row_id: wanted(row_id, case, n) for n, (row_id, case) in enumerate(expected.items())}
+        want[odd] = {**dict.fromkeys(COLUMNS.values()), **DEFAULTS_BY_COLUMN}
+        want[empty] = dict(want[odd])
+        first = columns(db)
+        assert first == want
+        reasons: dict[str, int] = {}
+        for _, outcome in expected.values():
+            if isinstance(outcome, str) and outcome in REASONS:
+                reasons[outcome] = reasons.get(outcome, 0) + 1
+        reasons["metadata_not_object"] = 1
+        assert {k: v for k, v in report["rejected"].items() if v} == reasons
+        lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+        assert sorted((int(line["id"]), line["key"], line["reason"]) for line in lines) == sorted(
+            [(row_id, key, outcome) for row_id, (key, outcome) in expected.items()
+             if isinstance(outcome, str) and outcome in REASONS] + [(odd, None, "metadata_not_object")])
+        assert report["conflicts"] == 0
+
+        # finalize needs every total: the operator settles the rejected ones first
+        refused = orders("finalize", "--dsn", empty_db_dsn, "--format", "json")
+        assert refused.exit_code == 1, refused.stderr
+        db.execute("UPDATE orders SET total = 0 WHERE total IS NULL")
+        run("finalize", "--dsn", empty_db_dsn, "--format", "json")
+        verified = orders("verify", "--dsn", empty_db_dsn, "--format", "json")
+        checks = {c["id"]: c for c in verified.json()["checks"]}
+        assert checks["column:total:nullable"]["status"] == "pass"
+        for name in ("customer_id", "warehouse_id"):
+            assert checks[f"data:{name}:orphans"]["status"] == "pass"
+        for name in ("quantity", "external_ref", "total", "channel"):
+            assert checks[f"data:{name}:range"]["status"] == "pass"
+        settled = columns(db)
+
+        rolled = run("rollback", "--dsn", empty_db_dsn, "--yes", "--prefer-columns", "--format", "json")
+        assert rolled["ok"]
+        data = dict(db.execute("SELECT id, data::text FROM orders").fetchall())
+        assert json.loads(data[odd]) == [1, 2], "metadata that is not an object is never written"
+        for n, (row_id, (case_key, outcome)) in enumerate(expected.items()):
+            original = {**BASE, "ref": str(1000 + n), case_key: CASES[n][1]}
+            read_as_is = {key for key in original if key != case_key or outcome not in REASONS | {None}}
+            held = json.loads(data[row_id])
+            for key, column in COLUMNS.items():
+                value = settled[row_id][column]
+                if value is None or key in read_as_is:  # nothing to preserve, or it already means the value
+                    assert held[key] == json.loads(original[key]), (row_id, key)
+                else:  # rejected or absent before, now the column's value in canonical JSON
+                    assert held[key] == canonical(value), (row_id, key, held[key])
+        assert json.loads(data[empty]) == {"total": 0, "gift": False}
+        assert '"total": 0.00' in data[empty], "a numeric is written at the column's scale"
+
+        run("apply", "--dsn", empty_db_dsn, "--format", "json")
+        again = run("backfill", "--dsn", empty_db_dsn, "--format", "json")
+        assert again["conflicts"] == 0
+        restored = columns(db)
+        restored[odd] = settled[odd] = {**settled[odd], "total": None}
+        assert restored == settled
+
+
+DEFAULTS_BY_COLUMN = {COLUMNS[key]: value for key, value in DEFAULTS.items()}
+
+
+def canonical(value: Any) -> Any:
+    """The JSON value rollback writes for a column value (as json.loads reads it)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime):
+        text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return text + (f".{value.microsecond:06d}" if value.microsecond else "") + "Z"
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
