@@ -235,8 +235,7 @@ class TableColumn:
     not_null: bool
     has_default: bool  # a default, an identity or a generated column: an INSERT may leave it out
     generated: bool  # GENERATED ALWAYS AS (...): an INSERT may not give it
-    unique_alone: bool  # a valid unique index on this column alone (an upsert's conflict target)
-    in_unique_index: bool  # part of any unique index: a copied value would collide
+    unique_alone: bool  # a valid unique index on this column alone: an upsert's target; a copied value collides
     first_label: str | None  # an enum's first label
 
     @property
@@ -253,9 +252,6 @@ _TABLE_COLUMNS = sql.SQL(
            EXISTS (SELECT 1 FROM pg_index i
                    WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indisvalid AND i.indnatts = 1
                      AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indkey[0] = a.attnum) AS unique_alone,
-           EXISTS (SELECT 1 FROM pg_index i
-                   WHERE i.indrelid = a.attrelid AND i.indisunique AND a.attnum = ANY (i.indkey::int2[]))
-               AS in_unique_index,
            (SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder LIMIT 1)
                AS first_label
     FROM pg_attribute a

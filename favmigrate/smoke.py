@@ -12,7 +12,7 @@ Scenarios, generated from the spec for each of its columns and foreign keys (Pha
 
 Rows are built from each table's own columns: the ones given, then every NOT NULL column without a default
 (the real tables have some the spec does not know): its value copied from an existing row, or, for a
-column in a unique index or a table without rows, made up for its type. The messages say which.
+column unique on its own or a table without rows, made up for its type. The messages say which.
 Triggers fire inside the transaction; sequences it draws from (identity columns) stay advanced.
 """
 
@@ -92,7 +92,8 @@ def insert_row(conn: psycopg.Connection[Any], schema: str, table: str, key: str,
     filled = []
     for column in required:
         names.append(sql.Identifier(column.name))
-        if source_exists and not column.in_unique_index:
+        # a column of a multi-column unique index is copied: the row differs in the members given or defaulted
+        if source_exists and not column.unique_alone:
             values.append(sql.SQL("source.{}").format(sql.Identifier(column.name)))
             filled.append(f"{column.name} (copied from an existing row)")
             continue

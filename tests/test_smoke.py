@@ -141,3 +141,15 @@ def test_another_spec_restrict_and_set_null(orders_dsn):  # noqa: F811
     assert smoke["smoke:set-read-back:channel"]["actual"] == "web"
     assert "warehouses: id (made up: (SELECT coalesce(max(\"id\"), 0) + 1 FROM" in (
         smoke["smoke:insert:row"]["message"])
+
+
+def test_a_column_of_a_multi_column_unique_index_is_copied_so_its_own_foreign_key_holds(db_dsn, conn):
+    assert cli("apply", "--dsn", db_dsn, "-q").exit_code == 0
+    conn.execute("CREATE TABLE public.customers AS SELECT DISTINCT customer_id AS id FROM public.session_requests")
+    conn.execute("ALTER TABLE public.customers ADD PRIMARY KEY (id)")
+    conn.execute("ALTER TABLE public.session_requests ADD FOREIGN KEY (customer_id) REFERENCES public.customers")
+    conn.execute("CREATE UNIQUE INDEX session_requests_customer_request_key ON public.session_requests "
+                 "(customer_id, id)")
+    result = cli("verify", "--smoke", "--dsn", db_dsn, "--format", "json")
+    assert result.exit_code == 0, result.stdout
+    assert "customer_id (copied from an existing row)" in _smoke(result)["smoke:insert:row"]["message"]
