@@ -112,7 +112,8 @@ def live_columns(conn: psycopg.Connection[Any], target: Target) -> tuple[Expecte
     with read_only(conn):
         found = rows(conn, _LIVE_COLUMNS, (target.schema, target.spec.table))
     if not found:
-        raise UsageError(f"table {target.table_name} does not exist (or the role may not see its columns)",
+        raise UsageError(f"table {target.schema}.{target.spec.table} does not exist (or the role may not see its "
+                         "columns)",
                          hint="check --schema and the database named in the DSN")
     columns = []
     for row in found:

@@ -290,3 +290,10 @@ def test_another_spec_names_its_own_table_and_types(tmp_path):
     assert wrong.exit_code == 1
     assert wrong.json()["sections"]["Insert"]["mistyped"] == [
         {"field": "total", "expected": "total: number", "actual": "total?: number"}]
+
+
+def test_dsn_without_the_table_exits_2(empty_db_dsn):
+    result = cli("check-types", str(TYPES / "current.ts"), "--dsn", empty_db_dsn)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[0] == ("error: table public.session_requests does not exist (or the role may "
+                                             "not see its columns)")
