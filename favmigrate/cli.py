@@ -331,7 +331,8 @@ class RunFormat(StrEnum):
 
 RunFormatOption = Annotated[RunFormat, typer.Option(
     "--format", help="text (tables on a terminal), json, or sql: with --dry-run, exactly the statements that "
-    "would run, as a script psql can run (batched steps as commented templates).")]
+    "would run, as a script psql can run (apply's batched steps as commented templates; rollback's write-back "
+    "as statements that run).")]
 OutputOption = Annotated[Path | None, typer.Option(
     "--output", "-o", dir_okay=False, show_default="stdout",
     help="With --dry-run: write the SQL script to this file instead of stdout (implies --format sql).")]

@@ -26,6 +26,9 @@ class PlannedStep:
     rebuild_index: bool = False  # an INVALID leftover (or --replace) is dropped concurrently first
     down: bool = False  # run the step's down SQL instead (rollback)
     ops: tuple[Op, ...] = ()  # the step's ops that run (all of them when empty)
+    # what a dry run's SQL script runs for a step favmigrate runs in batches with values bound (empty: the
+    # statements themselves): the same work as statements psql can run
+    script: tuple[str, ...] = ()
 
     @property
     def up(self) -> tuple[Any, ...]:
@@ -33,8 +36,9 @@ class PlannedStep:
         return tuple(s for op in (self.ops or self.step.ops) for s in op.up)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step.name, "reason": self.reason, "sql": list(self.statements),
-                "rebuild_index": self.rebuild_index, "lock": self.step.lock.value}
+        found = {"step": self.step.name, "reason": self.reason, "sql": list(self.statements),
+                 "rebuild_index": self.rebuild_index, "lock": self.step.lock.value}
+        return {**found, "script": list(self.script)} if self.script else found
 
 
 def reason(broken: list[CheckResult]) -> str:

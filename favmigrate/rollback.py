@@ -36,9 +36,10 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from favmigrate.apply import ApplyOptions, Event, EventKind, OnEvent, StepRunner
+from favmigrate.apply import ApplyOptions, Event, EventKind, OnEvent, StepRunner, session_statements
 from favmigrate.catalog import Snapshot, read_snapshot, require_tables
 from favmigrate.checks import is_present
+from favmigrate.coltypes import legacy_value
 from favmigrate.db import (
     RetryPolicy,
     SessionLimits,
@@ -455,6 +456,17 @@ def holds_values_condition(columns: Sequence[ColumnSpec]) -> sql.Composable:
     return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
 
 
+def _legacy_raw(target: Target, column: ColumnSpec) -> sql.Composable:
+    return sql.SQL("t.{} -> {}").format(sql.Identifier(target.spec.metadata_column), sql.Literal(column.legacy_key))
+
+
+def _legacy_reading(target: Target, column: ColumnSpec, index: int) -> tuple[sql.Composable, sql.Identifier]:
+    """A LATERAL join reading ``column``'s legacy key of row ``t`` as backfill reads it, and the value it read."""
+    alias = sql.Identifier(f"c{index}")
+    return (sql.SQL("CROSS JOIN LATERAL {} AS {}").format(column.rules.reading(_legacy_raw(target, column)), alias),
+            sql.Identifier(f"c{index}", "value"))
+
+
 def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, lock: bool,
                 logged: bool = False) -> sql.Composed:
     """The next keyset batch of rows holding values: key, jsonb_typeof(metadata), then per column (COLUMN_FIELDS)
@@ -473,11 +485,9 @@ def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, l
         # as text, never decoded by the driver (a value nested 1,000 levels deep breaks a JSON decoder),
         # and cut: a 10 MB value is only ever shown truncated
         rules, value = column.rules, sql.SQL("t.{}").format(sql.Identifier(column.name))
-        raw = sql.SQL("t.{} -> {}").format(meta, sql.Literal(column.legacy_key))
-        legacy = sql.SQL("({})::text").format(raw)
-        read = sql.Identifier(f"c{len(readings)}", "value")
-        readings.append(sql.SQL("CROSS JOIN LATERAL {} AS {}").format(rules.reading(raw),
-                                                                       sql.Identifier(f"c{len(readings)}")))
+        legacy = sql.SQL("({})::text").format(_legacy_raw(target, column))
+        join, read = _legacy_reading(target, column, len(readings))
+        readings.append(join)
         at_default = sql.SQL("FALSE") if column.default is None else rules.same(
             rules.literal(str(column.default)), value)
         selected += [sql.SQL("({})::text").format(rules.write_back(value)),
@@ -508,6 +518,61 @@ def merge_statement(target: Target) -> sql.Composed:
         "FROM unnest(%(keys)s, %(patches)s) AS p(row_key, patch) "
         "WHERE t.{pk} = p.row_key AND (t.{meta} IS NULL OR jsonb_typeof(t.{meta}) = 'object')"
     ).format(table=target.table, meta=sql.Identifier(spec.metadata_column), pk=sql.Identifier(spec.primary_key))
+
+
+def write_back_statement(target: Target, columns: Sequence[ColumnSpec], *, prefer_columns: bool,
+                         logged: bool = False) -> sql.Composed:
+    """The batches' write-back as one statement psql can run (the dry run's script): every row holding values
+    gets, merged into its metadata object (never into a non-object), the keys a batch would write. Writes.
+
+    A key is written where it is absent or JSON null, where it holds a value that does not read as the
+    column's and ``prefer_columns``, or (``logged``) where it reads as a value the change log recorded the
+    column held before the application's write (an earlier pass wrote it: STALE). A column at its default
+    counts only beside another value. ``logged``: only the rows the change log recorded, consuming its
+    entries in the same statement.
+    """
+    spec = target.spec
+    meta = sql.SQL("t.{}").format(sql.Identifier(spec.metadata_column))
+    pk = sql.SQL("t.{}").format(sql.Identifier(spec.primary_key))
+    others = [sql.SQL("t.{} IS NOT NULL").format(sql.Identifier(c.name)) for c in columns if c.default is None]
+    members: list[sql.Composable] = []
+    readings: list[sql.Composable] = []
+    for index, column in enumerate(columns):
+        rules, value = column.rules, sql.SQL("t.{}").format(sql.Identifier(column.name))
+        join, read = _legacy_reading(target, column, index)
+        readings.append(join)
+        legacy = legacy_value(meta, column.legacy_key)
+        wanted = [sql.SQL("{} IS NOT NULL").format(value)]
+        if column.default is not None:
+            at_default = rules.same(rules.literal(str(column.default)), value)
+            wanted.append(sql.SQL("(NOT {} OR {})").format(at_default, sql.SQL(" OR ").join(others) if others
+                                                           else sql.SQL("FALSE")))
+        replaced: sql.Composable = sql.SQL("{} IS NULL").format(legacy)
+        conflict = sql.SQL("NOT {}").format(rules.same(read, value))
+        if prefer_columns:
+            replaced = sql.SQL("{} OR {}").format(replaced, conflict)
+        elif logged:
+            replaced = sql.SQL("{} OR {} AND EXISTS (SELECT 1 FROM taken AS e WHERE e.row_id = {} AND {})").format(
+                replaced, conflict, pk, rules.same(read, sql.SQL("e.{}").format(sql.Identifier(column.name))))
+        wanted.append(sql.SQL("({})").format(replaced))
+        members += [sql.Literal(column.legacy_key), sql.SQL("CASE WHEN {} THEN {} END").format(
+            sql.SQL(" AND ").join(wanted), rules.write_back(value))]
+    rows_logged: sql.Composable = sql.SQL("")
+    taken: sql.Composable = sql.SQL("")
+    if logged:
+        taken = sql.SQL("WITH taken AS (DELETE FROM {} RETURNING *) ").format(change_log_table(target))
+        rows_logged = sql.SQL("{} IN (SELECT row_id FROM taken) AND ").format(pk)
+    updated = sql.SQL("u.{}").format(sql.Identifier(spec.metadata_column))
+    # jsonb_build_object keeps a key whose value is NULL; the written values are scalars, never JSON null
+    return sql.SQL(
+        "{taken}UPDATE {table} AS u SET {column} = coalesce({updated}, '{{}}'::jsonb) || p.patch "
+        "FROM (SELECT {pk} AS row_key, jsonb_strip_nulls(jsonb_build_object({members})) AS patch "
+        "FROM {table} AS t {readings} WHERE {logged}{holds}) AS p "
+        "WHERE u.{pk_name} = p.row_key AND p.patch <> '{{}}'::jsonb "
+        "AND ({updated} IS NULL OR jsonb_typeof({updated}) = 'object')"
+    ).format(taken=taken, table=target.table, column=sql.Identifier(spec.metadata_column), updated=updated, pk=pk,
+             members=sql.SQL(", ").join(members), readings=sql.SQL(" ").join(readings), logged=rows_logged,
+             holds=holds_values_condition(columns), pk_name=sql.Identifier(spec.primary_key))
 
 
 # ---------------------------------------------------------------- the change log (writes made while rollback runs)
@@ -864,10 +929,13 @@ def _lock_table_statement(target: Target) -> sql.Composed:
 
 
 def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, backfill_state: bool,
-               change_log: bool = False) -> list[PlannedStep]:
+               change_log: bool = False, prefer_columns: bool = False) -> list[PlannedStep]:
     """The steps rollback would run from this snapshot, in order, with their SQL. Pure.
 
-    ``change_log``: an earlier run left the change log (it is dropped first, or recreated).
+    ``change_log``: an earlier run left the change log (it is dropped first, or recreated). The write-back
+    steps carry, for the dry run's script, the same work as statements psql runs (write_back_statement):
+    one pass over every row, one over the logged rows, and the last one under the table's lock in the
+    transaction that drops the columns.
     """
     spec = target.spec
     columns = [c for c in spec.columns if c.name in snapshot.columns]
@@ -879,7 +947,9 @@ def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, backfi
                                    "lost before the columns are dropped",
                                    untrack + tuple(as_text(s) for s in track_statements(target, columns))))
         planned.append(PlannedStep(PRESERVE, "write the column values back under the legacy metadata keys",
-                                   _preserve_sql(target, columns)))
+                                   _preserve_sql(target, columns),
+                                   script=(as_text(write_back_statement(target, columns,
+                                                                        prefer_columns=prefer_columns)),)))
     elif change_log:
         planned.append(PlannedStep(TRACK, "drop the change log an earlier run left", untrack, down=True))
     leftovers = _leftover_checks(spec, snapshot)
@@ -888,18 +958,21 @@ def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, backfi
         if not objects:
             continue
         final = any(obj.kind is ObjectKind.COLUMN for obj in step.creates)
+        logged_pass = as_text(write_back_statement(target, columns, prefer_columns=prefer_columns, logged=True))
         if final and preserve:
             planned.append(PlannedStep(PRESERVE_LATE, "values written since the first pass (the logged rows)",
-                                       _preserve_sql(target, columns, logged=True)))
+                                       _preserve_sql(target, columns, logged=True), script=(logged_pass,)))
         reason = "drop " + ", ".join(objects)
         if final and leftovers:
             reason += "".join(f" (constraint {name} goes with its column)" for name in leftovers)
         statements = tuple(as_text(s) for s in step.down)
+        script: tuple[str, ...] = ()
         if final and preserve:
             reason += ", in one transaction under the table's lock with the values logged since the last pass"
-            statements = (as_text(_lock_table_statement(target)), *_preserve_sql(target, columns, logged=True),
-                          *untrack, *statements)
-        planned.append(PlannedStep(step, reason, statements, down=True))
+            lock = as_text(_lock_table_statement(target))
+            script = (lock, logged_pass, *untrack, *statements)
+            statements = (lock, *_preserve_sql(target, columns, logged=True), *untrack, *statements)
+        planned.append(PlannedStep(step, reason, statements, down=True, script=script))
     if backfill_state:
         planned.append(PlannedStep(CLEAR_STATE, "the backfill's checkpoint and rejects point into dropped columns",
                                    tuple(as_text(s) for s in _clear_state_statements(target))))
@@ -971,7 +1044,7 @@ def plan_from_catalogs(conn: psycopg.Connection[Any], target: Target, options: R
     preflight(conn, target, snapshot, preserve=not options.discard_data)
     state = backfill_state_present(conn, target)
     steps = plan_steps(target, snapshot, discard_data=options.discard_data, backfill_state=state,
-                       change_log=change_log_present(conn, target))
+                       change_log=change_log_present(conn, target), prefer_columns=options.prefer_columns)
     columns = tuple(c for c in target.spec.columns if c.name in snapshot.columns)
     return RollbackPlan(tuple(steps), _objects(target, snapshot), columns, options.discard_data, state)
 
@@ -1184,7 +1257,9 @@ def rollback_migration(
         steps = tuple(StepResult(p.step.name, StepOutcome.WOULD_APPLY, p.reason, ";\n".join(p.statements))
                       for p in plan.steps)
         dry_notes = plan.notes() + (("dry run: nothing was changed",) if plan.needed else ())
-        return RunReport("rollback", steps, dry_run=True, notes=dry_notes, extra={"plan": plan.to_dict()})
+        shown = {**plan.to_dict(), "steps": [{**p.to_dict(), "session": session_statements(p.step.lock, options.limits)}
+                                             for p in plan.steps]}
+        return RunReport("rollback", steps, dry_run=True, notes=dry_notes, extra={"plan": shown})
     with run_lock(conn, target.lock_name, wait_s=options.limits.lock_wait_s):
         plan = plan_from_catalogs(conn, target, options)
         if not plan.needed:

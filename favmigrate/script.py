@@ -12,8 +12,10 @@ LINE_BREAKS = re.compile(r"[\t\r\n]+")
 def sql_script(steps: Sequence[dict[str, Any]], *, header: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
     """The statements of planned steps (``PlannedStep.to_dict()``) as one script psql can run, exactly as
     favmigrate runs them: a transactional step between BEGIN and COMMIT, a CONCURRENTLY step on its own.
-    A statement favmigrate runs with values bound (``%(name)s``), and every statement of a batched step
-    (repeated, one transaction per batch), is a commented template with ``:name`` for each value.
+    A step's ``script`` statements, when it has them, run in its place: the same work written for psql
+    (a batched step as one transaction over every row). Otherwise a statement favmigrate runs with values
+    bound (``%(name)s``), and every statement of a batched step (repeated, one transaction per batch), is a
+    commented template with ``:name`` for each value.
     ``header`` and ``notes`` become comment lines; a step's ``session`` statements (its lock_timeout and
     statement_timeout) come before it when they differ from the previous step's.
     """
@@ -24,8 +26,8 @@ def sql_script(steps: Sequence[dict[str, Any]], *, header: Sequence[str] = (), n
             session = step["session"]
             lines += [statement + ";" for statement in session]
         lines.append(f"-- step {step['step']}: {_one_line(step['reason'])}")
-        statements = [statement.strip().rstrip(";").rstrip() + ";" for statement in step["sql"]]
-        if step["lock"] == "batched":
+        statements = [statement.strip().rstrip(";").rstrip() + ";" for statement in step.get("script") or step["sql"]]
+        if step["lock"] == "batched" and not step.get("script"):
             lines.append(f"-- repeated in batches by favmigrate, one transaction each, until no row is left, with "
                          f"{_bound(statements)} bound for each batch (a template: not run by this script):")
             lines += _template(statements)
@@ -49,9 +51,13 @@ def dry_run_script(data: dict[str, Any]) -> str:
     steps = data["plan"]["steps"]
     header = [f"favmigrate {data['command']} --dry-run: the statements it would run, in order (favmigrate also "
               "retries a statement that times out waiting for its lock)"]
-    if any(step["lock"] == "batched" for step in steps):
+    if any(step["lock"] == "batched" and not step.get("script") for step in steps):
         header.append(f"the batched steps are templates this script does not run: only `favmigrate "
                       f"{data['command']}` runs them")
+    if any(step["lock"] == "batched" and step.get("script") for step in steps):
+        header.append(f"`favmigrate {data['command']}` runs the batched steps in short transactions; this script "
+                      "runs each as one statement over the whole table, holding the row locks it takes until it "
+                      "commits; run it with psql -v ON_ERROR_STOP=1, so that a failed statement stops it")
     return sql_script(steps, header=header if steps else (), notes=data["notes"])
 
 

@@ -76,8 +76,8 @@ def test_rollback_dry_run_sql_has_no_placeholders_and_runs(db_dsn):
     assert result.exit_code == 0, result.stderr
     script = result.stdout
     assert "%(" not in script and "%s" not in script
-    assert "WHERE t.\"id\" > :after" in script and "unnest(:keys, :patches)" in script
-    assert "-- the batched steps are templates this script does not run: only `favmigrate rollback` runs them" in script
+    assert "-- repeated in batches" not in script and ":after" not in script, "the write-back runs, no template"
+    assert "this script runs each as one statement over the whole table" in script
     assert "DELETE FROM \"favmigrate\".\"backfill_checkpoint\" WHERE migration_id = 'phase4_favorites_priority' " \
            "AND target_schema = 'public';" in script
     run_script(db_dsn, script)
