@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from favmigrate.apply import ApplyOptions, Event, EventKind, OnEvent, StepRunner, session_statements
+from favmigrate.backfill import _relation_pages, _rows_per_page
 from favmigrate.catalog import Snapshot, read_snapshot, require_tables
 from favmigrate.checks import is_present
 from favmigrate.coltypes import legacy_value
@@ -63,6 +65,8 @@ SAMPLE_LIMIT = 20  # conflicts and non-object rows listed in a report (all are c
 BACKFILL_STATE_TABLES = ("backfill_checkpoint", "backfill_rejects")
 # The trigger recording the rows the application writes while rollback runs (see the module docstring).
 CHANGE_LOG_TRIGGER = "favmigrate_rollback_changes"
+# Set on rollback's own connection while the trigger exists: its writes into metadata are not logged.
+OWN_WRITES_SETTING = "favmigrate.rollback_writing_back"
 T = TypeVar("T")
 
 # Rollback's own steps, around the spec's down steps. They are not SQL files: the executor runs them.
@@ -378,6 +382,19 @@ class _Tally:
                 self.conflicts.append(Conflict(str(row_key), column.legacy_key, legacy.get(column.legacy_key),
                                                values[name].decoded))
 
+    def add_settled(self, columns: Sequence[ColumnSpec], counted: Sequence[int]) -> None:
+        """Add what settled_batch_statement counted (its row, in its order)."""
+        self.rows_examined += counted[0]
+        self.rows_to_write += counted[1]
+        self.rows_written += counted[1]
+        for n, column in enumerate(columns):
+            missing, present, missing_at_default = counted[2 + 3 * n:5 + 3 * n]
+            per_key = self.counts.setdefault(column.name, {})
+            per_key[KeyState.MISSING] = per_key.get(KeyState.MISSING, 0) + missing
+            per_key[KeyState.SAME] = per_key.get(KeyState.SAME, 0) + present
+            at = self.defaults.setdefault(column.name, {})
+            at[KeyState.MISSING] = at.get(KeyState.MISSING, 0) + missing_at_default
+
     def freeze(self) -> Preservation:
         keys = []
         for column in self.spec.columns:
@@ -468,13 +485,15 @@ def _legacy_reading(target: Target, column: ColumnSpec, index: int) -> tuple[sql
 
 
 def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, lock: bool,
-                logged: bool = False) -> sql.Composed:
+                logged: bool = False, pages: bool = False) -> sql.Composed:
     """The next keyset batch of rows holding values: key, jsonb_typeof(metadata), then per column (COLUMN_FIELDS)
     its canonical JSON text, the legacy value's JSON text (cut after PREVIEW_CHARS + 1 characters), its size in
     bytes, what backfill reads from it (as canonical JSON text; NULL: nothing), and whether the column holds
     its default.
 
     ``logged``: the rows whose keys are in %(ids)s (taken from the change log) instead of the next keyset batch.
+    ``pages``: the rows of the page range %(lo)s..%(hi)s older than %(pass_xid)s that settled_batch_statement
+    leaves (a key holding something else than the column's canonical JSON, or metadata not an object).
     """
     spec = target.spec
     meta = sql.Identifier(spec.metadata_column)
@@ -495,6 +514,13 @@ def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, l
                      sql.SQL("octet_length({})").format(legacy),
                      sql.SQL("({})::text").format(rules.write_back(read)), at_default]
     after: sql.Composable
+    if pages:
+        return sql.SQL(
+            "SELECT t.{pk}, jsonb_typeof(t.{meta}), {selected} FROM {table} AS t {readings} "
+            "WHERE {in_pass} AND {holds} AND NOT {settled}{lock}"
+        ).format(pk=pk, meta=meta, selected=sql.SQL(", ").join(selected), table=target.table,
+                 readings=sql.SQL(" ").join(readings), in_pass=_IN_PASS_RANGE, holds=holds_values_condition(columns),
+                 settled=_settled(target, columns), lock=sql.SQL(" FOR NO KEY UPDATE OF t") if lock else sql.SQL(""))
     if logged:
         after = sql.SQL("t.{} = ANY (%(ids)s) AND ").format(pk)
     else:
@@ -508,6 +534,82 @@ def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, l
         holds=holds_values_condition(columns),
         lock=sql.SQL(" FOR NO KEY UPDATE OF t") if lock else sql.SQL(""),
     )
+
+
+# A page range of the pass, without the rows written since the pass began: those are our own batches' (moved
+# ahead of the walk) or the application's, which the change log records.
+_IN_PASS_RANGE = sql.SQL("t.ctid >= %(lo)s::tid AND t.ctid < %(hi)s::tid AND age(t.xmin) > age(%(pass_xid)s::xid)")
+
+
+def _value(column: ColumnSpec) -> sql.Composable:
+    return sql.SQL("t.{}").format(sql.Identifier(column.name))
+
+
+def _kept(columns: Sequence[ColumnSpec], column: ColumnSpec) -> sql.Composable:
+    """The column's value is one values_to_preserve keeps, in SQL."""
+    if column.default is None:
+        return sql.SQL("{} IS NOT NULL").format(_value(column))
+    others = [sql.SQL("{} IS NOT NULL").format(_value(c)) for c in columns if c.default is None]
+    differs = sql.SQL("{} <> {}").format(_value(column), column.rules.literal(str(column.default)))
+    return sql.SQL("({value} IS NOT NULL AND ({others}))").format(
+        value=_value(column), others=sql.SQL(" OR ").join([*others, differs]))
+
+
+def _legacy(target: Target, column: ColumnSpec) -> sql.Composable:
+    return sql.SQL("(t.{} -> {})").format(sql.Identifier(target.spec.metadata_column), sql.Literal(column.legacy_key))
+
+
+def _settled(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composable:
+    """Rows whose every kept value is missing from metadata (absent key or JSON null) or already there as its
+    canonical JSON (and reading as the value), in an object (or SQL NULL) metadata: SQL decides them, classify
+    would say MISSING or SAME. The others (a key holding any other JSON, metadata not an object) go through
+    classify."""
+    meta = sql.Identifier(target.spec.metadata_column)
+    parts: list[sql.Composable] = [sql.SQL("(t.{meta} IS NULL OR jsonb_typeof(t.{meta}) = 'object')").format(meta=meta)]
+    for column in columns:
+        legacy = _legacy(target, column)
+        # equal JSON first, a cheap test that lets the reading run only where it can succeed
+        parts.append(sql.SQL(
+            "(NOT {kept} OR {legacy} IS NULL OR {legacy} = 'null'::jsonb OR ({legacy} = {json} AND {same}))"
+        ).format(kept=_kept(columns, column), legacy=legacy, json=column.rules.write_back(_value(column)),
+                 same=column.rules.reads_same(legacy, _value(column))))
+    return sql.SQL("({})").format(sql.SQL(" AND ").join(parts))
+
+
+def settled_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composed:
+    """In one page range of the pass: lock the settled rows holding values, merge each missing value into their
+    metadata, and count them: rows, rows written, then per column the values missing, present, and missing at
+    the column's default. Writes."""
+    meta = sql.Identifier(target.spec.metadata_column)
+    flags: list[sql.Composable] = []
+    patch: list[sql.Composable] = []
+    counts: list[sql.Composable] = []
+    for n, column in enumerate(columns):
+        legacy = _legacy(target, column)
+        missing, present, value = (sql.Identifier(f"{name}_{n}") for name in ("missing", "present", "value"))
+        at_default = sql.Identifier(f"at_default_{n}")
+        flags.append(sql.SQL("{kept} AND ({legacy} IS NULL OR {legacy} = 'null'::jsonb) AS {missing}, "
+                             "{kept} AND {legacy} IS NOT NULL AND {legacy} <> 'null'::jsonb AS {present}, "
+                             "{json} AS {value}, {default} AS {at_default}").format(
+            kept=_kept(columns, column), legacy=legacy, missing=missing, present=present,
+            json=column.rules.write_back(_value(column)), value=value, at_default=at_default,
+            default=sql.SQL("FALSE") if column.default is None else column.rules.same(
+                column.rules.literal(str(column.default)), _value(column))))
+        patch += [sql.Literal(column.legacy_key), sql.SQL("CASE WHEN s.{} THEN s.{} END").format(missing, value)]
+        counts.append(sql.SQL("count(*) FILTER (WHERE {m}), count(*) FILTER (WHERE {p}), "
+                              "count(*) FILTER (WHERE {m} AND {d})").format(m=missing, p=present, d=at_default))
+    return sql.SQL(
+        "WITH settled AS (SELECT t.ctid AS row_ctid, {flags} FROM {table} AS t "
+        "WHERE {in_pass} AND {holds} AND {settled} FOR NO KEY UPDATE OF t), "
+        "written AS (UPDATE {table} AS t SET {meta} = coalesce(t.{meta}, '{{}}'::jsonb) "
+        "|| jsonb_strip_nulls(jsonb_build_object({patch})) "
+        "FROM settled AS s WHERE t.ctid = s.row_ctid AND ({any_missing}) RETURNING 1) "
+        "SELECT count(*), (SELECT count(*) FROM written), {counts} FROM settled"
+    ).format(flags=sql.SQL(", ").join(flags), table=target.table, in_pass=_IN_PASS_RANGE,
+             holds=holds_values_condition(columns), settled=_settled(target, columns), meta=meta,
+             patch=sql.SQL(", ").join(patch), any_missing=sql.SQL(" OR ").join(
+                 sql.SQL("s.{}").format(sql.Identifier(f"missing_{n}")) for n in range(len(columns))),
+             counts=sql.SQL(", ").join(counts))
 
 
 def merge_statement(target: Target) -> sql.Composed:
@@ -591,7 +693,8 @@ def track_statements(target: Target, columns: Sequence[ColumnSpec]) -> list[sql.
     metadata still holding such an earlier value, which an earlier pass wrote, from a real conflict). It is
     UNLOGGED: it only lives while rollback runs; a crash empties it, and the re-run starts with a full pass
     anyway. The function is SECURITY DEFINER so the application's role needs no privilege on the tool's
-    schema; only INSERT and UPDATE OF the columns fire it, so rollback's own metadata writes do not.
+    schema; every INSERT and UPDATE fires it but rollback's own metadata writes (its connection sets
+    OWN_WRITES_SETTING).
     """
     log = change_log_table(target)
     pk = sql.Identifier(target.spec.primary_key)
@@ -608,10 +711,12 @@ def track_statements(target: Target, columns: Sequence[ColumnSpec]) -> list[sql.
                 "SET search_path = pg_catalog AS {body}").format(log=log, body=sql.Literal(as_text(body))),
         # a trigger fires without EXECUTE, and nobody else has a reason to call it
         sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(log),
-        sql.SQL("CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OF {columns} ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION {log}()").format(
+        # every write but rollback's own: one that only moves a row (a status update) can move it behind the
+        # page-range walk of the first pass
+        sql.SQL("CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE ON {table} FOR EACH ROW "
+                "WHEN (current_setting({setting}, true) IS DISTINCT FROM 'on') EXECUTE FUNCTION {log}()").format(
             trigger=sql.Identifier(CHANGE_LOG_TRIGGER), table=target.table, log=log,
-            columns=sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)),
+            setting=sql.Literal(OWN_WRITES_SETTING)),
     ]
 
 
@@ -731,7 +836,8 @@ def preserve_pass(
     write: bool, progress: Progress | None = None, runner: StepRunner | None = None, step: str = PRESERVE.name,
     ledger: Ledger | None = None, written: Callable[[int], None] | None = None,
 ) -> tuple[Preservation, int]:
-    """One pass over the rows holding column values, in keyset batches; returns what it found and lock retries.
+    """One pass over the rows holding column values, in keyset batches (writing on PostgreSQL 14+: in page
+    ranges, see _preserve_pages); returns what it found and lock retries.
 
     With ``write``, each batch locks its rows (FOR NO KEY UPDATE), merges the missing keys into their
     metadata in one UPDATE and commits, under lock_timeout with retries, then sleeps ``sleep_s``;
@@ -739,6 +845,9 @@ def preserve_pass(
     Raises LockHeld, Interrupted, StepFailed.
     """
     found = _PassState(_Tally(target.spec, options.prefer_columns), ledger, progress)
+    if write and int(scalar(conn, sql.SQL("SELECT current_setting('server_version_num')::integer"))) >= 140000:
+        _preserve_pages(conn, target, columns, options, found, runner, step, written)
+        return found.tally.freeze(), found.retries
     after: Any = None
     while True:
         query = batch_query(target, columns, first=after is None, lock=write)
@@ -759,6 +868,49 @@ def preserve_pass(
             return found.tally.freeze(), found.retries
         after = decisions[-1].row_key
         if write and options.sleep_s:
+            time.sleep(options.sleep_s)
+
+
+def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec],
+                    options: RollbackOptions, found: _PassState, runner: StepRunner | None, step: str,
+                    written: Callable[[int], None] | None) -> None:
+    """The writing pass in page ranges (a TID Range Scan, PostgreSQL 14+): the heap is read in order, where
+    primary-key batches over random keys read it at random. Each range holds about ``batch_size`` rows (so at most
+    that many with values) and is one transaction: settled_batch_statement merges the rows SQL can decide,
+    classify decides the others.
+
+    A row the application moves behind the walk was written after the pass began, so the change log holds it
+    (its trigger records every write but rollback's own); rows written since the pass began are skipped.
+    """
+    end_page = _relation_pages(conn, target)
+    pass_xid = int(scalar(conn, sql.SQL("SELECT txid_snapshot_xmax(txid_current_snapshot())"))) % 2**32
+    settle = settled_batch_statement(target, columns)
+    query = batch_query(target, columns, first=False, lock=True, pages=True)
+    # at most batch_size rows of the table per range, whichever of them hold values: a density learnt from the
+    # ranges already seen would put a whole cluster of rows with values (a region the application rewrote) in one
+    span = math.ceil(options.batch_size / _rows_per_page(conn, target))
+    page = 0
+    while page < end_page:
+        hi = page + max(1, min(end_page - page, span))
+        params = {"lo": f"({page},0)", "hi": f"({hi},0)", "pass_xid": str(pass_xid)}
+
+        def batch(params: dict[str, Any] = params) -> tuple[list[int], list[_Decision], int]:
+            with conn.transaction():
+                counted = list(conn.execute(settle, params).fetchone() or ())
+                decisions, merged = _write_back(conn, target, columns, options, query, params, True)
+                return counted, decisions, merged
+
+        (counted, decisions, merged), used = with_lock_retries(
+            conn, batch, policy=options.limits.retry_policy, watch=runner.watch if runner else None,
+            on_retry=runner.retry_reporter(step) if runner else None, what=f"step {step}")
+        found.retries += used
+        found.tally.add_settled(columns, counted)
+        if written and merged + counted[1]:
+            written(merged + counted[1])
+        if counted[0] or decisions:
+            found.add(decisions, merged)
+        page = hi
+        if options.sleep_s:
             time.sleep(options.sleep_s)
 
 
@@ -1130,6 +1282,8 @@ class _Executor:
                 self.conn.execute(statement)
 
     def _track(self, planned: PlannedStep) -> tuple[str, int]:
+        self.conn.execute(sql.SQL("SELECT set_config({}, 'on', false)").format(sql.Literal(OWN_WRITES_SETTING)))
+
         def track() -> None:
             with self.conn.transaction():
                 self._execute_all(untrack_statements(self.target))

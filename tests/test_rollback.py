@@ -407,9 +407,12 @@ def test_interrupted_between_batches_exits_3_and_a_rerun_finishes(conn, db_dsn):
     assert report.steps[-1].outcome.value == "interrupted"
     assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'session_requests' "
                         "AND column_name = 'preferred_mechanic_id'").fetchone()[0] == 1
-    written = conn.execute("SELECT count(*) FROM session_requests WHERE metadata ? 'priority_mechanic_id' "
-                           "AND preferred_mechanic_id IS NOT NULL").fetchone()[0]
-    assert 0 < written < 12, "the first batch stays written, the rest waits for the re-run"
+    holding = ("(preferred_mechanic_id IS NOT NULL OR priority_window_minutes <> 10 OR priority_notified_at IS NOT "
+               "NULL)")
+    total, written = conn.execute(sql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE metadata ?| array['priority_mechanic_id', 'priority_window_minutes', "
+        "'priority_notified_at']) FROM session_requests WHERE {}").format(sql.SQL(holding))).fetchone()
+    assert 0 < written < total, "the first batch stays written, the rest waits for the re-run"
     assert not change_log_present(conn, target()), "a stopped run removes its trigger and change log"
     result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
     assert result.exit_code == 0 and result.json()["verification"]["ok"]
@@ -556,8 +559,12 @@ def test_a_held_table_lock_is_retried_then_exits_3_naming_the_blocker(conn, db_d
 
 def test_a_lock_timeout_after_rows_were_written_back_exits_3_saying_what_was_done(conn, db_dsn):
     apply(conn)
-    rows = sorted(plain_rows(conn, 400))
+    rows = plain_rows(conn, 400)
     conn.execute("UPDATE session_requests SET priority_window_minutes = 20 WHERE id = ANY (%s)", (rows,))
+    # in the order the write-back walks them: pages (ctid) from PostgreSQL 14, else the primary key
+    order = "ctid" if conn.info.server_version >= 140000 else "id"
+    rows = [r[0] for r in conn.execute(sql.SQL("SELECT id FROM session_requests WHERE id = ANY (%s) ORDER BY {}")
+                                       .format(sql.Identifier(order)), (rows,))]
     locker = psycopg.connect(db_dsn)  # not autocommit: the row stays locked until it commits
     locker.execute("SELECT 1 FROM session_requests WHERE id = %s FOR UPDATE", (rows[350],))
     try:
@@ -567,18 +574,19 @@ def test_a_lock_timeout_after_rows_were_written_back_exits_3_saying_what_was_don
         locker.close()
     assert result.exit_code == 3, result.stderr
     data = result.json()
-    assert data["preservation"]["rows_written"] == 350
+    first = data["preservation"]["rows_written"]  # the batches before the locked row's (batches of ~50 rows)
+    assert 250 <= first <= 350
     stopped = data["notes"][-1]
-    assert "stopped at step preserve-metadata" in stopped and "350 rows' metadata written back" in stopped
+    assert "stopped at step preserve-metadata" in stopped and f"{first} rows' metadata written back" in stopped
     assert "Re-run `favmigrate rollback` to continue" in stopped
     written = conn.execute("SELECT count(*) FROM session_requests WHERE metadata ? 'priority_window_minutes' "
                            "AND id = ANY (%s)", (rows,)).fetchone()[0]
-    assert written == 350
+    assert written == first
     # dropping the trigger needs the table lock that the row lock still conflicts with: said, left to the re-run
     assert any("still in place" in note for note in data["notes"]) and change_log_present(conn, target())
     done = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
     assert done.exit_code == 0, done.stderr
-    assert done.json()["preservation"]["rows_written"] == 50
+    assert done.json()["preservation"]["rows_written"] == 400 - first
     assert not change_log_present(conn, target())
     windows = conn.execute("SELECT count(*) FROM session_requests WHERE metadata -> 'priority_window_minutes' = '20' "
                            "AND id = ANY (%s)", (rows,)).fetchone()[0]
