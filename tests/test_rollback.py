@@ -467,6 +467,28 @@ def test_a_write_made_while_the_column_drop_waits_for_its_lock_ends_up_in_metada
     assert not change_log_present(conn, target())
 
 
+def test_a_write_that_only_moves_a_row_is_logged_and_rollbacks_own_writes_are_not(conn, db_dsn):
+    # the first pass walks page ranges: an update of any column can move a row holding values behind it
+    apply(conn)
+    rows = plain_rows(conn, 30)
+    conn.execute("UPDATE session_requests SET priority_window_minutes = 25 WHERE id = ANY (%s)", (rows,))
+    logged: list[int] = []
+
+    def application(event: Any) -> None:
+        if event.kind is EventKind.PROGRESS and event.step == "preserve-metadata" and not logged:
+            log = change_log_table(target())
+            with psycopg.connect(db_dsn, autocommit=True) as app:
+                app.execute("UPDATE session_requests SET status = 'cancelled' WHERE id = %s", (rows[-1],))
+                logged.append(app.execute(sql.SQL("SELECT count(*) FROM {}").format(log)).fetchone()[0])
+
+    report = rollback_migration(conn, target(), RollbackOptions(batch_size=5), on_event=application)
+    assert report.exit_code == 0, report.to_dict()
+    assert logged == [1], "the status update is logged; the batches written before it are not"
+    windows = conn.execute("SELECT count(*) FROM session_requests WHERE metadata -> 'priority_window_minutes' = '25' "
+                           "AND id = ANY (%s)", (rows,)).fetchone()[0]
+    assert windows == 30
+
+
 def test_the_applications_role_writes_on_without_any_privilege_on_the_tools_schema(conn, db_dsn):
     apply(conn)
     role = sql.Identifier(f"app_{uuid.uuid4().hex[:12]}")
