@@ -362,3 +362,33 @@ def canonical(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     return value
+
+
+def test_data_checks_per_column_name_each_broken_value(orders_dsn):
+    """verify's data checks on this spec: an integer reference, text limits, numeric and bigint ranges."""
+    dsn = ("--dsn", orders_dsn)
+    assert orders("apply", *dsn, "-q").exit_code == 0
+    fill_columns(orders_dsn)
+    clean = orders("verify", *dsn, "--format", "json")
+    assert clean.exit_code == 0, clean.stdout
+    with psycopg.connect(orders_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE orders DROP CONSTRAINT orders_warehouse_fk")  # orphans need the FK gone
+        ids = [r[0] for r in conn.execute("SELECT id FROM orders ORDER BY id LIMIT 5")]
+        conn.execute("UPDATE orders SET warehouse_id = 77 WHERE id = ANY (%s)", (ids[:2],))
+        conn.execute("UPDATE orders SET channel = 'fax' WHERE id = %s", (ids[2],))
+        conn.execute("UPDATE orders SET channel = 'telephone' WHERE id = %s", (ids[3],))
+        conn.execute("UPDATE orders SET total = -1, external_ref = 0 WHERE id = %s", (ids[4],))
+    broken = orders("verify", *dsn, "--format", "json")
+    assert broken.exit_code == 1
+    checks = {c["id"]: c for c in broken.json()["checks"]}
+    found = {name: (c["status"], c["expected"], c["actual"]) for name, c in checks.items() if name.startswith("data:")
+             and not name.endswith("backfill-pending")}
+    assert found == {
+        "data:customer_id:orphans": ("pass", "0", "0"),
+        "data:warehouse_id:orphans": ("fail", "0", "2"),
+        "data:quantity:range": ("pass", "1..1000", "0 rows outside"),
+        "data:external_ref:range": ("fail", ">= 1", "1 row outside"),
+        "data:total:range": ("fail", "0..9999999.99", "1 row outside"),
+        "data:channel:range": ("fail", "at most 8 characters; one of web, store, phone", "2 rows outside"),
+    }
+    assert checks["data:warehouse_id:orphans"]["message"] == "2 rows reference a missing warehouses row"
