@@ -438,16 +438,16 @@ def finalize(
     """
 
     def job() -> int:
-        from favmigrate.apply import ApplyOptions, finalize_migration
         from favmigrate.db import open_session
+        from favmigrate.finalize import finalize_migration
         from favmigrate.render import ProgressEvents
+        from favmigrate.runner import RunnerOptions
 
         chosen = check_sql_output(fmt, output, dry_run)
-        options = ApplyOptions(limits=session_limits(lock_timeout, retries, statement_timeout, lock_wait),
-                               dry_run=dry_run)
+        options = RunnerOptions(limits=session_limits(lock_timeout, retries, statement_timeout, lock_wait))
         with (open_session(dsn, writes=not dry_run, statement_timeout_s=statement_timeout or None, warn=warn) as conn,
               ProgressEvents(quiet=quiet) as events):
-            report = finalize_migration(conn, target_for(schema), options, on_event=events)
+            report = finalize_migration(conn, target_for(schema), options, dry_run=dry_run, on_event=events)
         emit_run(report.to_dict(), chosen, output)
         return int(report.exit_code)
 

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from favmigrate.apply import ApplyOptions, OnEvent, apply_migration
+from favmigrate.apply import ApplyOptions, apply_migration
 from favmigrate.backfill import BackfillOptions, OnBackfillEvent, backfill
 from favmigrate.db import open_session
 from favmigrate.errors import ExitCode, FavmigrateError, UsageError
@@ -33,6 +33,7 @@ from favmigrate.plan import ObjectState, plan
 from favmigrate.report import ReportOptions, priority_report
 from favmigrate.results import plural
 from favmigrate.rollback import RollbackOptions, rollback_migration
+from favmigrate.runner import OnEvent
 from favmigrate.sample import SEED_SQL_FILE, expected_rejects, load_sample, sample_writes, seed_sql
 from favmigrate.sandbox import Server, disposable_postgres
 from favmigrate.script import dry_run_script

@@ -37,7 +37,6 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from favmigrate.apply import ApplyOptions, Event, EventKind, OnEvent, StepRunner, session_statements
 from favmigrate.backfill import _relation_pages, _rows_per_page
 from favmigrate.catalog import Snapshot, read_snapshot, require_tables
 from favmigrate.checks import is_present
@@ -57,6 +56,7 @@ from favmigrate.history import HISTORY_SCHEMA, create_tool_tables, ensure_histor
 from favmigrate.ops import Step, down_steps, extra_constraints
 from favmigrate.planner import PlannedStep
 from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult, plural
+from favmigrate.runner import Event, EventKind, OnEvent, RunnerOptions, StepRunner, session_statements
 from favmigrate.spec import ColumnSpec, LockKind, MigrationSpec, ObjectKind, Target, as_text
 from favmigrate.verify import checks_for
 
@@ -89,9 +89,9 @@ class RollbackOptions:
     discard_data: bool = False
     dry_run: bool = False
 
-    def runner_options(self) -> ApplyOptions:
+    def runner_options(self) -> RunnerOptions:
         """The StepRunner's options: the same timeouts, retries and run-lock wait."""
-        return ApplyOptions(limits=self.limits, batch_size=self.batch_size)
+        return RunnerOptions(limits=self.limits, batch_size=self.batch_size)
 
 
 # ---------------------------------------------------------------- what each key holds (pure)

@@ -371,7 +371,8 @@ def test_an_interrupted_final_analyze_is_run_by_the_next_apply(db_dsn):
 
 
 def test_a_concurrent_build_waiting_for_an_older_transaction_names_it_while_it_waits(db_dsn):
-    from favmigrate.apply import ApplyOptions, EventKind, apply_migration
+    from favmigrate.apply import ApplyOptions, apply_migration
+    from favmigrate.runner import EventKind
     from favmigrate.spec import Target, load_spec
 
     # a REPEATABLE READ snapshot taken on another table: every concurrent build waits for it to end

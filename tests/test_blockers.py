@@ -10,8 +10,9 @@ import psycopg
 import pytest
 
 from clihelp import cli
-from favmigrate.apply import ApplyOptions, Event, apply_migration
+from favmigrate.apply import ApplyOptions, apply_migration
 from favmigrate.db import mask_query
+from favmigrate.runner import Event
 from favmigrate.spec import Target, load_spec
 
 SECRET = "Hunter2-secret"

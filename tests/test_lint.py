@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from favmigrate.apply import session_statements
 from favmigrate.db import SessionLimits
 from favmigrate.errors import UsageError
 from favmigrate.lint import RULES, LintOptions, Source, lint, select_rules
 from favmigrate.ops import converge_steps, migration_steps
 from favmigrate.resources import sql_dir
+from favmigrate.runner import session_statements
 from favmigrate.spec import Target, as_text, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent

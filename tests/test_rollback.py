@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from clihelp import cli
-from favmigrate.apply import EventKind, apply_migration
+from favmigrate.apply import apply_migration
 from favmigrate.backfill import BackfillOptions, backfill
 from favmigrate.db import SessionLimits, advisory_key
 from favmigrate.ops import step_named
@@ -42,6 +42,7 @@ from favmigrate.rollback import (
     track_statements,
     values_to_preserve,
 )
+from favmigrate.runner import EventKind
 from favmigrate.spec import Target, as_text, load_spec
 
 SPEC = load_spec()

@@ -20,8 +20,8 @@ from test_orders_spec import load_cases, orders
 from test_rollback import app_writes as phase4_app_writes
 
 from clihelp import cli
-from favmigrate.apply import EventKind
 from favmigrate.rollback import RollbackOptions, change_log_present, rollback_migration
+from favmigrate.runner import EventKind
 from favmigrate.spec import Target, load_spec
 
 pytestmark = pytest.mark.db
