@@ -7,7 +7,7 @@ builds text, for any number of columns of any supported type. The templates are 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -81,6 +81,18 @@ def reject_reasons(columns: tuple[BackfillColumn, ...]) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- per-column names inside the statement
+
+JSONB_BUILD_PAIRS = 50  # jsonb_build_object takes at most 100 arguments (FUNC_MAX_ARGS)
+
+
+def jsonb_object(pairs: Sequence[tuple[sql.Composable, sql.Composable]]) -> sql.Composable:
+    """A jsonb object of any number of (key, value) pairs: jsonb_build_object calls of at most 50 pairs, joined
+    by ``||`` (a single call when the pairs fit in one). Pure."""
+    calls = [sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
+        sql.SQL("{}, {}").format(key, value) for key, value in pairs[start:start + JSONB_BUILD_PAIRS]))
+        for start in range(0, max(len(pairs), 1), JSONB_BUILD_PAIRS)]
+    return calls[0] if len(calls) == 1 else sql.SQL("({})").format(sql.SQL(" || ").join(calls))
+
 
 
 def _name(i: int, part: str) -> sql.Identifier:
@@ -222,12 +234,11 @@ def batch_template(target: Target, columns: tuple[BackfillColumn, ...], *, class
                    dry_run: bool) -> sql.Composed:
     """The whole statement of one batch (sql/backfill_batch.sql, or sql/backfill_dry_run.sql)."""
     if dry_run:
-        counts = _each(columns, lambda i, c: sql.SQL(
-            "{name}, (SELECT count(*) FROM decided WHERE {action} = 'update')").format(
-            name=sql.Literal(c.name), action=_name(i, "action")), ", ")
+        counts = jsonb_object([(sql.Literal(c.name), sql.SQL("(SELECT count(*) FROM decided WHERE {} = 'update')")
+                                .format(_name(i, "action"))) for i, c in enumerate(columns)])
     else:
-        counts = _each(columns, lambda i, c: sql.SQL("{name}, (SELECT count(*) FROM updated WHERE {flag})").format(
-            name=sql.Literal(c.name), flag=_name(i, "updated")), ", ")
+        counts = jsonb_object([(sql.Literal(c.name), sql.SQL("(SELECT count(*) FROM updated WHERE {})")
+                                .format(_name(i, "updated"))) for i, c in enumerate(columns)])
     flags = _each(columns, lambda i, c: sql.SQL("d.{action} = 'update' AS {flag}").format(
         action=_name(i, "action"), flag=_name(i, "updated")), ",\n              ")
     template = read_sql("backfill_dry_run.sql" if dry_run else "backfill_batch.sql")

@@ -38,6 +38,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from favmigrate.backfill import _relation_pages, _rows_per_page
+from favmigrate.backfill_sql import jsonb_object
 from favmigrate.catalog import Snapshot, read_snapshot, require_tables
 from favmigrate.checks import is_present
 from favmigrate.coltypes import legacy_value
@@ -582,7 +583,7 @@ def settled_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sq
     the column's default. Writes."""
     meta = sql.Identifier(target.spec.metadata_column)
     flags: list[sql.Composable] = []
-    patch: list[sql.Composable] = []
+    patch: list[tuple[sql.Composable, sql.Composable]] = []
     counts: list[sql.Composable] = []
     for n, column in enumerate(columns):
         legacy = _legacy(target, column)
@@ -595,19 +596,19 @@ def settled_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sq
             json=column.rules.write_back(_value(column)), value=value, at_default=at_default,
             default=sql.SQL("FALSE") if column.default is None else column.rules.same(
                 column.rules.literal(str(column.default)), _value(column))))
-        patch += [sql.Literal(column.legacy_key), sql.SQL("CASE WHEN s.{} THEN s.{} END").format(missing, value)]
+        patch.append((sql.Literal(column.legacy_key), sql.SQL("CASE WHEN s.{} THEN s.{} END").format(missing, value)))
         counts.append(sql.SQL("count(*) FILTER (WHERE {m}), count(*) FILTER (WHERE {p}), "
                               "count(*) FILTER (WHERE {m} AND {d})").format(m=missing, p=present, d=at_default))
     return sql.SQL(
         "WITH settled AS (SELECT t.ctid AS row_ctid, {flags} FROM {table} AS t "
         "WHERE {in_pass} AND {holds} AND {settled} FOR NO KEY UPDATE OF t), "
         "written AS (UPDATE {table} AS t SET {meta} = coalesce(t.{meta}, '{{}}'::jsonb) "
-        "|| jsonb_strip_nulls(jsonb_build_object({patch})) "
+        "|| jsonb_strip_nulls({patch}) "
         "FROM settled AS s WHERE t.ctid = s.row_ctid AND ({any_missing}) RETURNING 1) "
         "SELECT count(*), (SELECT count(*) FROM written), {counts} FROM settled"
     ).format(flags=sql.SQL(", ").join(flags), table=target.table, in_pass=_IN_PASS_RANGE,
              holds=holds_values_condition(columns), settled=_settled(target, columns), meta=meta,
-             patch=sql.SQL(", ").join(patch), any_missing=sql.SQL(" OR ").join(
+             patch=jsonb_object(patch), any_missing=sql.SQL(" OR ").join(
                  sql.SQL("s.{}").format(sql.Identifier(f"missing_{n}")) for n in range(len(columns))),
              counts=sql.SQL(", ").join(counts))
 
@@ -637,7 +638,7 @@ def write_back_statement(target: Target, columns: Sequence[ColumnSpec], *, prefe
     meta = sql.SQL("t.{}").format(sql.Identifier(spec.metadata_column))
     pk = sql.SQL("t.{}").format(sql.Identifier(spec.primary_key))
     others = [sql.SQL("t.{} IS NOT NULL").format(sql.Identifier(c.name)) for c in columns if c.default is None]
-    members: list[sql.Composable] = []
+    members: list[tuple[sql.Composable, sql.Composable]] = []
     readings: list[sql.Composable] = []
     for index, column in enumerate(columns):
         rules, value = column.rules, sql.SQL("t.{}").format(sql.Identifier(column.name))
@@ -657,8 +658,8 @@ def write_back_statement(target: Target, columns: Sequence[ColumnSpec], *, prefe
             replaced = sql.SQL("{} OR {} AND EXISTS (SELECT 1 FROM taken AS e WHERE e.row_id = {} AND {})").format(
                 replaced, conflict, pk, rules.same(read, sql.SQL("e.{}").format(sql.Identifier(column.name))))
         wanted.append(sql.SQL("({})").format(replaced))
-        members += [sql.Literal(column.legacy_key), sql.SQL("CASE WHEN {} THEN {} END").format(
-            sql.SQL(" AND ").join(wanted), rules.write_back(value))]
+        members.append((sql.Literal(column.legacy_key), sql.SQL("CASE WHEN {} THEN {} END").format(
+            sql.SQL(" AND ").join(wanted), rules.write_back(value))))
     rows_logged: sql.Composable = sql.SQL("")
     taken: sql.Composable = sql.SQL("")
     if logged:
@@ -668,12 +669,12 @@ def write_back_statement(target: Target, columns: Sequence[ColumnSpec], *, prefe
     # jsonb_build_object keeps a key whose value is NULL; the written values are scalars, never JSON null
     return sql.SQL(
         "{taken}UPDATE {table} AS u SET {column} = coalesce({updated}, '{{}}'::jsonb) || p.patch "
-        "FROM (SELECT {pk} AS row_key, jsonb_strip_nulls(jsonb_build_object({members})) AS patch "
+        "FROM (SELECT {pk} AS row_key, jsonb_strip_nulls({members}) AS patch "
         "FROM {table} AS t {readings} WHERE {logged}{holds}) AS p "
         "WHERE u.{pk_name} = p.row_key AND p.patch <> '{{}}'::jsonb "
         "AND ({updated} IS NULL OR jsonb_typeof({updated}) = 'object')"
     ).format(taken=taken, table=target.table, column=sql.Identifier(spec.metadata_column), updated=updated, pk=pk,
-             members=sql.SQL(", ").join(members), readings=sql.SQL(" ").join(readings), logged=rows_logged,
+             members=jsonb_object(members), readings=sql.SQL(" ").join(readings), logged=rows_logged,
              holds=holds_values_condition(columns), pk_name=sql.Identifier(spec.primary_key))
 
 

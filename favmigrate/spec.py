@@ -32,6 +32,9 @@ from favmigrate.resources import verify_dir
 DEFAULT_SCHEMA = "public"
 SPEC_FILE = "migration.toml"
 QUERIES_FOLDER = "queries"
+# backfill's widest intermediate result carries 7 columns per spec column, and PostgreSQL allows 1664 result
+# columns (MaxTupleAttributeNumber): 237 columns fit; 200 leaves room for the unique checks' columns
+MAX_COLUMNS = 200
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: longer names are silently truncated
 
 
@@ -687,6 +690,9 @@ def parse_spec(text: str, *, folder: Traversable | None = None, source: str = SP
     column_tables = top.tables("columns")
     if not column_tables:
         raise SpecError("columns: a migration needs at least one [[columns]] table")
+    if len(column_tables) > MAX_COLUMNS:
+        raise SpecError(f"columns: {len(column_tables)} [[columns]] tables; a migration takes at most {MAX_COLUMNS} "
+                        "(backfill's statements would exceed PostgreSQL's 1664 result columns): split it in two")
     columns = tuple(_column(fields, table) for fields in column_tables)
     own = {primary_key, metadata_column, *existing}
     for number, column in enumerate(columns):

@@ -27,7 +27,7 @@ SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS
            'in_range', (SELECT count(*) FROM seen),
            'last', {last_key},
            'candidates', (SELECT count(*) FROM decided),
-           'updated', jsonb_build_object({updated_counts}),
+           'updated', {updated_counts},
            'rows_updated', (SELECT count(*) FROM updated),
            -- candidates another transaction held locked (SKIP LOCKED): retried at the end of the run
            'skipped', (SELECT coalesce(jsonb_agg(s.row_id::text), '[]'::jsonb) FROM seen AS s

@@ -8,7 +8,7 @@ SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS
            'in_range', (SELECT count(*) FROM seen),
            'last', {last_key},
            'candidates', (SELECT count(*) FROM decided),
-           'updated', jsonb_build_object({updated_counts}),
+           'updated', {updated_counts},
            'rows_updated', (SELECT count(*) FROM decided AS d WHERE 'update' IN ({actions})),
            'rejected', coalesce((SELECT jsonb_object_agg(x.reason, x.n)
                                  FROM (SELECT reason, count(*) AS n FROM rejects GROUP BY reason) AS x),
