@@ -36,6 +36,7 @@ from favmigrate.results import CheckResult, CheckStatus, plural
 from favmigrate.spec import ColumnSpec, ForeignKeySpec, OnDelete, Target
 
 FOREIGN_KEY_VIOLATION = "23503"
+RESTRICT_VIOLATION = "23001"  # how PostgreSQL 18 reports an ON DELETE RESTRICT refusal (23503 before)
 SMOKE_LOCK_TIMEOUT = "5s"  # a scenario waiting longer for a row lock fails instead of queueing writers
 READ_BACK_TIMESTAMP = dt.datetime(2025, 11, 2, 1, 0, tzinfo=dt.UTC)  # the seed's example
 PASS, FAIL, SKIP = CheckStatus.PASS, CheckStatus.FAIL, CheckStatus.SKIP
@@ -285,7 +286,10 @@ def _on_delete(scenario: _Scenario, fk: ForeignKeySpec, referenced_key: Any) -> 
         ref=target.qualified(fk.referenced_table), ref_col=sql.Identifier(fk.referenced_column)), (referenced_key,))
     action = fk.on_delete
     if action in (OnDelete.NO_ACTION, OnDelete.RESTRICT):
-        ok, expected = state == FOREIGN_KEY_VIOLATION, f"delete refused (SQLSTATE {FOREIGN_KEY_VIOLATION})"
+        refusals = (FOREIGN_KEY_VIOLATION,)
+        if action is OnDelete.RESTRICT:
+            refusals += (RESTRICT_VIOLATION,)
+        ok, expected = state in refusals, f"delete refused (SQLSTATE {' or '.join(refusals)})"
         actual = "deleted" if state is None else f"SQLSTATE {state}"
     elif state is not None:
         ok, expected, actual = False, f"ON DELETE {action.value}", f"delete refused: SQLSTATE {state}"
