@@ -286,7 +286,7 @@ def _on_delete(scenario: _Scenario, fk: ForeignKeySpec, referenced_key: Any) -> 
         ref=target.qualified(fk.referenced_table), ref_col=sql.Identifier(fk.referenced_column)), (referenced_key,))
     action = fk.on_delete
     if action in (OnDelete.NO_ACTION, OnDelete.RESTRICT):
-        refusals = (FOREIGN_KEY_VIOLATION,)
+        refusals: tuple[str, ...] = (FOREIGN_KEY_VIOLATION,)
         if action is OnDelete.RESTRICT:
             refusals += (RESTRICT_VIOLATION,)
         ok, expected = state in refusals, f"delete refused (SQLSTATE {' or '.join(refusals)})"
