@@ -156,15 +156,24 @@ def _describe_connect_error(exc: psycopg.Error, dsn: str) -> tuple[str, str]:
             "check the host and port, and that the server accepts connections from here")
 
 
-def connect(dsn: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S) -> psycopg.Connection[Any]:
+def connect(dsn: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S,
+            startup_settings: dict[str, str] | None = None) -> psycopg.Connection[Any]:
     """Open an autocommit connection tagged application_name=favmigrate.
 
-    Raises ConnectionFailed with one redacted line for a bad DSN, login, host or database.
+    ``startup_settings`` travel in the startup packet (libpq's ``options``, after any the DSN carries), so
+    they are in force before the first query: a role's 1 ms statement_timeout cannot cancel the very
+    statement that would lift it. Raises ConnectionFailed with one redacted line for a bad DSN, login,
+    host or database.
     """
     try:
-        dsn_params(dsn)
+        params = dsn_params(dsn)
+        extra: dict[str, Any] = {}
+        if startup_settings:
+            # a -c value escapes spaces and backslashes with a backslash (libpq's options syntax)
+            switches = [f"-c {name}={_escape_option(value)}" for name, value in startup_settings.items()]
+            extra["options"] = " ".join(filter(None, [params.get("options", ""), *switches]))
         return psycopg.connect(
-            dsn, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=connect_timeout
+            dsn, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=connect_timeout, **extra
         )
     except psycopg.Error as exc:
         message, hint = _describe_connect_error(exc, dsn)
@@ -194,16 +203,23 @@ def open_session(
         )
     if pooled:
         warn("connected through a transaction pooler: fine for read-only commands, never for changes")
-    conn = connect(resolved, connect_timeout=connect_timeout)
+    # behind a transaction pooler session settings would leak to other clients (and may be refused)
+    startup = None if pooled else {"statement_timeout": ms(statement_timeout_s)}
+    conn = connect(resolved, connect_timeout=connect_timeout, startup_settings=startup)
     try:
-        if not pooled:
-            set_session(conn, statement_timeout=ms(statement_timeout_s))
         if writes:
             refuse_read_only(conn)
             ensure_pinned_session(conn)
         yield conn
     finally:
         conn.close()
+
+
+WATCH_STATEMENT_TIMEOUT = "10s"
+
+
+def _escape_option(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(" ", "\\ ")
 
 
 def refuse_read_only(conn: psycopg.Connection[Any]) -> None:
@@ -512,7 +528,8 @@ class BlockerWatch:
             reported = 0.0
             try:
                 if self._conn is None:
-                    self._conn = connect(self._dsn)
+                    # its own bound, not the role's: a role's 1 ms statement_timeout would blind it
+                    self._conn = connect(self._dsn, startup_settings={"statement_timeout": WATCH_STATEMENT_TIMEOUT})
                 while not stop.wait(interval_s):
                     found = blocking_sessions(self._conn, pid)
                     if found:

@@ -73,3 +73,16 @@ def test_a_tiny_statement_timeout_is_a_limit(applied_dsn):
         holder.execute("LOCK TABLE session_requests IN ACCESS EXCLUSIVE MODE")
         result = cli("plan", "--dsn", applied_dsn, "--statement-timeout", "0.0001")
     assert result.exit_code == 2 and "statement timeout" in result.stderr
+
+
+def test_the_session_timeout_travels_in_the_startup_packet_beside_the_dsns_own_options(applied_dsn):
+    """A role's statement_timeout must not even reach the statement that would lift it: the tool's own is
+    set before the first query, and options the DSN already carries are kept."""
+    from favmigrate.db import open_session
+
+    dsn = f"{applied_dsn} options='-c work_mem=7MB'"
+    with open_session(dsn, writes=False, statement_timeout_s=2.5) as conn:
+        settings = conn.execute(
+            "SELECT current_setting('statement_timeout'), current_setting('work_mem'), source "
+            "FROM pg_settings WHERE name = 'statement_timeout'").fetchone()
+    assert settings == ("2500ms", "7MB", "client")
