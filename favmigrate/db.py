@@ -588,6 +588,9 @@ def with_lock_retries(
     """
     set_session(conn, lock_timeout=ms(policy.lock_timeout_s))
     pid = conn.info.backend_pid
+    # the watch polls from another thread: a short attempt on a loaded machine can end before its first
+    # poll, so the blockers seen by an earlier attempt are kept until a later one sees any
+    seen: list[dict[str, Any]] = []
     for attempt in range(policy.retries + 1):
         try:
             if watch is None:
@@ -595,7 +598,7 @@ def with_lock_retries(
             with watch.watching(pid):
                 return action(), attempt
         except pg_errors.LockNotAvailable:
-            blockers = watch.last if watch else []
+            blockers = seen = (watch.last if watch else []) or seen
             if attempt == policy.retries:
                 raise LockHeld(
                     f"could not take the lock for {what} within {policy.lock_timeout_s:g}s after "
