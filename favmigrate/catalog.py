@@ -11,8 +11,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from favmigrate.changelog import CHANGE_LOG_TRIGGER, change_log_name
 from favmigrate.db import rows, scalar
 from favmigrate.errors import PreflightFailed
+from favmigrate.history import HISTORY_SCHEMA
 from favmigrate.spec import Target
 
 
@@ -75,6 +77,8 @@ class Snapshot:
     current_user: str = ""
     can_alter_table: bool = False
     estimated_rows: int = 0
+    # a rollback's change-log trigger on the table, or its log: a rollback is running, or one stopped early
+    change_log: bool = False
 
 
 def require_tables(snapshot: Snapshot, target: Target) -> None:
@@ -160,6 +164,13 @@ _REFERENCED_KEY = sql.SQL(
 )
 
 
+# from the catalogs, not to_regclass(): a role without USAGE on the tool's schema can read them
+_CHANGE_LOG = sql.SQL(
+    "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s AND tgname = %s) "
+    "OR EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relname = %s)")
+
+
 def read_snapshot(conn: psycopg.Connection[Any], target: Target) -> Snapshot:
     """Read columns, constraints, indexes and the referenced key of the migration's tables. Read-only."""
     spec = target.spec
@@ -222,6 +233,7 @@ def read_snapshot(conn: psycopg.Connection[Any], target: Target) -> Snapshot:
         current_user=user,
         can_alter_table=table[0]["can_alter"],
         estimated_rows=table[0]["estimated_rows"],
+        change_log=bool(scalar(conn, _CHANGE_LOG, (oid, CHANGE_LOG_TRIGGER, HISTORY_SCHEMA, change_log_name(target)))),
     )
 
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 
 from favmigrate.catalog import IndexInfo, Snapshot
+from favmigrate.changelog import CHANGE_LOG
 from favmigrate.datastats import DataStats
 from favmigrate.results import CheckResult, CheckStatus, plural
 from favmigrate.spec import (
@@ -236,6 +237,17 @@ def _table_checks(spec: MigrationSpec, snapshot: Snapshot, schema: str) -> Itera
         )
 
 
+def _change_log_check(spec: MigrationSpec, snapshot: Snapshot, schema: str, remedy: str) -> CheckResult:
+    """A rollback's change log left on the table: its trigger records the id of every row the application
+    writes, for as long as it stays."""
+    if not snapshot.change_log:
+        return _result(CHANGE_LOG.check(Aspect.ABSENT), PASS, "absent", "absent")
+    return _result(CHANGE_LOG.check(Aspect.ABSENT), FAIL, "absent", "present",
+                   f"the change log of a rollback that did not finish is on {schema}.{spec.table}: trigger "
+                   f"{CHANGE_LOG.name} records the id of every row the application writes",
+                   f"{remedy} (unless a rollback is running now)")
+
+
 def check_applied(
     spec: MigrationSpec, snapshot: Snapshot, data: DataStats | None = None, schema: str = "public"
 ) -> tuple[CheckResult, ...]:
@@ -243,6 +255,8 @@ def check_applied(
     results = list(_table_checks(spec, snapshot, schema))
     if not snapshot.table_exists:
         return tuple(results)
+    results.append(_change_log_check(spec, snapshot, schema, "`favmigrate apply` removes it, or `favmigrate "
+                                     "rollback` finishes the rollback"))
     for column in spec.columns:
         results.extend(_column_checks(column, snapshot))
     for fk in spec.foreign_keys:
@@ -265,6 +279,7 @@ def check_absent(spec: MigrationSpec, snapshot: Snapshot, schema: str = "public"
             obj.check(Aspect.ABSENT), FAIL if present else PASS, "absent", "present" if present else "absent",
             f"{obj} still exists" if present else "",
         ))
+    results.append(_change_log_check(spec, snapshot, schema, "`favmigrate rollback` removes it"))
     return tuple(results)
 
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from favmigrate.catalog import Snapshot
+from favmigrate.changelog import CHANGE_LOG, untrack_statements
 from favmigrate.checks import check_applied, failing, index_matches
 from favmigrate.ops import NotNullStage, Op, Step, converge_steps, drop_index, finalize_steps, migration_steps
 from favmigrate.results import CheckResult
-from favmigrate.spec import Aspect, Target, as_text
+from favmigrate.spec import Aspect, LockKind, Target, as_text
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,12 @@ def _not_null_plan(steps: tuple[Step, ...], snapshot: Snapshot, checks: tuple[Ch
     return planned
 
 
+def remove_change_log_step(target: Target) -> Step:
+    """apply's step removing the change log a stopped rollback left (its trigger, function and table)."""
+    return Step(name="remove-rollback-change-log", lock=LockKind.BRIEF,
+                ops=(Op(up=tuple(untrack_statements(target)), satisfies=(CHANGE_LOG.check(Aspect.ABSENT),)),))
+
+
 def plan_apply(target: Target, snapshot: Snapshot, *, replace: bool = False) -> list[PlannedStep]:
     """The steps apply would run against this snapshot, in order, with their SQL. Pure."""
     checks = check_applied(target.spec, snapshot, schema=target.schema)
@@ -109,7 +116,10 @@ def plan_apply(target: Target, snapshot: Snapshot, *, replace: bool = False) -> 
     # the convergence runs right after the columns exist (they already do when it is needed)
     converge = _not_null_plan(converge_steps(target), snapshot, checks)
     position = 1 if planned and planned[0].step.name == "add-columns" else 0
-    return planned[:position] + converge + planned[position:]
+    # first: until it goes, the trigger logs every write, and the migration's own steps would log theirs
+    cleanup = remove_change_log_step(target)
+    leftover = [_planned(cleanup, failing(checks, cleanup.satisfies), cleanup.ops)] if snapshot.change_log else []
+    return leftover + planned[:position] + converge + planned[position:]
 
 
 def plan_finalize(target: Target, snapshot: Snapshot) -> list[PlannedStep]:

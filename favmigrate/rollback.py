@@ -40,12 +40,18 @@ from psycopg.types.json import Jsonb
 from favmigrate.backfill import _relation_pages, _rows_per_page
 from favmigrate.backfill_sql import jsonb_object
 from favmigrate.catalog import Snapshot, read_snapshot, require_tables
+from favmigrate.changelog import (
+    CHANGE_LOG_TRIGGER,
+    OWN_WRITES_SETTING,
+    change_log_table,
+    track_statements,
+    untrack_statements,
+)
 from favmigrate.checks import is_present
 from favmigrate.coltypes import legacy_value
 from favmigrate.db import (
     RetryPolicy,
     SessionLimits,
-    advisory_key,
     rows,
     run_lock,
     scalar,
@@ -64,10 +70,6 @@ from favmigrate.verify import checks_for
 SAMPLE_LIMIT = 20  # conflicts and non-object rows listed in a report (all are counted)
 # The backfill's resumable state (favmigrate/backfill.py): one row per migration and target schema in each.
 BACKFILL_STATE_TABLES = ("backfill_checkpoint", "backfill_rejects")
-# The trigger recording the rows the application writes while rollback runs (see the module docstring).
-CHANGE_LOG_TRIGGER = "favmigrate_rollback_changes"
-# Set on rollback's own connection while the trigger exists: its writes into metadata are not logged.
-OWN_WRITES_SETTING = "favmigrate.rollback_writing_back"
 T = TypeVar("T")
 
 # Rollback's own steps, around the spec's down steps. They are not SQL files: the executor runs them.
@@ -679,54 +681,6 @@ def write_back_statement(target: Target, columns: Sequence[ColumnSpec], *, prefe
 
 
 # ---------------------------------------------------------------- the change log (writes made while rollback runs)
-
-
-def change_log_table(target: Target) -> sql.Identifier:
-    """The log of rows written while rollback runs, in the tool's schema; one per target (and its function)."""
-    suffix = f"{advisory_key(target.lock_name) & 0xFFFFFFFF:08x}"
-    return sql.Identifier(HISTORY_SCHEMA, f"rollback_changes_{suffix}")
-
-
-def track_statements(target: Target, columns: Sequence[ColumnSpec]) -> list[sql.Composed]:
-    """Create the change log, its trigger function and the trigger, in this order (one transaction).
-
-    The log holds the row's key and, for an UPDATE, the columns' values before it (a later pass tells
-    metadata still holding such an earlier value, which an earlier pass wrote, from a real conflict). It is
-    UNLOGGED: it only lives while rollback runs; a crash empties it, and the re-run starts with a full pass
-    anyway. The function is SECURITY DEFINER so the application's role needs no privilege on the tool's
-    schema; every INSERT and UPDATE fires it but rollback's own metadata writes (its connection sets
-    OWN_WRITES_SETTING).
-    """
-    log = change_log_table(target)
-    pk = sql.Identifier(target.spec.primary_key)
-    names = [sql.Identifier(c.name) for c in columns]
-    body = sql.SQL(
-        "BEGIN IF TG_OP = 'UPDATE' THEN INSERT INTO {log} (row_id, {names}) VALUES (NEW.{pk}, {old}); "
-        "ELSE INSERT INTO {log} (row_id) VALUES (NEW.{pk}); END IF; RETURN NULL; END"
-    ).format(log=log, pk=pk, names=sql.SQL(", ").join(names),
-             old=sql.SQL(", ").join(sql.SQL("OLD.{}").format(n) for n in names))
-    return [
-        sql.SQL("CREATE UNLOGGED TABLE {log} AS SELECT {pk} AS row_id, {names} FROM {table} WITH NO DATA").format(
-            log=log, pk=pk, names=sql.SQL(", ").join(names), table=target.table),
-        sql.SQL("CREATE FUNCTION {log}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-                "SET search_path = pg_catalog AS {body}").format(log=log, body=sql.Literal(as_text(body))),
-        # a trigger fires without EXECUTE, and nobody else has a reason to call it
-        sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(log),
-        # every write but rollback's own: one that only moves a row (a status update) can move it behind the
-        # page-range walk of the first pass
-        sql.SQL("CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE ON {table} FOR EACH ROW "
-                "WHEN (current_setting({setting}, true) IS DISTINCT FROM 'on') EXECUTE FUNCTION {log}()").format(
-            trigger=sql.Identifier(CHANGE_LOG_TRIGGER), table=target.table, log=log,
-            setting=sql.Literal(OWN_WRITES_SETTING)),
-    ]
-
-
-def untrack_statements(target: Target) -> list[sql.Composed]:
-    """Drop the trigger, its function and the change log (what a stopped or crashed run left too)."""
-    log = change_log_table(target)
-    return [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(CHANGE_LOG_TRIGGER), target.table),
-            sql.SQL("DROP FUNCTION IF EXISTS {}()").format(log),
-            sql.SQL("DROP TABLE IF EXISTS {}").format(log)]
 
 
 def take_logged_statement(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composed:

@@ -58,6 +58,7 @@ class ObjectKind(StrEnum):
     CONSTRAINT = "constraint"
     INDEX = "index"
     DATA = "data"
+    TRIGGER = "trigger"  # only the change log a stopped rollback left: never the migration's
 
 
 class Aspect(StrEnum):
