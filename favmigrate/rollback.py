@@ -121,8 +121,9 @@ class ColumnValue:
 
     @property
     def decoded(self) -> Any:
-        """The canonical JSON as a Python value (for reports)."""
-        return json.loads(self.json)
+        """The canonical JSON as a Python value (for reports); a numeric as its text, with the column's scale
+        (a float would show 1234567.10 as 1234567.1, and lose digits past 15)."""
+        return json.loads(self.json, parse_float=str)
 
 
 def values_to_preserve(spec: MigrationSpec, row: Mapping[str, ColumnValue | None]) -> dict[str, ColumnValue]:

@@ -392,3 +392,17 @@ def test_data_checks_per_column_name_each_broken_value(orders_dsn):
         "data:channel:range": ("fail", "at most 8 characters; one of web, store, phone", "2 rows outside"),
     }
     assert checks["data:warehouse_id:orphans"]["message"] == "2 rows reference a missing warehouses row"
+
+
+def test_a_conflicting_numeric_is_shown_exactly_with_its_scale(orders_dsn):
+    dsn = ("--dsn", orders_dsn)
+    assert orders("apply", *dsn, "-q").exit_code == 0
+    fill_columns(orders_dsn)
+    with psycopg.connect(orders_dsn, autocommit=True) as conn:
+        row = conn.execute("UPDATE orders SET total = 1234567.10, data = data || '{\"total\": \"3.00\"}' "
+                           "WHERE id = (SELECT min(id) FROM orders) RETURNING id").fetchone()[0]
+    result = orders("rollback", *dsn, "--dry-run", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    (conflict,) = result.json()["plan"]["survey"]["conflict_sample"]
+    assert (conflict["row"], conflict["key"], conflict["metadata_json"]) == (str(row), "total", '"3.00"')
+    assert conflict["column_value"] == "1234567.10", "never a float: 1234567.1"
