@@ -1049,6 +1049,8 @@ def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, backfi
     columns = [c for c in spec.columns if c.name in snapshot.columns]
     preserve = bool(columns) and not discard_data
     untrack = tuple(as_text(s) for s in untrack_statements(target))
+    # the script's own write-back, like rollback's, is not logged by the trigger (for its transaction only)
+    own_writes = as_text(sql.SQL("SELECT set_config({}, 'on', true)").format(sql.Literal(OWN_WRITES_SETTING)))
     planned: list[PlannedStep] = []
     if preserve:
         planned.append(PlannedStep(TRACK, "record the rows the application writes from now on, so that no write is "
@@ -1056,8 +1058,8 @@ def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, backfi
                                    untrack + tuple(as_text(s) for s in track_statements(target, columns))))
         planned.append(PlannedStep(PRESERVE, "write the column values back under the legacy metadata keys",
                                    _preserve_sql(target, columns),
-                                   script=(as_text(write_back_statement(target, columns,
-                                                                        prefer_columns=prefer_columns)),)))
+                                   script=(own_writes, as_text(write_back_statement(
+                                       target, columns, prefer_columns=prefer_columns)))))
     elif change_log:
         planned.append(PlannedStep(TRACK, "drop the change log an earlier run left", untrack, down=True))
     leftovers = _leftover_checks(spec, snapshot)
@@ -1069,7 +1071,7 @@ def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, backfi
         logged_pass = as_text(write_back_statement(target, columns, prefer_columns=prefer_columns, logged=True))
         if final and preserve:
             planned.append(PlannedStep(PRESERVE_LATE, "values written since the first pass (the logged rows)",
-                                       _preserve_sql(target, columns, logged=True), script=(logged_pass,)))
+                                       _preserve_sql(target, columns, logged=True), script=(own_writes, logged_pass)))
         reason = "drop " + ", ".join(objects)
         if final and leftovers:
             reason += "".join(f" (constraint {name} goes with its column)" for name in leftovers)
@@ -1078,7 +1080,7 @@ def plan_steps(target: Target, snapshot: Snapshot, *, discard_data: bool, backfi
         if final and preserve:
             reason += ", in one transaction under the table's lock with the values logged since the last pass"
             lock = as_text(_lock_table_statement(target))
-            script = (lock, logged_pass, *untrack, *statements)
+            script = (lock, own_writes, logged_pass, *untrack, *statements)
             statements = (lock, *_preserve_sql(target, columns, logged=True), *untrack, *statements)
         planned.append(PlannedStep(step, reason, statements, down=True, script=script))
     if backfill_state:

@@ -15,11 +15,13 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import fresh_database
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from test_orders_spec import load_cases, orders
 from test_rollback import app_writes as phase4_app_writes
 
 from clihelp import cli
+from favmigrate.changelog import change_log_table
 from favmigrate.rollback import RollbackOptions, change_log_present, rollback_migration
 from favmigrate.runner import EventKind
 from favmigrate.spec import Target, load_spec
@@ -114,6 +116,18 @@ def test_the_script_writes_every_value_back_as_rollback_does(applied, clone, tmp
     assert changed_rows(before, applied) == real.json()["preservation"]["rows_written"]
     with psycopg.connect(applied, autocommit=True) as conn:
         assert not change_log_present(conn, Target(SPEC)), "the script removes its trigger and change log"
+
+
+def test_the_scripts_own_write_back_is_not_logged(applied, tmp_path):
+    script = cli("rollback", "--dsn", applied, "--dry-run", "--format", "sql").stdout
+    first, _ = split_before(script, "index-priority-timeout")
+    done = psql(applied, first, tmp_path)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(applied) as conn:
+        written = conn.execute("SELECT count(*) FROM session_requests WHERE metadata ? 'priority_window_minutes'")
+        assert written.fetchone()[0] > 0
+        log = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(change_log_table(Target(SPEC))))
+        assert log.fetchone()[0] == 0, "only the application's writes are logged"
 
 
 def split_before(script: str, step: str) -> tuple[str, str]:
