@@ -48,7 +48,6 @@ from favmigrate.changelog import (
     untrack_statements,
 )
 from favmigrate.checks import is_present
-from favmigrate.coltypes import legacy_value
 from favmigrate.db import (
     RetryPolicy,
     SessionLimits,
@@ -638,38 +637,29 @@ def write_back_statement(target: Target, columns: Sequence[ColumnSpec], *, prefe
     entries in the same statement.
     """
     spec = target.spec
-    meta = sql.SQL("t.{}").format(sql.Identifier(spec.metadata_column))
     pk = sql.SQL("t.{}").format(sql.Identifier(spec.primary_key))
-    others = [sql.SQL("t.{} IS NOT NULL").format(sql.Identifier(c.name)) for c in columns if c.default is None]
     members: list[tuple[sql.Composable, sql.Composable]] = []
     readings: list[sql.Composable] = []
     for index, column in enumerate(columns):
-        rules, value = column.rules, sql.SQL("t.{}").format(sql.Identifier(column.name))
+        rules, value, legacy = column.rules, _value(column), _legacy(target, column)
         join, read = _legacy_reading(target, column, index)
         readings.append(join)
-        legacy = legacy_value(meta, column.legacy_key)
-        wanted = [sql.SQL("{} IS NOT NULL").format(value)]
-        if column.default is not None:
-            at_default = rules.same(rules.literal(str(column.default)), value)
-            wanted.append(sql.SQL("(NOT {} OR {})").format(at_default, sql.SQL(" OR ").join(others) if others
-                                                           else sql.SQL("FALSE")))
-        replaced: sql.Composable = sql.SQL("{} IS NULL").format(legacy)
+        replaced: sql.Composable = sql.SQL("{legacy} IS NULL OR {legacy} = 'null'::jsonb").format(legacy=legacy)
         conflict = sql.SQL("NOT {}").format(rules.same(read, value))
         if prefer_columns:
             replaced = sql.SQL("{} OR {}").format(replaced, conflict)
         elif logged:
             replaced = sql.SQL("{} OR {} AND EXISTS (SELECT 1 FROM taken AS e WHERE e.row_id = {} AND {})").format(
                 replaced, conflict, pk, rules.same(read, sql.SQL("e.{}").format(sql.Identifier(column.name))))
-        wanted.append(sql.SQL("({})").format(replaced))
-        members.append((sql.Literal(column.legacy_key), sql.SQL("CASE WHEN {} THEN {} END").format(
-            sql.SQL(" AND ").join(wanted), rules.write_back(value))))
+        members.append((sql.Literal(column.legacy_key), sql.SQL("CASE WHEN {} AND ({}) THEN {} END").format(
+            _kept(columns, column), replaced, rules.write_back(value))))
     rows_logged: sql.Composable = sql.SQL("")
     taken: sql.Composable = sql.SQL("")
     if logged:
         taken = sql.SQL("WITH taken AS (DELETE FROM {} RETURNING *) ").format(change_log_table(target))
         rows_logged = sql.SQL("{} IN (SELECT row_id FROM taken) AND ").format(pk)
     updated = sql.SQL("u.{}").format(sql.Identifier(spec.metadata_column))
-    # jsonb_build_object keeps a key whose value is NULL; the written values are scalars, never JSON null
+    # the object keeps a key whose value is NULL; the written values are scalars, never JSON null
     return sql.SQL(
         "{taken}UPDATE {table} AS u SET {column} = coalesce({updated}, '{{}}'::jsonb) || p.patch "
         "FROM (SELECT {pk} AS row_key, jsonb_strip_nulls({members}) AS patch "
