@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from favmigrate.backfill_sql import REJECTS_TABLE, BackfillColumn, backfill_columns
+from favmigrate.catalog import hidden_by_row_security, row_security_warning
 from favmigrate.db import rows, scalar
 from favmigrate.history import HISTORY_SCHEMA, ToolTable, tool_table
 from favmigrate.spec import Target
@@ -84,3 +85,13 @@ def read_data_stats(conn: psycopg.Connection[Any], target: Target) -> DataStats:
         limits={c.name: c.rules.describe_limits() for c in columns if c.rules.limited},
         references={c.name: c.reference.table_name for c in columns if c.reference is not None},
     )
+
+
+def readable_data_stats(conn: psycopg.Connection[Any], target: Target) -> tuple[DataStats | None, tuple[str, ...]]:
+    """The data counts and what the role could not read; no counts when row level security filters the
+    tables (they would be counts of what the role may see, a false pass). Read-only."""
+    hidden = hidden_by_row_security(conn, target)
+    if hidden:
+        return None, (row_security_warning(conn, hidden),)
+    stats = read_data_stats(conn, target)
+    return stats, stats.skipped

@@ -19,12 +19,13 @@ import psycopg
 from psycopg import sql
 
 from favmigrate.catalog import TableColumn, table_columns
+from favmigrate.datastats import readable_data_stats
 from favmigrate.db import SessionLimits, read_only, rows, run_lock, scalar, with_lock_retries
 from favmigrate.errors import ExitCode, PreflightFailed, UsageError
 from favmigrate.history import ensure_history, record_step
 from favmigrate.results import CheckReport, CheckResult, CheckStatus, StepOutcome, StepResult
 from favmigrate.spec import Aspect, FlagSpec, Target
-from favmigrate.verify import readable_data_stats, verify
+from favmigrate.verification import verify_target
 
 ROLLOUT_PREFIXES = ("rollout", "enabled_for")
 
@@ -250,7 +251,7 @@ def change_flag(conn: psycopg.Connection[Any], target: Target, action: FlagActio
         failing: tuple[CheckResult, ...] = ()
         warnings: tuple[str, ...] = ()
         if action is FlagAction.ENABLE:
-            failing, warnings = _blocking_checks(conn, target, verify(conn, target),
+            failing, warnings = _blocking_checks(conn, target, verify_target(conn, target),
                                                  require_backfill=require_backfill)
             if failing and not force:
                 with read_only(conn):

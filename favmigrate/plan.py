@@ -10,12 +10,12 @@ import psycopg
 
 from favmigrate.catalog import read_snapshot, require_tables
 from favmigrate.checks import check_applied, created_objects
+from favmigrate.datastats import readable_data_stats
 from favmigrate.db import read_only
 from favmigrate.errors import ExitCode
 from favmigrate.planner import PlannedStep, plan_apply
 from favmigrate.results import CheckResult
 from favmigrate.spec import Aspect, ObjectId, Target
-from favmigrate.verify import readable_data_stats
 
 
 class ObjectState(StrEnum):

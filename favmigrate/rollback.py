@@ -64,7 +64,7 @@ from favmigrate.planner import PlannedStep
 from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult, plural
 from favmigrate.runner import Event, EventKind, OnEvent, RunnerOptions, StepRunner, session_statements
 from favmigrate.spec import ColumnSpec, LockKind, MigrationSpec, ObjectKind, Target, as_text
-from favmigrate.verify import checks_for
+from favmigrate.verification import checks_for
 
 SAMPLE_LIMIT = 20  # conflicts and non-object rows listed in a report (all are counted)
 # The backfill's resumable state (favmigrate/backfill.py): one row per migration and target schema in each.

@@ -33,7 +33,7 @@ from favmigrate.ops import Step, create_index, drop_index, step_named
 from favmigrate.planner import PlannedStep, plan_finalize
 from favmigrate.results import CheckReport, StepOutcome, StepResult, plural
 from favmigrate.spec import ColumnSpec, LockKind, Target, as_text
-from favmigrate.verify import verify
+from favmigrate.verification import verify_target
 
 DUPLICATES_SHOWN = 5  # duplicate keys named when a unique index cannot be built
 # Not a step of the spec: the last one of every apply that changed something, and of the next apply when
@@ -326,7 +326,7 @@ class NotNullPending(FavmigrateError):
 def verify_after_run(conn: psycopg.Connection[Any], target: Target) -> CheckReport:
     """What `favmigrate verify` reports, data checks and their warnings included. Read-only."""
     set_session(conn, lock_timeout="0", statement_timeout="0")
-    return verify(conn, target)
+    return verify_target(conn, target)
 
 
 def null_counts(conn: psycopg.Connection[Any], target: Target, columns: list[ColumnSpec]) -> dict[str, int]:
