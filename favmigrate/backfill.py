@@ -681,6 +681,7 @@ class _Run:
             return counts
 
         races = 0
+        duplicates = 0
         while True:
             began = time.monotonic()
             try:
@@ -693,6 +694,14 @@ class _Run:
                 if races > self.options.limits.retries:
                     raise
                 time.sleep(self.options.limits.retry_policy.delay(races))
+                continue
+            except pg_errors.UniqueViolation:
+                # the application wrote a unique key between our check and our write: once more, the
+                # classification sees its row and rejects ours as duplicate_value
+                duplicates += 1
+                if duplicates > 1:
+                    raise
+                self.event(BackfillEventKind.RETRY, "a unique key was written concurrently; retrying the batch")
                 continue
             self.longest_batch_s = max(self.longest_batch_s, time.monotonic() - began)
             self.lock_retries += retries
@@ -958,6 +967,9 @@ def backfill(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
             raise
         raise StepFailed(exc.message, hint=f"end or wait for the blocking transactions{saved}",
                          details=exc.details) from None
+    except pg_errors.UniqueViolation as exc:
+        raise StepFailed(f"a backfill batch hit a unique key written concurrently, twice: {_first_line(exc)}",
+                         hint=f"the batch was not written{saved}") from None
     except psycopg.Error as exc:
         raise StepFailed(f"a backfill batch failed: {_first_line(exc)}", hint=f"fix the cause{saved}") from None
 

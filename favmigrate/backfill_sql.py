@@ -15,7 +15,7 @@ from psycopg import sql
 from favmigrate.coltypes import ColumnRules, Reason, legacy_text, legacy_value
 from favmigrate.history import HISTORY_SCHEMA
 from favmigrate.resources import read_sql
-from favmigrate.spec import Target
+from favmigrate.spec import IndexSpec, Target
 
 REJECTS_TABLE = sql.Identifier(HISTORY_SCHEMA, "backfill_rejects")
 CONFLICT = "conflict"
@@ -40,6 +40,7 @@ class BackfillColumn:
     rules: ColumnRules
     fill_default: str | None = None  # a NOT NULL column's default: filled like NULL
     reference: Reference | None = None
+    unique: bool = False  # a member of a unique index of the spec: a value another row holds is rejected
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -53,6 +54,8 @@ class BackfillColumn:
             found.append(Reason.NOT_ALLOWED.value)
         if self.reference is not None:
             found.append(self.reference.unknown)
+        if self.unique:
+            found.append(Reason.DUPLICATE_VALUE.value)
         return tuple(found)
 
     def default_literal(self) -> sql.Composable | None:
@@ -62,13 +65,21 @@ class BackfillColumn:
 def backfill_columns(target: Target) -> tuple[BackfillColumn, ...]:
     """The spec's columns as the backfill fills them, in spec order. Pure."""
     found = []
+    keyed = {name for index in unique_indexes(target) for name in index.columns}
     for column in target.spec.columns:
         fk = column.foreign_key
         reference = None if fk is None else Reference(target.qualified(fk.referenced_table), fk.referenced_column,
                                                       fk.unknown_reason, fk.referenced_table)
         fill_default = column.default_text if not column.nullable else None
-        found.append(BackfillColumn(column.name, column.legacy_key, column.rules, fill_default, reference))
+        found.append(BackfillColumn(column.name, column.legacy_key, column.rules, fill_default, reference,
+                                    column.name in keyed))
     return tuple(found)
+
+
+def unique_indexes(target: Target) -> tuple[IndexSpec, ...]:
+    """The spec's unique indexes on at least one of its columns: the keys backfill must not duplicate. Pure."""
+    promoted = {column.name for column in target.spec.columns}
+    return tuple(index for index in target.spec.indexes if index.unique and promoted.intersection(index.columns))
 
 
 def reject_reasons(columns: tuple[BackfillColumn, ...]) -> tuple[str, ...]:
@@ -184,24 +195,43 @@ def classify(target: Target, columns: tuple[BackfillColumn, ...], *, in_batch: s
             raw=_name(i, "raw"), reason=c.rules.reason(_name(i, "raw"), _name(i, "parsed"), _name(i, "value")),
             unknown=unknown, status=_name(i, "status"))
 
-    def action(i: int, c: BackfillColumn) -> sql.Composable:
+    def decision(i: int, c: BackfillColumn) -> sql.Composable:
         current, value = _name(i, "cur"), _name(i, "value")
         default = c.default_literal()
         empty = sql.SQL("{} IS NULL").format(current) if default is None else \
             sql.SQL("{cur} IS NULL OR {cur} = {default}").format(cur=current, default=default)
         return sql.SQL(
             "CASE WHEN {status} = 'ok' THEN CASE WHEN {cur} = {value} THEN 'same' WHEN {empty} THEN 'update' "
-            "WHEN %(overwrite)s THEN 'update' ELSE 'conflict' END END AS {action}"
-        ).format(status=_name(i, "status"), cur=current, value=value, empty=empty, action=_name(i, "action"))
+            "WHEN %(overwrite)s THEN 'update' ELSE 'conflict' END END"
+        ).format(status=_name(i, "status"), cur=current, value=value, empty=empty)
+
+    uniques = unique_indexes(target)
+    position = {c.name: i for i, c in enumerate(columns)}
+
+    def action(i: int, c: BackfillColumn) -> sql.Composable:
+        decided = decision(i, c)
+        duplicates = [sql.SQL("{}").format(_unique_name(k, "duplicate")) for k, index in enumerate(uniques)
+                      if c.name in index.columns]
+        if duplicates:
+            decided = sql.SQL("CASE WHEN ({dup}) AND {decided} = 'update' THEN {reason} ELSE {decided} END").format(
+                dup=sql.SQL(" OR ").join(duplicates), decided=decided, reason=sql.Literal(Reason.DUPLICATE_VALUE.value))
+        return sql.SQL("{} AS {}").format(decided, _name(i, "action"))
 
     def rejects(i: int, c: BackfillColumn) -> sql.Composable:
+        kept = sql.SQL("IN ('conflict', {})").format(sql.Literal(Reason.DUPLICATE_VALUE.value)) if c.unique \
+            else sql.SQL("= 'conflict'")
         return sql.SQL(
             "UNION ALL\n    SELECT d.row_id, {key},"
-            "\n           CASE WHEN d.{action} = 'conflict' THEN 'conflict' ELSE d.{status} END,"
+            "\n           CASE WHEN d.{action} {kept} THEN d.{action} ELSE d.{status} END,"
             "\n           d.{raw}, CASE WHEN d.{action} = 'conflict' THEN to_jsonb(d.{cur}) END\n"
-            "    FROM decided AS d WHERE d.{status} <> 'ok' OR d.{action} = 'conflict'"
+            "    FROM decided AS d WHERE d.{status} <> 'ok' OR d.{action} {kept}"
         ).format(key=sql.Literal(c.key), action=_name(i, "action"), status=_name(i, "status"), raw=_name(i, "raw"),
-                 cur=_name(i, "cur"))
+                 cur=_name(i, "cur"), kept=kept)
+
+    unique_checks: sql.Composable = sql.SQL("")
+    if uniques:
+        unique_checks = _unique_checks(target, uniques, {name: (i, decision(i, columns[i]))
+                                                         for name, i in position.items()})
 
     return sql.SQL(read_sql("backfill_classify.sql").strip()).format(
         pk=sql.Identifier(spec.primary_key), metadata=sql.Identifier(spec.metadata_column), table=target.table,
@@ -212,8 +242,54 @@ def classify(target: Target, columns: tuple[BackfillColumn, ...], *, in_batch: s
         read_columns=_each(columns, read), parsed_columns=_each(columns, parsed), value_columns=_each(columns, value),
         lookups=sql.SQL("").join(lookups), lookup_joins=sql.SQL("\n    ").join(joins),
         status_columns=_each(columns, status), action_columns=_each(columns, action),
+        unique_checks=unique_checks, decide_from=sql.Identifier("unique_checked" if uniques else "judged"),
         column_rejects=_each(columns, rejects, "\n    "),
     )
+
+
+def _unique_name(k: int, part: str) -> sql.Identifier:
+    return sql.Identifier(f"u{k}_{part}")
+
+
+def _unique_checks(target: Target, uniques: tuple[IndexSpec, ...],
+                   decisions: dict[str, tuple[int, sql.Composable]]) -> sql.Composed:
+    """The CTEs proposed and unique_checked: per unique index k, the key each row would hold after the batch
+    (u<k>_<m>), whether the row writes part of it (u<k>_writes), and u<k>_duplicate: it writes a key with no
+    NULL that another row of the table holds, or that a row of the batch with a lower primary key writes."""
+    keys: list[sql.Composable] = []
+    flags: list[sql.Composable] = []
+    needs_row = False
+    for k, index in enumerate(uniques):
+        writes: list[sql.Composable] = []
+        parts = [_unique_name(k, str(m)) for m in range(len(index.columns))]
+        for part, name in zip(parts, index.columns, strict=True):
+            if name in decisions:
+                i, decided = decisions[name]
+                updates = sql.SQL("({}) = 'update'").format(decided)
+                writes.append(updates)
+                keys.append(sql.SQL("CASE WHEN {updates} THEN j.{value} ELSE j.{cur} END AS {part}").format(
+                    updates=updates, value=_name(i, "value"), cur=_name(i, "cur"), part=part))
+            else:  # a column the table has already: as the row holds it
+                needs_row = True
+                keys.append(sql.SQL("r.{} AS {}").format(sql.Identifier(name), part))
+        keys.append(sql.SQL("({}) AS {}").format(sql.SQL(" OR ").join(writes), _unique_name(k, "writes")))
+        held = sql.SQL(" AND ").join(sql.SQL("o.{} = p.{}").format(sql.Identifier(name), part)
+                                    for part, name in zip(parts, index.columns, strict=True))
+        predicate = sql.SQL("") if index.predicate is None else sql.SQL(" AND ({})").format(sql.SQL(index.predicate))
+        flags.append(sql.SQL(
+            "p.{writes} AND {not_null} AND (row_number() OVER (PARTITION BY p.{writes}, {parts} ORDER BY p.row_id) > 1"
+            "\n               OR EXISTS (SELECT FROM {table} AS o WHERE {held} AND o.ctid <> p.row_ctid{predicate}))"
+            " AS {duplicate}").format(
+            writes=_unique_name(k, "writes"), table=target.table, held=held, predicate=predicate,
+            not_null=sql.SQL(" AND ").join(sql.SQL("p.{} IS NOT NULL").format(part) for part in parts),
+            parts=sql.SQL(", ").join(sql.SQL("p.{}").format(part) for part in parts),
+            duplicate=_unique_name(k, "duplicate")))
+    row = sql.SQL("\n    JOIN {} AS r ON r.ctid = j.row_ctid").format(target.table) if needs_row else sql.SQL("")
+    return sql.SQL(
+        "proposed AS (\n    -- the key of each unique index as the row would hold it after this batch\n"
+        "    SELECT j.*,\n           {keys}\n    FROM judged AS j{row}\n),\n"
+        "unique_checked AS (\n    SELECT p.*,\n           {flags}\n    FROM proposed AS p\n),\n"
+    ).format(keys=sql.SQL(",\n           ").join(keys), row=row, flags=sql.SQL(",\n           ").join(flags))
 
 
 def actions(columns: tuple[BackfillColumn, ...], alias: str = "d") -> sql.Composed:

@@ -82,6 +82,7 @@ class Reason(StrEnum):
     NOT_ALLOWED = "not_allowed"
     INVALID_TIMESTAMP = "invalid_timestamp"
     INVALID_DATE = "invalid_date"
+    DUPLICATE_VALUE = "duplicate_value"  # the key of a unique index another row holds, or an earlier row writes
     METADATA_NOT_OBJECT = "metadata_not_object"  # the whole row: metadata is not a JSON object
 
 

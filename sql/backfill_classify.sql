@@ -12,6 +12,8 @@
 -- Fragments filled by favmigrate.backfill_sql:
 --   in_batch / candidate  predicates on alias t choosing the batch's rows (key or page range)
 --   row_lock              FOR NO KEY UPDATE OF t SKIP LOCKED for a real run, empty for a dry run
+--   unique_checks / decide_from  only for a spec with unique indexes on its columns: the key each row would
+--                         write and whether another row holds it, or an earlier row of the batch writes it
 --   lookups / lookup_joins  one CTE per referenced column (with FOR KEY SHARE OF m when triggers are
 --                         disabled: then the only guard against a row deleted before the batch commits)
 WITH seen AS MATERIALIZED (
@@ -52,12 +54,12 @@ judged AS (
     FROM parsed AS p
     {lookup_joins}
 ),
-decided AS (
+{unique_checks}decided AS (
     -- never overwrite: a column is filled only while NULL (a NOT NULL column with a default: NULL or
     -- its default); a different value already there is a conflict, unless overwrite is asked for
     SELECT j.*,
            {action_columns}
-    FROM judged AS j
+    FROM {decide_from} AS j
 ),
 rejects AS (
     SELECT d.row_id, NULL::text AS key, 'metadata_not_object' AS reason, d.meta AS value, NULL::jsonb AS current_value

@@ -406,3 +406,78 @@ def test_a_conflicting_numeric_is_shown_exactly_with_its_scale(orders_dsn):
     (conflict,) = result.json()["plan"]["survey"]["conflict_sample"]
     assert (conflict["row"], conflict["key"], conflict["metadata_json"]) == (str(row), "total", '"3.00"')
     assert conflict["column_value"] == "1234567.10", "never a float: 1234567.1"
+
+
+def test_a_duplicate_of_a_unique_column_is_rejected_with_its_row_not_the_batch(orders_dsn, tmp_path):
+    dsn = ("--dsn", orders_dsn)
+    assert orders("apply", *dsn, "-q").exit_code == 0
+    with psycopg.connect(orders_dsn, autocommit=True) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM orders ORDER BY id")]
+        # two later rows repeat the first row's ref: the first by primary key keeps it
+        conn.execute("UPDATE orders SET data = data || '{\"ref\": 1000}' WHERE id = ANY (%s)", (ids[5:7],))
+        # a value another row already holds in the column
+        conn.execute("UPDATE orders SET data = data - 'ref', external_ref = 777 WHERE id = %s", (ids[10],))
+        conn.execute("UPDATE orders SET data = data || '{\"ref\": \"777\"}' WHERE id = %s", (ids[11],))
+    dry = orders("backfill", *dsn, "--dry-run", "--format", "json")
+    assert dry.exit_code == 0, dry.stderr
+    rejects = tmp_path / "rejects.jsonl"
+    real = orders("backfill", *dsn, "--format", "json", "--rejects", str(rejects))
+    assert real.exit_code == 0, real.stderr
+    report = real.json()
+    assert {r: n for r, n in report["rejected"].items() if n} == {"duplicate_value": 3}
+    assert report["updated"]["external_ref"] == ROWS - 4 and report["updated"]["total"] == ROWS
+    assert (dry.json()["rejected"], dry.json()["updated"]) == (report["rejected"], report["updated"])
+    lines = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert sorted((r["id"], r["key"], r["value"], r["reason"]) for r in lines) == sorted(
+        [(str(ids[5]), "ref", 1000, "duplicate_value"), (str(ids[6]), "ref", 1000, "duplicate_value"),
+         (str(ids[11]), "ref", "777", "duplicate_value")])
+    with psycopg.connect(orders_dsn) as conn:
+        refs = dict(conn.execute("SELECT id, external_ref FROM orders WHERE id = ANY (%s)",
+                                 ([ids[0], ids[5], ids[6], ids[10], ids[11]],)).fetchall())
+    assert refs == {ids[0]: 1000, ids[5]: None, ids[6]: None, ids[10]: 777, ids[11]: None}
+
+
+def test_without_a_unique_index_no_duplicate_check_is_composed():
+    from favmigrate.backfill import batch_statement
+    from favmigrate.spec import Target, as_text, load_spec, read_spec
+
+    orders_target = Target.of(read_spec(Path(SPEC) / "migration.toml"))
+    for target, checked in ((orders_target, True), (Target.of(load_spec()), False)):
+        for dry_run in (False, True):
+            statement = as_text(batch_statement(target, dry_run=dry_run))
+            assert ("unique_checked" in statement) is checked, (target.spec.id, dry_run)
+            assert ("duplicate_value" in statement) is checked, (target.spec.id, dry_run)
+
+
+RACE = """
+CREATE SEQUENCE race;
+CREATE FUNCTION take_the_ref() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- another writer takes the key between the batch's check and its write (nextval is not rolled back)
+    IF NEW.external_ref IS NOT NULL AND OLD.external_ref IS NULL AND nextval('race') <= %s THEN
+        INSERT INTO orders (data, external_ref) VALUES ('{}', NEW.external_ref);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER take_the_ref BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION take_the_ref();
+"""
+
+
+@pytest.mark.parametrize("races", [1, 1_000_000])
+def test_a_unique_key_written_concurrently_retries_the_batch_once(orders_dsn, races):
+    dsn = ("--dsn", orders_dsn)
+    assert orders("apply", *dsn, "-q").exit_code == 0
+    with psycopg.connect(orders_dsn, autocommit=True) as conn:
+        conn.execute(RACE.replace("%s", str(races)))
+    result = orders("backfill", *dsn, "--format", "json")
+    assert "a unique key was written concurrently; retrying the batch" in result.stderr
+    with psycopg.connect(orders_dsn) as conn:
+        filled = conn.execute("SELECT count(external_ref), count(*) FROM orders").fetchone()
+    if races == 1:
+        assert result.exit_code == 0, result.stderr
+        assert result.json()["updated"]["external_ref"] == ROWS
+        assert filled == (ROWS, ROWS), "the retry wrote the batch, and the racing insert was rolled back"
+    else:
+        assert result.exit_code == 3, result.stderr
+        assert "a backfill batch hit a unique key written concurrently, twice" in result.stderr
+        assert filled == (0, ROWS), "the failed batch wrote nothing"
