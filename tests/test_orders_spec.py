@@ -481,3 +481,34 @@ def test_a_unique_key_written_concurrently_retries_the_batch_once(orders_dsn, ra
         assert result.exit_code == 3, result.stderr
         assert "a backfill batch hit a unique key written concurrently, twice" in result.stderr
         assert filled == (0, ROWS), "the failed batch wrote nothing"
+
+
+def test_a_multi_column_unique_key_with_an_existing_column_keeps_the_first_row(orders_dsn, tmp_path):
+    spec = (Path(SPEC) / "migration.toml").read_text() + (
+        '\n[[indexes]]\nname = "orders_channel_status_key"\ncolumns = ["channel", "status"]\nunique = true\n')
+    (tmp_path / "migration.toml").write_text(spec)
+    (tmp_path / "queries").mkdir()
+    (tmp_path / "queries" / "open_shipped.sql").write_text((Path(SPEC) / "queries" / "open_shipped.sql").read_text())
+    dsn = ("--dsn", orders_dsn)
+    assert cli("--spec", str(tmp_path), "apply", *dsn, "-q").exit_code == 0
+    with psycopg.connect(orders_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE orders SET data = data - 'channel' WHERE id % 10 = 0")  # no key: never collides
+        rows = conn.execute("SELECT id, data->>'channel', status FROM orders ORDER BY id").fetchall()
+    first: dict[tuple[str, str], int] = {}
+    for row_id, channel, status in rows:
+        if channel is not None:
+            first.setdefault((channel, status), row_id)
+    dry = cli("--spec", str(tmp_path), "backfill", *dsn, "--dry-run", "--format", "json")
+    real = cli("--spec", str(tmp_path), "backfill", *dsn, "--format", "json", "--rejects", str(tmp_path / "r.jsonl"))
+    assert real.exit_code == 0, real.stderr
+    duplicates = sum(1 for _, channel, _ in rows if channel is not None) - len(first)
+    assert real.json()["rejected"]["duplicate_value"] == duplicates > 0
+    assert real.json()["updated"]["channel"] == len(first)
+    assert (dry.json()["rejected"], dry.json()["updated"]) == (real.json()["rejected"], real.json()["updated"])
+    lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    kept = set(first.values())
+    assert {int(r["id"]) for r in lines if r["reason"] == "duplicate_value"} == {
+        row_id for row_id, channel, _ in rows if channel is not None and row_id not in kept}
+    with psycopg.connect(orders_dsn) as conn:
+        held = dict(conn.execute("SELECT id, channel FROM orders WHERE channel IS NOT NULL").fetchall())
+    assert set(held) == kept
