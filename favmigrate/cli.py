@@ -954,14 +954,18 @@ def sandbox_backend(backend: SandboxBackend | None) -> str:
     return (backend.value if backend else None) or os.environ.get("FAVMIGRATE_PG") or "embedded"
 
 
-def serve_until_interrupted(dsn: str) -> None:
-    """Print the DSN and an export line on stdout, then wait for Ctrl-C (SIGTERM and SIGHUP too)."""
+def serve_until_interrupted(dsn: str, *, announce: bool = True) -> None:
+    """Print the DSN and an export line on stdout (unless the output already carries it), then wait for
+    Ctrl-C (SIGTERM and SIGHUP too)."""
     import time
 
     from favmigrate.render import stderr_console
 
-    sys.stdout.write(f"{dsn}\nexport FAVMIGRATE_DSN='{dsn}'\n")
-    sys.stdout.flush()
+    if announce:
+        sys.stdout.write(f"{dsn}\nexport FAVMIGRATE_DSN='{dsn}'\n")
+        sys.stdout.flush()
+    else:
+        stderr_console().print("the server keeps running until Ctrl-C", highlight=False)
     try:
         while True:
             time.sleep(3600)
@@ -1051,8 +1055,8 @@ def demo(
                     print_json({**data, "dsn": report.dsn if keep else None})
                 else:
                     render_demo(data, stdout_console())
-                if keep:
-                    serve_until_interrupted(report.dsn)
+                if keep:  # in JSON the document carries the DSN: stdout stays one document
+                    serve_until_interrupted(report.dsn, announce=fmt is not OutputFormat.json)
         return int(report.exit_code)
 
     run(job, debug=debug)

@@ -119,3 +119,25 @@ def test_another_spec_runs_the_same_lifecycle_on_its_folders_sample() -> None:
         "unknown_reference": 10, "invalid_integer": 10, "not_allowed": 10}
     assert stages["rollback"]["values_checked"] > 0 and stages["rollback"]["values_not_in_metadata"] == 0
     assert not Path(report["server"]["workdir"]).exists()
+
+
+def test_demo_keep_in_json_prints_one_document_holding_the_dsn() -> None:
+    process = subprocess.Popen([FAVMIGRATE, "demo", "--rows", "500", "--backend", backend(), "--keep",
+                                "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line == "}\n":  # the end of the document: the server now waits for Ctrl-C
+                break
+        report = json.loads("".join(lines))
+        assert report["ok"] and report["dsn"]
+        with psycopg.connect(report["dsn"]) as conn:
+            assert conn.execute("SELECT count(*) FROM session_requests").fetchone()[0] >= 500
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, process.stderr.read() if process.stderr else ""
+        assert process.stdout.read() == ""  # nothing after the document
+    finally:
+        process.kill()
+    assert not Path(report["server"]["workdir"]).exists()
