@@ -401,10 +401,12 @@ def main(argv: list[str] | None = None) -> int:
                         "else local when present, else embedded)")
     parser.add_argument("--only", default=",".join(VARIANTS),
                         help="what to measure, comma-separated: heavy (backfill, 23 indexes), light (backfill, "
-                        "6 indexes), rollback (write-back and drops, 23 indexes)")
+                        "6 indexes), rollback (write-back and drops, on --rollback-table)")
     parser.add_argument("--extras", action="store_true", help="on the 23-index table, also other batch sizes, "
                         "--scan pk, and the backfill before the indexes exist")
     parser.add_argument("--batch-sizes", default="2000,30000", help="the batch sizes --extras compares")
+    parser.add_argument("--rollback-table", choices=("heavy", "light"), default="heavy",
+                        help="the table rollback is measured on")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     backend = args.backend or os.environ.get("FAVMIGRATE_PG") or ("local" if find_local_bindir() else "embedded")
@@ -435,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             return result
 
         heavy: Templates | None = None
-        if "heavy" in only or "rollback" in only:
+        if "heavy" in only or ("rollback" in only and args.rollback_table == "heavy"):
             heavy = build_templates(server, plain, "bench", EXTRA_INDEXES, say)
         if "heavy" in only:
             assert heavy is not None
@@ -467,8 +469,11 @@ def main(argv: list[str] | None = None) -> int:
             verdicts.append(verdict(f"backfill, 23 indexes, default batch size {DEFAULT_BATCH_SIZE:,}", default,
                                     ceiling))
             sections.append("\n".join([lines[0], "", table(results, ceiling), "", verdicts[-1][0], *lines[2:]]))
-        if "light" in only:
+        light: Templates | None = None
+        if "light" in only or ("rollback" in only and args.rollback_table == "light"):
             light = build_templates(server, plain, "light", (), say)
+        if "light" in only:
+            assert light is not None
             results = []
             ceiling = on_clone(results, light.applied, run_single)
             default = on_clone(results, light.applied,
@@ -478,8 +483,9 @@ def main(argv: list[str] | None = None) -> int:
             sections.append("\n".join([table_heading("backfill", args.rows, server, light.applied), "",
                                        table(results, ceiling), "", verdicts[-1][0]]))
         if "rollback" in only:
-            assert heavy is not None
-            template = build_rollback_template(server, heavy.applied, say)
+            base = heavy if args.rollback_table == "heavy" else light
+            assert base is not None
+            template = build_rollback_template(server, base.applied, say)
             results = []
             ceiling = on_clone(results, template, run_single_rollback)
             measured = on_clone(results, template, lambda dsn: run_rollback(dsn, "favmigrate rollback --yes"))
