@@ -338,6 +338,9 @@ def _compose_batch(target: Target, *, scan: Scan, phase: Phase, dry_run: bool, f
         # batches, then moved ahead of the walk; or by the application) is the catch-up pass's business:
         # so nothing is visited twice, and scanned counts each row once.
         in_batch = sql.SQL("{in_batch} AND age(t.xmin) > age(%(pass_xid)s::xid)").format(in_batch=in_batch)
+    elif not by_ids:
+        # ... and the catch-up pass only those: every older row is where the main pass read it
+        in_batch = sql.SQL("{in_batch} AND age(t.xmin) <= age(%(pass_xid)s::xid)").format(in_batch=in_batch)
     classified = classify(
         target, columns, in_batch=in_batch, candidate=candidate(target, columns, "t", pending=pending),
         row_lock=not dry_run,

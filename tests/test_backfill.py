@@ -11,6 +11,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,11 @@ from psycopg.types.json import Jsonb
 
 from clihelp import cli
 from favmigrate.apply import apply_migration
-from favmigrate.backfill import BackfillEventKind, BackfillOptions, Phase, Scan, backfill
+from favmigrate.backfill import BackfillEventKind, BackfillOptions, Phase, Scan, backfill, batch_statement
 from favmigrate.db import SessionLimits
 from favmigrate.errors import ExitCode, Interrupted, LockHeld, PreflightFailed
 from favmigrate.sample import METADATA_CASES, SLOTS, Outcome, expected_case_counts, expected_rejects
-from favmigrate.spec import Target, load_spec
+from favmigrate.spec import Target, as_text, load_spec
 
 pytestmark = pytest.mark.db
 
@@ -819,3 +820,15 @@ def test_a_row_released_before_the_end_is_copied_by_the_retry(conn, db_dsn):
     assert data["locked_rows"] == {"skipped": 1, "still_locked": 0, "still_locked_ids": []}
     assert any("skipped and retried at the end" in note for note in data["notes"])
     assert_backfilled(conn)
+
+
+@pytest.mark.parametrize("scan", [Scan.CTID, Scan.PK])
+def test_the_catch_up_pass_reads_only_rows_written_since_the_pass_began(scan):
+    # every older row is where the main pass read it: the catch-up pass has no reason to judge it again
+    older, newer = "age(t.xmin) > age(%(pass_xid)s::xid)", "age(t.xmin) <= age(%(pass_xid)s::xid)"
+    statement = partial(batch_statement, Target(load_spec()), scan=scan)
+    main, catch_up = as_text(statement(phase=Phase.MAIN)), as_text(statement(phase=Phase.CATCH_UP))
+    assert older in main and newer not in main
+    assert newer in catch_up and older not in catch_up
+    skipped = as_text(statement(phase=Phase.DONE, by_ids=True))  # rows a batch skipped as locked: any age
+    assert older not in skipped and newer not in skipped
