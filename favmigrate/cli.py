@@ -503,9 +503,10 @@ def rollback(
     statement_timeout: Annotated[float, statement_timeout_option("one statement (a write-back batch, a drop)")]
     = 0.0,
     lock_wait: LockWaitOption = 30.0,
-    batch_size: Annotated[int, ranged("--batch-size", kind=int, low=1, high=MAX_BATCH_ROWS, help="Rows holding "
-                                      "values per transaction "
-                                            "while writing them back into metadata.")] = 1_000,
+    batch_size: Annotated[int, ranged("--batch-size", kind=int, low=1, high=MAX_BATCH_ROWS, help="Rows per "
+                                      "transaction while writing the values back into metadata: a page range of "
+                                      "that many rows (PostgreSQL 14+; at most that many hold values), before 14 "
+                                      "that many rows holding values.")] = 1_000,
     sleep: Annotated[float, ranged("--sleep", kind=float, low=0, high=3600,
                                    help="Seconds to pause between batches, a throttle (0: none).")]
     = 0.0,

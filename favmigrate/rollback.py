@@ -85,7 +85,7 @@ class NotConfirmed(FavmigrateError):
 @dataclass(frozen=True)
 class RollbackOptions:
     limits: SessionLimits = field(default_factory=SessionLimits)
-    batch_size: int = 1_000
+    batch_size: int = 1_000  # rows per page range (PostgreSQL 14+), else rows holding values per keyset batch
     sleep_s: float = 0.0
     prefer_columns: bool = False
     discard_data: bool = False
