@@ -964,7 +964,12 @@ def backfill(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
                              hint=f"lower --batch-size or raise --statement-timeout{saved}") from None
         raise Interrupted(f"backfill interrupted (the batch was cancelled){saved}") from None
     except psycopg.OperationalError as exc:
-        raise Interrupted(f"lost the connection during the backfill ({_first_line(exc)}){saved}") from None
+        if conn.closed or exc.sqlstate is None:
+            raise Interrupted(f"lost the connection during the backfill ({_first_line(exc)}){saved}") from None
+        # psycopg files some server errors (e.g. 54000 program_limit_exceeded) as operational too: the
+        # connection is fine, and the same batch would fail again
+        raise StepFailed(f"a backfill batch failed: {_first_line(exc)} (SQLSTATE {exc.sqlstate})",
+                         hint=f"re-run with --debug for the traceback{saved}") from None
     except LockHeld as exc:
         if exc.message.startswith("another favmigrate run"):
             raise

@@ -832,3 +832,16 @@ def test_the_catch_up_pass_reads_only_rows_written_since_the_pass_began(scan):
     assert newer in catch_up and older not in catch_up
     skipped = as_text(statement(phase=Phase.DONE, by_ids=True))  # rows a batch skipped as locked: any age
     assert older not in skipped and newer not in skipped
+
+
+def test_a_server_error_in_a_batch_is_named_not_taken_for_a_lost_connection(conn, db_dsn):
+    """psycopg files some server errors (54000 program_limit_exceeded) as OperationalError: the connection is
+    fine, so the message names the error, not a lost connection."""
+    assert cli("apply", "--dsn", db_dsn, "-q").exit_code == 0
+    conn.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                 "$$BEGIN RAISE EXCEPTION 'too wide' USING ERRCODE = '54000'; END$$")
+    conn.execute("CREATE TRIGGER refuse BEFORE UPDATE ON session_requests FOR EACH ROW EXECUTE FUNCTION refuse()")
+    result = cli("backfill", "--dsn", db_dsn, "-q")
+    assert result.exit_code == 3, result.stderr
+    assert "a backfill batch failed: too wide (SQLSTATE 54000)" in result.stderr
+    assert "lost the connection" not in result.stderr
