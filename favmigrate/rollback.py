@@ -580,9 +580,13 @@ def _settled(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composable:
 
 
 def settled_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composed:
-    """In one page range of the pass: lock the settled rows holding values, merge each missing value into their
-    metadata, and count them: rows, rows written, then per column the values missing, present, and missing at
-    the column's default. Writes."""
+    """In one page range of the pass: merge each missing value into the metadata of the settled rows holding
+    values, and count them: rows, rows written, then per column the values missing, present, and missing at
+    the column's default. Writes.
+
+    The UPDATE takes the row locks itself (locking first would write every row twice): a row the application
+    changes between the statement's snapshot and the UPDATE has another ctid, so the UPDATE leaves it, and the
+    change log has it for the next pass."""
     meta = sql.Identifier(target.spec.metadata_column)
     flags: list[sql.Composable] = []
     patch: list[tuple[sql.Composable, sql.Composable]] = []
@@ -603,7 +607,7 @@ def settled_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sq
                               "count(*) FILTER (WHERE {m} AND {d})").format(m=missing, p=present, d=at_default))
     return sql.SQL(
         "WITH settled AS (SELECT t.ctid AS row_ctid, {flags} FROM {table} AS t "
-        "WHERE {in_pass} AND {holds} AND {settled} FOR NO KEY UPDATE OF t), "
+        "WHERE {in_pass} AND {holds} AND {settled}), "
         "written AS (UPDATE {table} AS t SET {meta} = coalesce(t.{meta}, '{{}}'::jsonb) "
         "|| jsonb_strip_nulls({patch}) "
         "FROM settled AS s WHERE t.ctid = s.row_ctid AND ({any_missing}) RETURNING 1) "
