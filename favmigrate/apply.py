@@ -22,7 +22,6 @@ from favmigrate.db import (
     scalar,
 )
 from favmigrate.errors import PreflightFailed
-from favmigrate.history import applied_checksums, ensure_history
 from favmigrate.ops import checksum_matches, migration_steps
 from favmigrate.planner import PlannedStep, plan_apply, plan_finalize
 from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult
@@ -40,6 +39,7 @@ from favmigrate.runner import (
     verify_after_run,
 )
 from favmigrate.spec import Aspect, Target, as_text
+from favmigrate.state import applied_checksums, ensure_history
 
 MIN_SERVER_VERSION = 120000
 

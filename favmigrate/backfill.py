@@ -47,7 +47,7 @@ from favmigrate.backfill_sql import (
     classify,
     reject_reasons,
 )
-from favmigrate.catalog import read_snapshot, require_tables
+from favmigrate.catalog import read_snapshot, relation_pages, require_tables, rows_per_page
 from favmigrate.db import (
     BlockerWatch,
     SessionLimits,
@@ -61,9 +61,9 @@ from favmigrate.db import (
     with_lock_retries,
 )
 from favmigrate.errors import ExitCode, Interrupted, LockHeld, PreflightFailed, StepFailed, UsageError
-from favmigrate.history import HISTORY_SCHEMA, ToolTable, create_tool_tables, tool_table
 from favmigrate.resources import read_sql
 from favmigrate.spec import Target
+from favmigrate.state import HISTORY_SCHEMA, ToolTable, create_tool_tables, tool_table
 
 DEFAULT_BATCH_SIZE = 10_000
 MIN_SERVER_VERSION = 120000
@@ -559,19 +559,6 @@ def _start_pass(conn: psycopg.Connection[Any], target: Target, scan: Scan, end_p
     return pass_xid
 
 
-def _relation_pages(conn: psycopg.Connection[Any], target: Target) -> int:
-    return int(scalar(conn, sql.SQL(
-        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint"), (target.table_name,)))
-
-
-def _rows_per_page(conn: psycopg.Connection[Any], target: Target) -> float:
-    found = rows(conn, sql.SQL("SELECT reltuples, relpages FROM pg_class WHERE oid = %s::regclass"),
-                 (target.table_name,))[0]
-    if found["relpages"] > 0 and found["reltuples"] > 0:
-        return max(1.0, float(found["reltuples"]) / float(found["relpages"]))
-    return 50.0
-
-
 def _replica_lag_s(conn: psycopg.Connection[Any]) -> tuple[float, bool]:
     """(worst replay lag in seconds, whether the lag columns are visible to us)."""
     found = rows(conn, sql.SQL(
@@ -763,7 +750,7 @@ class _Run:
         if self.scan is Scan.CTID:
             assert self.end_position is not None
             end_page, page = int(self.end_position), int(position or 0)
-            density = _rows_per_page(self.conn, self.target)
+            density = rows_per_page(self.conn, self.target)
             pages_seen = rows_seen = 0
             while page < end_page:
                 if pages_seen and rows_seen:
@@ -1070,7 +1057,7 @@ def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: _Rej
         run.event(BackfillEventKind.START, f"resuming the {run.phase.value} pass after {checkpoint.counters.batches} "
                   f"batches ({checkpoint.counters.scanned:,} rows scanned)")
     else:
-        pages = str(_relation_pages(conn, target)) if scan is Scan.CTID else None
+        pages = str(relation_pages(conn, target)) if scan is Scan.CTID else None
         run.pass_xid = _next_xid(conn) if options.dry_run else _start_pass(conn, target, scan, pages, options)
         run.phase, run.end_position = Phase.MAIN, pages
         run.event(BackfillEventKind.START, f"walking {target.table_name} by {scan.value} in batches of "
@@ -1085,7 +1072,7 @@ def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: _Rej
                 run.event(BackfillEventKind.PHASE, catch_up_note)
                 announced = True
             # bounded by the table's size now: rows written during the catch-up itself are not chased
-            run.enter(Phase.CATCH_UP, str(_relation_pages(conn, target)) if scan is Scan.CTID else None)
+            run.enter(Phase.CATCH_UP, str(relation_pages(conn, target)) if scan is Scan.CTID else None)
     if run.phase is Phase.CATCH_UP and not options.dry_run:
         if options.catch_up:
             if not announced:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from favmigrate.coltypes import ColumnRules, Reason, legacy_text, legacy_value
-from favmigrate.history import HISTORY_SCHEMA
 from favmigrate.resources import read_sql
 from favmigrate.spec import IndexSpec, Target
+from favmigrate.state import HISTORY_SCHEMA
 
 REJECTS_TABLE = sql.Identifier(HISTORY_SCHEMA, "backfill_rejects")
 CONFLICT = "conflict"

@@ -14,8 +14,8 @@ from psycopg import sql
 from favmigrate.changelog import CHANGE_LOG_TRIGGER, change_log_name
 from favmigrate.db import rows, scalar
 from favmigrate.errors import PreflightFailed
-from favmigrate.history import HISTORY_SCHEMA
 from favmigrate.spec import Target
+from favmigrate.state import HISTORY_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -320,3 +320,18 @@ def columns_without_statistics(conn: psycopg.Connection[Any], target: Target) ->
     names = [column.name for column in target.spec.columns]
     found = rows(conn, _WITHOUT_STATISTICS, (names, target.schema, target.spec.table))
     return tuple(row["name"] for row in found)
+
+
+def relation_pages(conn: psycopg.Connection[Any], target: Target) -> int:
+    """The table's size in pages now (a page-range walk ends there). Read-only."""
+    return int(scalar(conn, sql.SQL(
+        "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint"), (target.table_name,)))
+
+
+def rows_per_page(conn: psycopg.Connection[Any], target: Target) -> float:
+    """Live rows per page as the planner estimates them (50 before the first ANALYZE). Read-only."""
+    found = rows(conn, sql.SQL("SELECT reltuples, relpages FROM pg_class WHERE oid = %s::regclass"),
+                 (target.table_name,))[0]
+    if found["relpages"] > 0 and found["reltuples"] > 0:
+        return max(1.0, float(found["reltuples"]) / float(found["relpages"]))
+    return 50.0

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from psycopg import sql
 
 from favmigrate.db import advisory_key
-from favmigrate.history import HISTORY_SCHEMA
 from favmigrate.spec import ColumnSpec, ObjectId, ObjectKind, Target, as_text
+from favmigrate.state import HISTORY_SCHEMA
 
 # The trigger recording the rows the application writes while rollback runs.
 CHANGE_LOG_TRIGGER = "favmigrate_rollback_changes"

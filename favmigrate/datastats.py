@@ -16,8 +16,8 @@ from psycopg import sql
 from favmigrate.backfill_sql import REJECTS_TABLE, BackfillColumn, backfill_columns
 from favmigrate.catalog import hidden_by_row_security, row_security_warning
 from favmigrate.db import rows, scalar
-from favmigrate.history import HISTORY_SCHEMA, ToolTable, tool_table
 from favmigrate.spec import Target
+from favmigrate.state import HISTORY_SCHEMA, ToolTable, tool_table
 
 
 @dataclass(frozen=True)

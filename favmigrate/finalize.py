@@ -9,7 +9,6 @@ import psycopg
 from favmigrate.catalog import read_snapshot, require_tables
 from favmigrate.db import run_lock
 from favmigrate.errors import PreflightFailed
-from favmigrate.history import ensure_history
 from favmigrate.planner import plan_finalize
 from favmigrate.results import RunReport, StepOutcome, StepResult
 from favmigrate.runner import (
@@ -22,6 +21,7 @@ from favmigrate.runner import (
     verify_after_run,
 )
 from favmigrate.spec import Target
+from favmigrate.state import ensure_history
 
 
 def finalize_migration(

@@ -22,9 +22,9 @@ from favmigrate.catalog import TableColumn, table_columns
 from favmigrate.datastats import readable_data_stats
 from favmigrate.db import SessionLimits, read_only, rows, run_lock, scalar, with_lock_retries
 from favmigrate.errors import ExitCode, PreflightFailed, UsageError
-from favmigrate.history import ensure_history, record_step
 from favmigrate.results import CheckReport, CheckResult, CheckStatus, StepOutcome, StepResult
 from favmigrate.spec import Aspect, FlagSpec, Target
+from favmigrate.state import ensure_history, record_step
 from favmigrate.verification import verify_target
 
 ROLLOUT_PREFIXES = ("rollout", "enabled_for")

@@ -37,9 +37,8 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from favmigrate.backfill import _relation_pages, _rows_per_page
 from favmigrate.backfill_sql import jsonb_object
-from favmigrate.catalog import Snapshot, read_snapshot, require_tables
+from favmigrate.catalog import Snapshot, read_snapshot, relation_pages, require_tables, rows_per_page
 from favmigrate.changelog import (
     CHANGE_LOG_TRIGGER,
     OWN_WRITES_SETTING,
@@ -58,12 +57,12 @@ from favmigrate.db import (
     with_lock_retries,
 )
 from favmigrate.errors import FavmigrateError, PreflightFailed, StepFailed
-from favmigrate.history import HISTORY_SCHEMA, create_tool_tables, ensure_history
 from favmigrate.ops import Step, down_steps, extra_constraints
 from favmigrate.planner import PlannedStep
 from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult, plural
 from favmigrate.runner import Event, EventKind, OnEvent, RunnerOptions, StepRunner, session_statements
 from favmigrate.spec import ColumnSpec, LockKind, MigrationSpec, ObjectKind, Target, as_text
+from favmigrate.state import HISTORY_SCHEMA, create_tool_tables, ensure_history
 from favmigrate.verification import checks_for
 
 SAMPLE_LIMIT = 20  # conflicts and non-object rows listed in a report (all are counted)
@@ -832,13 +831,13 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
     A row the application moves behind the walk was written after the pass began, so the change log holds it
     (its trigger records every write but rollback's own); rows written since the pass began are skipped.
     """
-    end_page = _relation_pages(conn, target)
+    end_page = relation_pages(conn, target)
     pass_xid = int(scalar(conn, sql.SQL("SELECT txid_snapshot_xmax(txid_current_snapshot())"))) % 2**32
     settle = settled_batch_statement(target, columns)
     query = batch_query(target, columns, first=False, lock=True, pages=True)
     # at most batch_size rows of the table per range, whichever of them hold values: a density learnt from the
     # ranges already seen would put a whole cluster of rows with values (a region the application rewrote) in one
-    span = math.ceil(options.batch_size / _rows_per_page(conn, target))
+    span = math.ceil(options.batch_size / rows_per_page(conn, target))
     page = 0
     while page < end_page:
         hi = page + max(1, min(end_page - page, span))

@@ -28,11 +28,11 @@ from favmigrate.db import (
     with_lock_retries,
 )
 from favmigrate.errors import ExitCode, FavmigrateError, Interrupted, LockHeld, StepFailed
-from favmigrate.history import new_run_id, record_step
 from favmigrate.ops import Step, create_index, drop_index, step_named
 from favmigrate.planner import PlannedStep, plan_finalize
 from favmigrate.results import CheckReport, StepOutcome, StepResult, plural
 from favmigrate.spec import ColumnSpec, LockKind, Target, as_text
+from favmigrate.state import new_run_id, record_step
 from favmigrate.verification import verify_target
 
 DUPLICATES_SHOWN = 5  # duplicate keys named when a unique index cannot be built
