@@ -10,8 +10,8 @@ import favmigrate
 PACKAGE = Path(favmigrate.__file__).parent
 JOBS = {"plan", "apply", "verify", "backfill", "finalize", "rollback", "explain", "report", "history", "flag",
         "lint"}
-# above the jobs: they run several of them in order
-ORCHESTRATORS = {"cli", "demo"}
+# above the jobs: the command line and the demo run them in order, render draws their results
+ORCHESTRATORS = {"cli", "demo", "render"}
 
 
 def imported_modules(path: Path) -> set[str]:
