@@ -255,15 +255,20 @@ def favmigrate_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "favmigrate.cli"]
 
 
-def run_backfill(dsn: str, name: str, *args: str) -> Result:
-    command = [*favmigrate_command(), "backfill", "--dsn", dsn, "--format", "json", "--quiet", *args]
+def timed_command(dsn: str, name: str, *args: str) -> tuple[dict[str, Any], float, Any]:
+    """Run one favmigrate command (JSON output) while the writer commits: its report, seconds and stalls."""
+    command = [*favmigrate_command(), *args[:1], "--dsn", dsn, "--format", "json", "--quiet", *args[1:]]
     with writer(dsn) as stalls:
         began = time.monotonic()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         seconds = time.monotonic() - began
     if done.returncode != 0:
         raise SystemExit(f"{name} failed ({done.returncode}): {done.stderr.strip()}")
-    report = json.loads(done.stdout)
+    return json.loads(done.stdout), seconds, stalls
+
+
+def run_backfill(dsn: str, name: str, *args: str) -> Result:
+    report, seconds, stalls = timed_command(dsn, name, "backfill", *args)
     return Result(name, seconds, report["rows_updated"], report["longest_batch_s"], stalls,
                   f"{report['batches']} batches, catch-up {report['catch_up']['rows_updated']} rows")
 
@@ -350,14 +355,7 @@ def run_single_rollback(dsn: str) -> Result:
 
 
 def run_rollback(dsn: str, name: str, *args: str) -> Result:
-    command = [*favmigrate_command(), "rollback", "--dsn", dsn, "--yes", "--format", "json", "--quiet", *args]
-    with writer(dsn) as stalls:
-        began = time.monotonic()
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        seconds = time.monotonic() - began
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed ({done.returncode}): {done.stderr.strip()}")
-    report = json.loads(done.stdout)
+    report, seconds, stalls = timed_command(dsn, name, "rollback", "--yes", *args)
     steps = {s["step"]: s["duration_s"] for s in report["steps"]}
     timing = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in steps.items() if seconds >= 0.05)
     return Result(name, seconds, report["preservation"]["rows_written"], None, stalls,
