@@ -463,15 +463,15 @@ class Ledger:
 # ---------------------------------------------------------------- the batches (set-based SQL per batch)
 
 
-def holds_values_condition(columns: Sequence[ColumnSpec]) -> sql.Composable:
+def holds_values_condition(columns: Sequence[ColumnSpec], row: str = "t") -> sql.Composable:
     """Rows holding a value to preserve: a NULL-able column not NULL, a defaulted one not at its default."""
     parts = []
     for column in columns:
-        name = sql.Identifier(column.name)
+        name = sql.Identifier(row, column.name)
         if column.default is None:
-            parts.append(sql.SQL("t.{} IS NOT NULL").format(name))
+            parts.append(sql.SQL("{} IS NOT NULL").format(name))
         else:
-            parts.append(sql.SQL("t.{} <> {}").format(name, column.rules.literal(str(column.default))))
+            parts.append(sql.SQL("{} <> {}").format(name, column.rules.literal(str(column.default))))
     return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
 
 
@@ -521,7 +521,7 @@ def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, l
             "SELECT t.{pk}, jsonb_typeof(t.{meta}), {selected} FROM {table} AS t {readings} "
             "WHERE {in_pass} AND {holds} AND NOT {settled}{lock}"
         ).format(pk=pk, meta=meta, selected=sql.SQL(", ").join(selected), table=target.table,
-                 readings=sql.SQL(" ").join(readings), in_pass=_IN_PASS_RANGE, holds=holds_values_condition(columns),
+                 readings=sql.SQL(" ").join(readings), in_pass=_in_pass_range(), holds=holds_values_condition(columns),
                  settled=_settled(target, columns), lock=sql.SQL(" FOR NO KEY UPDATE OF t") if lock else sql.SQL(""))
     if logged:
         after = sql.SQL("t.{} = ANY (%(ids)s) AND ").format(pk)
@@ -540,82 +540,116 @@ def batch_query(target: Target, columns: Sequence[ColumnSpec], *, first: bool, l
 
 # A page range of the pass, without the rows written since the pass began: those are our own batches' (moved
 # ahead of the walk) or the application's, which the change log records.
-_IN_PASS_RANGE = sql.SQL("t.ctid >= %(lo)s::tid AND t.ctid < %(hi)s::tid AND age(t.xmin) > age(%(pass_xid)s::xid)")
+def _in_pass_range(row: str = "t") -> sql.Composable:
+    return sql.SQL("{ctid} >= %(lo)s::tid AND {ctid} < %(hi)s::tid AND age({xmin}) > age(%(pass_xid)s::xid)").format(
+        ctid=sql.Identifier(row, "ctid"), xmin=sql.Identifier(row, "xmin"))
 
 
-def _value(column: ColumnSpec) -> sql.Composable:
-    return sql.SQL("t.{}").format(sql.Identifier(column.name))
+def _value(column: ColumnSpec, row: str = "t") -> sql.Composable:
+    return sql.Identifier(row, column.name)
 
 
-def _kept(columns: Sequence[ColumnSpec], column: ColumnSpec) -> sql.Composable:
+def _kept(columns: Sequence[ColumnSpec], column: ColumnSpec, row: str = "t") -> sql.Composable:
     """The column's value is one values_to_preserve keeps, in SQL."""
+    value = _value(column, row)
     if column.default is None:
-        return sql.SQL("{} IS NOT NULL").format(_value(column))
-    others = [sql.SQL("{} IS NOT NULL").format(_value(c)) for c in columns if c.default is None]
-    differs = sql.SQL("{} <> {}").format(_value(column), column.rules.literal(str(column.default)))
+        return sql.SQL("{} IS NOT NULL").format(value)
+    others = [sql.SQL("{} IS NOT NULL").format(_value(c, row)) for c in columns if c.default is None]
+    differs = sql.SQL("{} <> {}").format(value, column.rules.literal(str(column.default)))
     return sql.SQL("({value} IS NOT NULL AND ({others}))").format(
-        value=_value(column), others=sql.SQL(" OR ").join([*others, differs]))
+        value=value, others=sql.SQL(" OR ").join([*others, differs]))
 
 
-def _legacy(target: Target, column: ColumnSpec) -> sql.Composable:
-    return sql.SQL("(t.{} -> {})").format(sql.Identifier(target.spec.metadata_column), sql.Literal(column.legacy_key))
+def _legacy(target: Target, column: ColumnSpec, row: str = "t") -> sql.Composable:
+    return sql.SQL("({} -> {})").format(sql.Identifier(row, target.spec.metadata_column),
+                                        sql.Literal(column.legacy_key))
 
 
-def _settled(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composable:
+def _missing(target: Target, columns: Sequence[ColumnSpec], column: ColumnSpec, row: str) -> sql.Composable:
+    """The column holds a value to keep and metadata lacks its key (absent, or JSON null)."""
+    legacy = _legacy(target, column, row)
+    return sql.SQL("({kept} AND ({legacy} IS NULL OR {legacy} = 'null'::jsonb))").format(
+        kept=_kept(columns, column, row), legacy=legacy)
+
+
+def _settled(target: Target, columns: Sequence[ColumnSpec], row: str = "t") -> sql.Composable:
     """Rows whose every kept value is missing from metadata (absent key or JSON null) or already there as its
     canonical JSON (and reading as the value), in an object (or SQL NULL) metadata: SQL decides them, classify
     would say MISSING or SAME. The others (a key holding any other JSON, metadata not an object) go through
     classify."""
-    meta = sql.Identifier(target.spec.metadata_column)
-    parts: list[sql.Composable] = [sql.SQL("(t.{meta} IS NULL OR jsonb_typeof(t.{meta}) = 'object')").format(meta=meta)]
+    meta = sql.Identifier(row, target.spec.metadata_column)
+    parts: list[sql.Composable] = [sql.SQL("({meta} IS NULL OR jsonb_typeof({meta}) = 'object')").format(meta=meta)]
     for column in columns:
-        legacy = _legacy(target, column)
+        legacy, value = _legacy(target, column, row), _value(column, row)
         # equal JSON first, a cheap test that lets the reading run only where it can succeed
         parts.append(sql.SQL(
             "(NOT {kept} OR {legacy} IS NULL OR {legacy} = 'null'::jsonb OR ({legacy} = {json} AND {same}))"
-        ).format(kept=_kept(columns, column), legacy=legacy, json=column.rules.write_back(_value(column)),
-                 same=column.rules.reads_same(legacy, _value(column))))
+        ).format(kept=_kept(columns, column, row), legacy=legacy, json=column.rules.write_back(value),
+                 same=column.rules.reads_same(legacy, value)))
     return sql.SQL("({})").format(sql.SQL(" AND ").join(parts))
 
 
 def settled_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composed:
     """In one page range of the pass: merge each missing value into the metadata of the settled rows holding
     values, and count them: rows, rows written, then per column the values missing, present, and missing at
-    the column's default. Writes.
+    the column's default, and last the rows holding values that are not settled (batch_query's ``pages`` rows:
+    none, and the range needs no second statement). Writes.
 
-    The UPDATE takes the row locks itself (locking first would write every row twice): a row the application
-    changes between the statement's snapshot and the UPDATE has another ctid, so the UPDATE leaves it, and the
-    change log has it for the next pass."""
+    The UPDATE reads the range through a self-join on ctid, so that RETURNING sees each row as it was (o)
+    beside its new version (t); the UPDATE takes the row locks itself (locking first would write every row
+    twice). A row the application changes after the statement's snapshot has another ctid by then: the UPDATE
+    leaves it, the count of the rows left alone does not see it either, and the change log has it for the next
+    pass."""
     meta = sql.Identifier(target.spec.metadata_column)
-    flags: list[sql.Composable] = []
-    patch: list[tuple[sql.Composable, sql.Composable]] = []
+    missing = [_missing(target, columns, column, "o") for column in columns]
+    patch = [(sql.Literal(column.legacy_key), sql.SQL("CASE WHEN {} THEN {} END").format(
+        flag, column.rules.write_back(_value(column, "o")))) for column, flag in zip(columns, missing, strict=True)]
+    returned: list[sql.Composable] = []
+    written_counts: list[sql.Composable] = []
+    alone_flags: list[sql.Composable] = []
+    alone_counts: list[sql.Composable] = []
+    for n, (column, flag) in enumerate(zip(columns, missing, strict=True)):
+        names = {k: sql.Identifier(f"{k}_{n}") for k in ("missing", "present", "at_default")}
+        at_default = sql.SQL("FALSE") if column.default is None else column.rules.same(
+            column.rules.literal(str(column.default)), _value(column, "o"))
+        # a settled row's kept value is either missing or already there
+        returned.append(sql.SQL("{flag} AS {missing}, {kept} AND NOT {flag} AS {present}, {at_default} AS {d}").format(
+            flag=flag, missing=names["missing"], kept=_kept(columns, column, "o"), present=names["present"],
+            at_default=at_default, d=names["at_default"]))
+        written_counts.append(sql.SQL("count(*) FILTER (WHERE {m}), count(*) FILTER (WHERE {p}), "
+                                      "count(*) FILTER (WHERE {m} AND {d})").format(
+            m=names["missing"], p=names["present"], d=names["at_default"]))
+        alone_flags.append(sql.SQL("{} AS {}").format(_kept(columns, column), names["present"]))
+        alone_counts.append(sql.SQL("count(*) FILTER (WHERE is_settled AND {})").format(names["present"]))
+    any_missing = sql.SQL(" OR ").join(missing)
     counts: list[sql.Composable] = []
-    for n, column in enumerate(columns):
-        legacy = _legacy(target, column)
-        missing, present, value = (sql.Identifier(f"{name}_{n}") for name in ("missing", "present", "value"))
-        at_default = sql.Identifier(f"at_default_{n}")
-        flags.append(sql.SQL("{kept} AND ({legacy} IS NULL OR {legacy} = 'null'::jsonb) AS {missing}, "
-                             "{kept} AND {legacy} IS NOT NULL AND {legacy} <> 'null'::jsonb AS {present}, "
-                             "{json} AS {value}, {default} AS {at_default}").format(
-            kept=_kept(columns, column), legacy=legacy, missing=missing, present=present,
-            json=column.rules.write_back(_value(column)), value=value, at_default=at_default,
-            default=sql.SQL("FALSE") if column.default is None else column.rules.same(
-                column.rules.literal(str(column.default)), _value(column))))
-        patch.append((sql.Literal(column.legacy_key), sql.SQL("CASE WHEN s.{} THEN s.{} END").format(missing, value)))
-        counts.append(sql.SQL("count(*) FILTER (WHERE {m}), count(*) FILTER (WHERE {p}), "
-                              "count(*) FILTER (WHERE {m} AND {d})").format(m=missing, p=present, d=at_default))
+    for n in range(len(columns)):
+        counts.append(sql.SQL("w.{m}, w.{p} + a.{p}, w.{d}").format(
+            m=sql.Identifier(f"w_missing_{n}"), p=sql.Identifier(f"present_{n}"), d=sql.Identifier(f"w_default_{n}")))
     return sql.SQL(
-        "WITH settled AS (SELECT t.ctid AS row_ctid, {flags} FROM {table} AS t "
-        "WHERE {in_pass} AND {holds} AND {settled}), "
-        "written AS (UPDATE {table} AS t SET {meta} = coalesce(t.{meta}, '{{}}'::jsonb) "
-        "|| jsonb_strip_nulls({patch}) "
-        "FROM settled AS s WHERE t.ctid = s.row_ctid AND ({any_missing}) RETURNING 1) "
-        "SELECT count(*), (SELECT count(*) FROM written), {counts} FROM settled"
-    ).format(flags=sql.SQL(", ").join(flags), table=target.table, in_pass=_IN_PASS_RANGE,
-             holds=holds_values_condition(columns), settled=_settled(target, columns), meta=meta,
-             patch=jsonb_object(patch), any_missing=sql.SQL(" OR ").join(
-                 sql.SQL("s.{}").format(sql.Identifier(f"missing_{n}")) for n in range(len(columns))),
-             counts=sql.SQL(", ").join(counts))
+        "WITH written AS (UPDATE {table} AS t SET {meta} = coalesce(o.{meta}, '{{}}'::jsonb) "
+        "|| jsonb_strip_nulls({patch}) FROM {table} AS o "
+        "WHERE t.ctid = o.ctid AND {in_pass} AND {holds} AND {settled} AND ({any_missing}) RETURNING {returned}), "
+        "left_alone AS (SELECT {settled_t} AS is_settled, {alone_flags} FROM {table} AS t "
+        "WHERE {in_pass_t} AND {holds_t} AND NOT ({settled_t} AND ({any_missing_t}))) "
+        "SELECT w.rows + a.settled_rows, w.rows, {counts}, a.unsettled FROM "
+        "(SELECT count(*) AS rows, {written_counts} FROM written) AS w({w_names}), "
+        "(SELECT count(*) FILTER (WHERE is_settled) AS settled_rows, {alone_counts}, "
+        "count(*) FILTER (WHERE NOT is_settled) AS unsettled FROM left_alone) AS a({a_names})"
+    ).format(
+        table=target.table, meta=meta, patch=jsonb_object(patch), in_pass=_in_pass_range("o"),
+        holds=holds_values_condition(columns, "o"), settled=_settled(target, columns, "o"), any_missing=any_missing,
+        returned=sql.SQL(", ").join(returned), settled_t=_settled(target, columns),
+        alone_flags=sql.SQL(", ").join(alone_flags),
+        in_pass_t=_in_pass_range(), holds_t=holds_values_condition(columns),
+        any_missing_t=sql.SQL(" OR ").join(_missing(target, columns, c, "t") for c in columns),
+        counts=sql.SQL(", ").join(counts), written_counts=sql.SQL(", ").join(written_counts),
+        w_names=sql.SQL(", ").join([sql.Identifier("rows"), *(
+            sql.Identifier(f"{k}_{n}") for n in range(len(columns)) for k in ("w_missing", "present", "w_default"))]),
+        alone_counts=sql.SQL(", ").join(alone_counts),
+        a_names=sql.SQL(", ").join([sql.Identifier("settled_rows"), *(
+            sql.Identifier(f"present_{n}") for n in range(len(columns))), sql.Identifier("unsettled")]),
+    )
 
 
 def merge_statement(target: Target) -> sql.Composed:
@@ -736,7 +770,7 @@ def _as_is(text: Any) -> str:
 
 
 def _write_back(conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec],
-                options: RollbackOptions, query: sql.Composed, params: dict[str, Any],
+                options: RollbackOptions, query: bytes, params: dict[str, Any],
                 write: bool, earlier: Earlier | None = None) -> tuple[list[_Decision], int]:
     """Read one batch and (``write``) merge its patches, inside the caller's transaction. Writes.
 
@@ -798,11 +832,13 @@ def preserve_pass(
         _preserve_pages(conn, target, columns, options, found, runner, step, written)
         return found.tally.freeze(), found.retries
     after: Any = None
+    first_query, next_query = (batch_query(target, columns, first=first, lock=write).as_bytes(conn)
+                               for first in (True, False))
     while True:
-        query = batch_query(target, columns, first=after is None, lock=write)
+        query = first_query if after is None else next_query
         params = {"batch_size": options.batch_size, "after": after}
 
-        def batch(query: sql.Composed = query, params: dict[str, Any] = params) -> tuple[list[_Decision], int]:
+        def batch(query: bytes = query, params: dict[str, Any] = params) -> tuple[list[_Decision], int]:
             with conn.transaction():
                 return _write_back(conn, target, columns, options, query, params, write)
 
@@ -833,11 +869,25 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
     """
     end_page = relation_pages(conn, target)
     pass_xid = int(scalar(conn, sql.SQL("SELECT txid_snapshot_xmax(txid_current_snapshot())"))) % 2**32
-    settle = settled_batch_statement(target, columns)
-    query = batch_query(target, columns, first=False, lock=True, pages=True)
+    # rendered once: psycopg composes a Composed statement anew on every execute, and these are large
+    settle = settled_batch_statement(target, columns).as_bytes(conn)
+    query = batch_query(target, columns, first=False, lock=True, pages=True).as_bytes(conn)
     # at most batch_size rows of the table per range, whichever of them hold values: a density learnt from the
     # ranges already seen would put a whole cluster of rows with values (a region the application rewrote) in one
     span = math.ceil(options.batch_size / rows_per_page(conn, target))
+    # the statements differ only in their page range: planning them once saves more than a custom plan gains
+    set_session(conn, plan_cache_mode="force_generic_plan")
+    try:
+        _walk_pages(conn, options, found, runner, step, written, settle=settle, query=query, span=span,
+                    end_page=end_page, pass_xid=pass_xid, target=target, columns=columns)
+    finally:
+        conn.execute("RESET plan_cache_mode")
+
+
+def _walk_pages(conn: psycopg.Connection[Any], options: RollbackOptions, found: _PassState,
+                runner: StepRunner | None, step: str, written: Callable[[int], None] | None, *,
+                settle: bytes, query: bytes, span: int, end_page: int, pass_xid: int,
+                target: Target, columns: Sequence[ColumnSpec]) -> None:
     page = 0
     while page < end_page:
         hi = page + max(1, min(end_page - page, span))
@@ -845,7 +895,11 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
 
         def batch(params: dict[str, Any] = params) -> tuple[list[int], list[_Decision], int]:
             with conn.transaction():
-                counted = list(conn.execute(settle, params).fetchone() or ())
+                summary = conn.execute(settle, params).fetchone()
+                assert summary is not None  # an aggregate: one row
+                *counted, unsettled = summary
+                if not unsettled:
+                    return counted, [], 0
                 decisions, merged = _write_back(conn, target, columns, options, query, params, True)
                 return counted, decisions, merged
 
@@ -876,8 +930,8 @@ def preserve_logged(
     Interrupted, StepFailed.
     """
     found = _PassState(_Tally(target.spec, options.prefer_columns), ledger, progress)
-    query = batch_query(target, columns, first=True, lock=True, logged=True)
-    take = take_logged_statement(target, columns)
+    query = batch_query(target, columns, first=True, lock=True, logged=True).as_bytes(conn)
+    take = take_logged_statement(target, columns).as_bytes(conn)
     budget = None if under_lock else _logged_entries(conn, target)
     consumed = 0
     while budget is None or consumed < budget:
