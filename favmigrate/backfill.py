@@ -592,7 +592,7 @@ class _Run:
         self.longest_batch_s = 0.0
         self.lock_retries = 0
         self.watch = None if options.dry_run else BlockerWatch.for_connection(conn)
-        self._statements: dict[tuple[Phase, bool, bool], sql.Composed] = {}
+        self._statements: dict[tuple[Phase, bool, bool], bytes] = {}
         self.skipped: dict[str, None] = {}  # rows a batch skipped because they were locked (insertion-ordered)
         self.still_locked: tuple[str, ...] = ()
         self._lag_warned = False
@@ -602,12 +602,13 @@ class _Run:
     def key(self) -> dict[str, Any]:
         return {"migration_id": self.target.spec.id, "target_schema": self.target.schema}
 
-    def statement(self, first: bool, by_ids: bool) -> sql.Composed:
+    def statement(self, first: bool, by_ids: bool) -> bytes:
+        """The batch statement, rendered once (psycopg composes a Composed statement anew on every execute)."""
         key = (self.phase, first and self.scan is Scan.PK, by_ids)
         if key not in self._statements:
-            self._statements[key] = batch_statement(self.target, scan=self.scan, phase=self.phase,
-                                                    dry_run=self.options.dry_run, first=key[1],
-                                                    disable_triggers=self.options.disable_triggers, by_ids=by_ids)
+            self._statements[key] = batch_statement(
+                self.target, scan=self.scan, phase=self.phase, dry_run=self.options.dry_run, first=key[1],
+                disable_triggers=self.options.disable_triggers, by_ids=by_ids).as_bytes(self.conn)
         return self._statements[key]
 
     def event(self, kind: BackfillEventKind, message: str = "") -> None:

@@ -881,7 +881,8 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
         _walk_pages(conn, options, found, runner, step, written, settle=settle, query=query, span=span,
                     end_page=end_page, pass_xid=pass_xid, target=target, columns=columns)
     finally:
-        conn.execute("RESET plan_cache_mode")
+        if conn.info.transaction_status is TransactionStatus.IDLE:  # not after a broken connection
+            conn.execute("RESET plan_cache_mode")
 
 
 def _walk_pages(conn: psycopg.Connection[Any], options: RollbackOptions, found: _PassState,
