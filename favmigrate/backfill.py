@@ -50,6 +50,7 @@ from favmigrate.backfill_sql import (
 from favmigrate.catalog import read_snapshot, relation_pages, require_tables, rows_per_page
 from favmigrate.db import (
     BlockerWatch,
+    RetryPolicy,
     SessionLimits,
     describe_blockers,
     ms,
@@ -58,6 +59,7 @@ from favmigrate.db import (
     scalar,
     set_local,
     set_session,
+    weak_lock_policy,
     with_lock_retries,
 )
 from favmigrate.errors import ExitCode, Interrupted, LockHeld, PreflightFailed, StepFailed, UsageError
@@ -639,15 +641,21 @@ class _Run:
                 set_local(self.conn, statement_timeout="0")  # --statement-timeout bounds a batch, not this
                 self.conn.execute(sql.SQL("ANALYZE {}").format(self.target.table))
 
-        _, retries = with_lock_retries(self.conn, action, policy=self.options.limits.retry_policy, watch=self.watch,
-                                       on_retry=self._on_retry, what=f"ANALYZE {self.target.table_name}")
+        policy = weak_lock_policy(self.conn, self.options.limits.retry_policy)
+        _, retries = with_lock_retries(self.conn, action, policy=policy, watch=self.watch,
+                                       on_retry=self._retry_reporter(policy), what=f"ANALYZE {self.target.table_name}")
         self.lock_retries += retries
         self.analyzed = True
 
+    def _retry_reporter(self, policy: RetryPolicy) -> Callable[[int, float, list[dict[str, Any]]], None]:
+        def report(attempt: int, delay: float, blockers: list[dict[str, Any]]) -> None:
+            who = describe_blockers(blockers) or "unknown backends"
+            self.event(BackfillEventKind.RETRY, f"lock not granted within {policy.lock_timeout_s:g}s (retry "
+                       f"{attempt}/{policy.retries} in {delay:.1f}s); blocked by {who}")
+        return report
+
     def _on_retry(self, attempt: int, delay: float, blockers: list[dict[str, Any]]) -> None:
-        who = describe_blockers(blockers) or "unknown backends"
-        self.event(BackfillEventKind.RETRY, f"lock not granted within {self.options.limits.lock_timeout_s:g}s (retry "
-                   f"{attempt}/{self.options.limits.retries} in {delay:.1f}s); blocked by {who}")
+        self._retry_reporter(self.options.limits.retry_policy)(attempt, delay, blockers)
 
     def run_batch(self, params: dict[str, Any], first: bool, next_position: str | None,
                   by_ids: bool = False) -> BatchCounts:

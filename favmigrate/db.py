@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import psycopg
@@ -363,6 +363,21 @@ class RetryPolicy:
         """Exponential backoff with full jitter, so retries of several runs do not line up."""
         ceiling = min(self.backoff_cap_s, self.backoff_base_s * (2 ** (attempt - 1)))
         return random.uniform(ceiling / 2, ceiling)
+
+
+# how far past deadlock_timeout a weak lock's attempt waits, so that the server's deadlock check has run
+AUTOVACUUM_CANCEL_MARGIN_S = 0.5
+
+
+def weak_lock_policy(conn: psycopg.Connection[Any], policy: RetryPolicy) -> RetryPolicy:
+    """``policy`` for a statement whose lock the application's reads and writes never queue behind (SHARE UPDATE
+    EXCLUSIVE: a concurrent index drop, VALIDATE CONSTRAINT, ANALYZE): each attempt waits past deadlock_timeout,
+    when the server cancels an autovacuum that blocks it (one preventing wraparound excepted). With a
+    lock_timeout at or below deadlock_timeout, the autovacuum a large backfill or write-back starts would
+    outlast every retry. Read-only."""
+    deadlock_timeout_s = float(scalar(conn, sql.SQL(
+        "SELECT setting::float8 / 1000 FROM pg_settings WHERE name = 'deadlock_timeout'")))
+    return replace(policy, lock_timeout_s=max(policy.lock_timeout_s, deadlock_timeout_s + AUTOVACUUM_CANCEL_MARGIN_S))
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,14 @@ from psycopg import sql
 from favmigrate.catalog import read_snapshot
 from favmigrate.db import (
     BlockerWatch,
+    RetryPolicy,
     SessionLimits,
     describe_blockers,
     ms,
     rows,
     set_session,
     statement_timeout_message,
+    weak_lock_policy,
     with_lock_retries,
 )
 from favmigrate.errors import ExitCode, FavmigrateError, Interrupted, LockHeld, StepFailed
@@ -106,23 +108,29 @@ class StepRunner:
         self.watch = BlockerWatch.for_connection(conn)
         self.run_id: uuid.UUID = new_run_id()
 
-    def retry_reporter(self, step: str) -> Callable[[int, float, list[dict[str, Any]]], None]:
+    def retry_reporter(self, step: str, policy: RetryPolicy | None = None
+                       ) -> Callable[[int, float, list[dict[str, Any]]], None]:
         """The ``on_retry`` callback for with_lock_retries: a RETRY event naming the blockers."""
+        policy = policy or self.options.limits.retry_policy
+
         def report(attempt: int, delay: float, blockers: list[dict[str, Any]]) -> None:
             who = describe_blockers(blockers) or "unknown backends"
-            limits = self.options.limits
-            self.on_event(Event(EventKind.RETRY, step, f"lock not granted within {limits.lock_timeout_s:g}s "
-                                f"(retry {attempt}/{limits.retries} in {delay:.1f}s); blocked by {who}"))
+            self.on_event(Event(EventKind.RETRY, step, f"lock not granted within {policy.lock_timeout_s:g}s "
+                                f"(retry {attempt}/{policy.retries} in {delay:.1f}s); blocked by {who}"))
         return report
 
-    def _in_transaction(self, statements: list[sql.Composed], step: str) -> int:
+    def weak_lock_policy(self) -> RetryPolicy:
+        return weak_lock_policy(self.conn, self.options.limits.retry_policy)
+
+    def _in_transaction(self, statements: list[sql.Composed], step: str, policy: RetryPolicy | None = None) -> int:
         def action() -> None:
             with self.conn.transaction():
                 for statement in statements:
                     self.conn.execute(statement)
 
-        _, retries = with_lock_retries(self.conn, action, policy=self.options.limits.retry_policy, watch=self.watch,
-                                       on_retry=self.retry_reporter(step), what=f"step {step}")
+        policy = policy or self.options.limits.retry_policy
+        _, retries = with_lock_retries(self.conn, action, policy=policy, watch=self.watch,
+                                       on_retry=self.retry_reporter(step, policy), what=f"step {step}")
         return retries
 
     def _set_timeouts(self, kind: LockKind) -> None:
@@ -212,12 +220,13 @@ class StepRunner:
         if step.transactional:
             return self._in_transaction(statements, step.name)
         retries = 0
+        policy = self.weak_lock_policy()
         for statement in statements:
             def drop(composed: sql.Composed = statement) -> None:
                 self.conn.execute(composed)
 
-            _, used = with_lock_retries(self.conn, drop, policy=self.options.limits.retry_policy, watch=self.watch,
-                                        on_retry=self.retry_reporter(step.name), what=f"step {step.name}")
+            _, used = with_lock_retries(self.conn, drop, policy=policy, watch=self.watch,
+                                        on_retry=self.retry_reporter(step.name, policy), what=f"step {step.name}")
             retries += used
         return retries
 
@@ -236,10 +245,11 @@ class StepRunner:
         elif step.lock is LockKind.BATCHED:
             retries, detail = self._fill_batches(planned)
         elif step == ANALYZE:
-            retries = self._in_transaction([analyze_statement(self.target)], step.name)
+            retries = self._in_transaction([analyze_statement(self.target)], step.name, self.weak_lock_policy())
             detail = "planner statistics refreshed"
         else:
-            retries = self._in_transaction(list(planned.up), step.name)
+            retries = self._in_transaction(list(planned.up), step.name,
+                                           self.weak_lock_policy() if step.lock is LockKind.ONLINE else None)
         result = StepResult(step.name, StepOutcome.APPLIED, detail, ";\n".join(planned.statements),
                             time.monotonic() - started, retries)
         self.on_event(Event(EventKind.STEP_DONE, step.name, f"{detail} in {result.duration_s:.2f}s"))

@@ -845,3 +845,43 @@ def test_refuses_to_drop_an_object_that_uses_the_columns(conn, db_dsn):
     assert result.exit_code == 2
     assert "view priority_requests" in result.stderr and "nothing was changed" in result.stderr
     assert cli("verify", "--dsn", db_dsn, "--no-data").exit_code == 0, "the migration is still in place"
+
+
+def test_an_autovacuum_blocking_a_concurrent_drop_is_cancelled_by_the_server_not_waited_out(conn, db_dsn):
+    """The write-back starts an autovacuum of the table; the concurrent index drops after it wait past
+    deadlock_timeout, when the server cancels an autovacuum that blocks a lock request. A lock_timeout below
+    deadlock_timeout would time out every retry while a slow autovacuum runs."""
+    apply(conn)
+    run_backfill(conn)
+    # an autovacuum that would run for minutes: every page costs more than the limit, then sleeps
+    conn.execute("ALTER TABLE session_requests SET (autovacuum_enabled = false, autovacuum_vacuum_threshold = 0, "
+                 "autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_cost_delay = 100, "
+                 "autovacuum_vacuum_cost_limit = 1)")
+    conn.execute("ALTER SYSTEM SET autovacuum_naptime = 1")
+    conn.execute("SELECT pg_reload_conf()")
+    seen: list[int] = []
+
+    def autovacuum_starts(event: Any) -> None:
+        if event.kind is EventKind.STEP_START and event.step == "index-priority-timeout" and not seen:
+            with psycopg.connect(db_dsn, autocommit=True) as app:
+                app.execute("ALTER TABLE session_requests SET (autovacuum_enabled = true)")
+                for _ in range(600):
+                    found = app.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
+                        "AND datname = current_database() AND query LIKE '%session_requests%'").fetchone()
+                    if found:
+                        seen.append(found[0])
+                        return
+                    time.sleep(0.05)
+
+    try:
+        report = rollback_migration(conn, target(), RollbackOptions(
+            limits=SessionLimits(lock_timeout_s=0.2, retries=2)), on_event=autovacuum_starts)
+    finally:
+        conn.execute("ALTER SYSTEM RESET autovacuum_naptime")
+        conn.execute("SELECT pg_reload_conf()")
+        conn.execute("ALTER TABLE session_requests SET (autovacuum_enabled = false)")
+    assert seen, "no autovacuum of the table started"
+    assert report.exit_code == 0, report.to_dict()
+    assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'session_requests_priority_timeout_idx'"
+                        ).fetchone()[0] == 0
