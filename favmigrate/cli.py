@@ -312,7 +312,9 @@ def plan(
 
 LockTimeoutOption = Annotated[float, ranged(
     "--lock-timeout", kind=float, low=0.01, high=3600, help="Seconds a statement needing a strong lock may wait "
-    "before it gives up and retries (keeps application queries from piling up behind it).")]
+    "before it gives up and retries (keeps application queries from piling up behind it). Concurrent index "
+    "drops, VALIDATE and ANALYZE wait at least the server's deadlock_timeout + 0.5 s, so that the server "
+    "cancels an autovacuum blocking them.")]
 RetriesOption = Annotated[int, ranged("--retries", kind=int, low=0, high=1000,
                                       help="Retries after a lock timeout, with backoff and jitter (0: give up at the "
                                       "first).")]
