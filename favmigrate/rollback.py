@@ -384,11 +384,12 @@ class _Tally:
                 self.conflicts.append(Conflict(str(row_key), column.legacy_key, legacy.get(column.legacy_key),
                                                values[name].decoded))
 
-    def add_settled(self, columns: Sequence[ColumnSpec], counted: Sequence[int]) -> None:
-        """Add what settled_batch_statement counted (its row, in its order)."""
+    def add_settled(self, columns: Sequence[ColumnSpec], counted: Sequence[int], *, written: bool) -> None:
+        """Add what settled_batch_statement (``written``) or survey_batch_statement counted (its row, in its
+        order)."""
         self.rows_examined += counted[0]
         self.rows_to_write += counted[1]
-        self.rows_written += counted[1]
+        self.rows_written += counted[1] if written else 0
         for n, column in enumerate(columns):
             missing, present, missing_at_default = counted[2 + 3 * n:5 + 3 * n]
             per_key = self.counts.setdefault(column.name, {})
@@ -589,6 +590,42 @@ def _settled(target: Target, columns: Sequence[ColumnSpec], row: str = "t") -> s
     return sql.SQL("({})").format(sql.SQL(" AND ").join(parts))
 
 
+_KEY_FLAGS = ("missing", "present", "at_default")
+
+
+def _key_flag_names(columns: Sequence[ColumnSpec]) -> list[sql.Identifier]:
+    return [sql.Identifier(f"{flag}_{n}") for n in range(len(columns)) for flag in _KEY_FLAGS]
+
+
+def _key_flags(target: Target, columns: Sequence[ColumnSpec], row: str) -> sql.Composable:
+    """Per column, for a settled row: missing_N (a kept value whose key metadata lacks), present_N (a kept value
+    metadata already holds) and at_default_N (the column holds its default)."""
+    flags: list[sql.Composable] = []
+    for n, column in enumerate(columns):
+        missing = _missing(target, columns, column, row)
+        at_default = sql.SQL("FALSE") if column.default is None else column.rules.same(
+            column.rules.literal(str(column.default)), _value(column, row))
+        flags.append(sql.SQL("{missing} AS {m}, {kept} AND NOT {missing} AS {p}, {at_default} AS {d}").format(
+            missing=missing, kept=_kept(columns, column, row), at_default=at_default,
+            m=sql.Identifier(f"missing_{n}"), p=sql.Identifier(f"present_{n}"), d=sql.Identifier(f"at_default_{n}")))
+    return sql.SQL(", ").join(flags)
+
+
+def _key_counts(columns: Sequence[ColumnSpec], among: sql.Composable) -> sql.Composable:
+    """The _key_flags counted over the rows meeting ``among``: per column the values missing, present, and
+    missing at the column's default."""
+    return sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE {among} AND {m}), count(*) FILTER (WHERE {among} AND {p}), "
+                "count(*) FILTER (WHERE {among} AND {m} AND {d})").format(
+            among=among, m=sql.Identifier(f"missing_{n}"), p=sql.Identifier(f"present_{n}"),
+            d=sql.Identifier(f"at_default_{n}"))
+        for n in range(len(columns)))
+
+
+def _any_missing(columns: Sequence[ColumnSpec]) -> sql.Composable:
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(sql.Identifier(f"missing_{n}") for n in range(len(columns))))
+
+
 def settled_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composed:
     """In one page range of the pass: merge each missing value into the metadata of the settled rows holding
     values, and count them: rows, rows written, then per column the values missing, present, and missing at
@@ -604,52 +641,42 @@ def settled_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sq
     missing = [_missing(target, columns, column, "o") for column in columns]
     patch = [(sql.Literal(column.legacy_key), sql.SQL("CASE WHEN {} THEN {} END").format(
         flag, column.rules.write_back(_value(column, "o")))) for column, flag in zip(columns, missing, strict=True)]
-    returned: list[sql.Composable] = []
-    written_counts: list[sql.Composable] = []
-    alone_flags: list[sql.Composable] = []
-    alone_counts: list[sql.Composable] = []
-    for n, (column, flag) in enumerate(zip(columns, missing, strict=True)):
-        names = {k: sql.Identifier(f"{k}_{n}") for k in ("missing", "present", "at_default")}
-        at_default = sql.SQL("FALSE") if column.default is None else column.rules.same(
-            column.rules.literal(str(column.default)), _value(column, "o"))
-        # a settled row's kept value is either missing or already there
-        returned.append(sql.SQL("{flag} AS {missing}, {kept} AND NOT {flag} AS {present}, {at_default} AS {d}").format(
-            flag=flag, missing=names["missing"], kept=_kept(columns, column, "o"), present=names["present"],
-            at_default=at_default, d=names["at_default"]))
-        written_counts.append(sql.SQL("count(*) FILTER (WHERE {m}), count(*) FILTER (WHERE {p}), "
-                                      "count(*) FILTER (WHERE {m} AND {d})").format(
-            m=names["missing"], p=names["present"], d=names["at_default"]))
-        alone_flags.append(sql.SQL("{} AS {}").format(_kept(columns, column), names["present"]))
-        alone_counts.append(sql.SQL("count(*) FILTER (WHERE is_settled AND {})").format(names["present"]))
-    any_missing = sql.SQL(" OR ").join(missing)
-    counts: list[sql.Composable] = []
-    for n in range(len(columns)):
-        counts.append(sql.SQL("w.{m}, w.{p} + a.{p}, w.{d}").format(
-            m=sql.Identifier(f"w_missing_{n}"), p=sql.Identifier(f"present_{n}"), d=sql.Identifier(f"w_default_{n}")))
+    names = _key_flag_names(columns)
     return sql.SQL(
         "WITH written AS (UPDATE {table} AS t SET {meta} = coalesce(o.{meta}, '{{}}'::jsonb) "
         "|| jsonb_strip_nulls({patch}) FROM {table} AS o "
-        "WHERE t.ctid = o.ctid AND {in_pass} AND {holds} AND {settled} AND ({any_missing}) RETURNING {returned}), "
-        "left_alone AS (SELECT {settled_t} AS is_settled, {alone_flags} FROM {table} AS t "
-        "WHERE {in_pass_t} AND {holds_t} AND NOT ({settled_t} AND ({any_missing_t}))) "
-        "SELECT w.rows + a.settled_rows, w.rows, {counts}, a.unsettled FROM "
-        "(SELECT count(*) AS rows, {written_counts} FROM written) AS w({w_names}), "
-        "(SELECT count(*) FILTER (WHERE is_settled) AS settled_rows, {alone_counts}, "
-        "count(*) FILTER (WHERE NOT is_settled) AS unsettled FROM left_alone) AS a({a_names})"
+        "WHERE t.ctid = o.ctid AND {in_pass} AND {holds} AND {settled} AND ({any_missing}) "
+        "RETURNING {flags_o}), "
+        "left_alone AS (SELECT {settled_t} AS is_settled, {flags_t} FROM {table} AS t "
+        "WHERE {in_pass_t} AND {holds_t} AND NOT ({settled_t} AND {any_missing_t})) "
+        "SELECT w.settled_rows + a.settled_rows, w.settled_rows, {sums}, a.unsettled FROM "
+        "(SELECT count(*), {written_counts} FROM written) AS w(settled_rows, {names}), "
+        "(SELECT count(*) FILTER (WHERE is_settled), {alone_counts}, count(*) FILTER (WHERE NOT is_settled) "
+        "FROM left_alone) AS a(settled_rows, {names}, unsettled)"
     ).format(
         table=target.table, meta=meta, patch=jsonb_object(patch), in_pass=_in_pass_range("o"),
-        holds=holds_values_condition(columns, "o"), settled=_settled(target, columns, "o"), any_missing=any_missing,
-        returned=sql.SQL(", ").join(returned), settled_t=_settled(target, columns),
-        alone_flags=sql.SQL(", ").join(alone_flags),
-        in_pass_t=_in_pass_range(), holds_t=holds_values_condition(columns),
-        any_missing_t=sql.SQL(" OR ").join(_missing(target, columns, c, "t") for c in columns),
-        counts=sql.SQL(", ").join(counts), written_counts=sql.SQL(", ").join(written_counts),
-        w_names=sql.SQL(", ").join([sql.Identifier("rows"), *(
-            sql.Identifier(f"{k}_{n}") for n in range(len(columns)) for k in ("w_missing", "present", "w_default"))]),
-        alone_counts=sql.SQL(", ").join(alone_counts),
-        a_names=sql.SQL(", ").join([sql.Identifier("settled_rows"), *(
-            sql.Identifier(f"present_{n}") for n in range(len(columns))), sql.Identifier("unsettled")]),
+        holds=holds_values_condition(columns, "o"), settled=_settled(target, columns, "o"),
+        any_missing=sql.SQL(" OR ").join(missing), flags_o=_key_flags(target, columns, "o"),
+        settled_t=_settled(target, columns), flags_t=_key_flags(target, columns, "t"), in_pass_t=_in_pass_range(),
+        holds_t=holds_values_condition(columns),
+        any_missing_t=sql.SQL("({})").format(sql.SQL(" OR ").join(_missing(target, columns, c, "t") for c in columns)),
+        sums=sql.SQL(", ").join(sql.SQL("w.{name} + a.{name}").format(name=name) for name in names),
+        written_counts=_key_counts(columns, sql.SQL("TRUE")), alone_counts=_key_counts(columns, sql.SQL("is_settled")),
+        names=sql.SQL(", ").join(names),
     )
+
+
+def survey_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composed:
+    """What settled_batch_statement would write in one page range, counted in the same order (rows, rows to
+    write, per column the values missing, present and missing at the default, then the rows not settled).
+    Read-only."""
+    return sql.SQL(
+        "SELECT count(*) FILTER (WHERE is_settled), count(*) FILTER (WHERE is_settled AND {any_missing}), "
+        "{counts}, count(*) FILTER (WHERE NOT is_settled) "
+        "FROM (SELECT {settled} AS is_settled, {flags} FROM {table} AS t WHERE {in_pass} AND {holds}) AS s"
+    ).format(any_missing=_any_missing(columns), counts=_key_counts(columns, sql.SQL("is_settled")),
+             settled=_settled(target, columns), flags=_key_flags(target, columns, "t"), table=target.table,
+             in_pass=_in_pass_range(), holds=holds_values_condition(columns))
 
 
 def merge_statement(target: Target) -> sql.Composed:
@@ -819,8 +846,8 @@ def preserve_pass(
     write: bool, progress: Progress | None = None, runner: StepRunner | None = None, step: str = PRESERVE.name,
     ledger: Ledger | None = None, written: Callable[[int], None] | None = None,
 ) -> tuple[Preservation, int]:
-    """One pass over the rows holding column values, in keyset batches (writing on PostgreSQL 14+: in page
-    ranges, see _preserve_pages); returns what it found and lock retries.
+    """One pass over the rows holding column values, in page ranges on PostgreSQL 14+ (see _preserve_pages),
+    else in keyset batches; returns what it found and lock retries.
 
     With ``write``, each batch locks its rows (FOR NO KEY UPDATE), merges the missing keys into their
     metadata in one UPDATE and commits, under lock_timeout with retries, then sleeps ``sleep_s``;
@@ -828,8 +855,8 @@ def preserve_pass(
     Raises LockHeld, Interrupted, StepFailed.
     """
     found = _PassState(_Tally(target.spec, options.prefer_columns), ledger, progress)
-    if write and int(scalar(conn, sql.SQL("SELECT current_setting('server_version_num')::integer"))) >= 140000:
-        _preserve_pages(conn, target, columns, options, found, runner, step, written)
+    if int(scalar(conn, sql.SQL("SELECT current_setting('server_version_num')::integer"))) >= 140000:
+        _preserve_pages(conn, target, columns, options, found, runner, step, written, write=write)
         return found.tally.freeze(), found.retries
     after: Any = None
     first_query, next_query = (batch_query(target, columns, first=first, lock=write).as_bytes(conn)
@@ -858,11 +885,11 @@ def preserve_pass(
 
 def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec],
                     options: RollbackOptions, found: _PassState, runner: StepRunner | None, step: str,
-                    written: Callable[[int], None] | None) -> None:
-    """The writing pass in page ranges (a TID Range Scan, PostgreSQL 14+): the heap is read in order, where
-    primary-key batches over random keys read it at random. Each range holds about ``batch_size`` rows (so at most
-    that many with values) and is one transaction: settled_batch_statement merges the rows SQL can decide,
-    classify decides the others.
+                    written: Callable[[int], None] | None, *, write: bool) -> None:
+    """The pass in page ranges (a TID Range Scan, PostgreSQL 14+): the heap is read in order, where primary-key
+    batches over random keys read it at random. Each range holds about ``batch_size`` rows (so at most that many
+    with values) and is one transaction: settled_batch_statement merges the rows SQL can decide (without
+    ``write``, survey_batch_statement counts them), classify decides the others.
 
     A row the application moves behind the walk was written after the pass began, so the change log holds it
     (its trigger records every write but rollback's own); rows written since the pass began are skipped.
@@ -870,8 +897,8 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
     end_page = relation_pages(conn, target)
     pass_xid = int(scalar(conn, sql.SQL("SELECT txid_snapshot_xmax(txid_current_snapshot())"))) % 2**32
     # rendered once: psycopg composes a Composed statement anew on every execute, and these are large
-    settle = settled_batch_statement(target, columns).as_bytes(conn)
-    query = batch_query(target, columns, first=False, lock=True, pages=True).as_bytes(conn)
+    settle = (settled_batch_statement if write else survey_batch_statement)(target, columns).as_bytes(conn)
+    query = batch_query(target, columns, first=False, lock=write, pages=True).as_bytes(conn)
     # at most batch_size rows of the table per range, whichever of them hold values: a density learnt from the
     # ranges already seen would put a whole cluster of rows with values (a region the application rewrote) in one
     span = math.ceil(options.batch_size / rows_per_page(conn, target))
@@ -879,7 +906,7 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
     set_session(conn, plan_cache_mode="force_generic_plan")
     try:
         _walk_pages(conn, options, found, runner, step, written, settle=settle, query=query, span=span,
-                    end_page=end_page, pass_xid=pass_xid, target=target, columns=columns)
+                    end_page=end_page, pass_xid=pass_xid, target=target, columns=columns, write=write)
     finally:
         if conn.info.transaction_status is TransactionStatus.IDLE:  # not after a broken connection
             conn.execute("RESET plan_cache_mode")
@@ -888,7 +915,7 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
 def _walk_pages(conn: psycopg.Connection[Any], options: RollbackOptions, found: _PassState,
                 runner: StepRunner | None, step: str, written: Callable[[int], None] | None, *,
                 settle: bytes, query: bytes, span: int, end_page: int, pass_xid: int,
-                target: Target, columns: Sequence[ColumnSpec]) -> None:
+                target: Target, columns: Sequence[ColumnSpec], write: bool) -> None:
     page = 0
     while page < end_page:
         hi = page + max(1, min(end_page - page, span))
@@ -901,20 +928,20 @@ def _walk_pages(conn: psycopg.Connection[Any], options: RollbackOptions, found: 
                 *counted, unsettled = summary
                 if not unsettled:
                     return counted, [], 0
-                decisions, merged = _write_back(conn, target, columns, options, query, params, True)
+                decisions, merged = _write_back(conn, target, columns, options, query, params, write)
                 return counted, decisions, merged
 
         (counted, decisions, merged), used = with_lock_retries(
             conn, batch, policy=options.limits.retry_policy, watch=runner.watch if runner else None,
             on_retry=runner.retry_reporter(step) if runner else None, what=f"step {step}")
         found.retries += used
-        found.tally.add_settled(columns, counted)
-        if written and merged + counted[1]:
+        found.tally.add_settled(columns, counted, written=write)
+        if write and written and merged + counted[1]:
             written(merged + counted[1])
         if counted[0] or decisions:
             found.add(decisions, merged)
         page = hi
-        if options.sleep_s:
+        if write and options.sleep_s:
             time.sleep(options.sleep_s)
 
 

@@ -290,6 +290,8 @@ def test_apply_backfill_write_rollback_keeps_every_value_and_apply_again_restore
     run_backfill(conn)
     app_writes(conn)
     before = state(conn)
+    survey = cli("rollback", "--dsn", db_dsn, "--dry-run", "--batch-size", "200", "--format", "json"
+                 ).json()["plan"]["survey"]
 
     report = rollback_migration(conn, target(), RollbackOptions(batch_size=200))
     data = report.to_dict()
@@ -326,6 +328,9 @@ def test_apply_backfill_write_rollback_keeps_every_value_and_apply_again_restore
     assert preservation["rows_written"] == written_rows
     assert preservation["conflicts"] == conflicts > 0  # the sample's unreadable windows beside the default 10
     assert preservation["values_lost"] == lost < conflicts and preservation["not_object_rows"] == 0
+    # the dry run's survey, counted in SQL where it can be, foresaw exactly that
+    assert (survey["rows_to_write"], survey["conflicts"], survey["values_lost"], survey["values_to_write"]) == (
+        written_rows, conflicts, lost, preservation["values_written"])
     assert cli("verify", "--dsn", db_dsn, "--absent").exit_code == 0
     with psycopg.connect(db_dsn) as other:
         history = other.execute("SELECT step, outcome, checksum FROM favmigrate.history WHERE command = 'rollback' "
