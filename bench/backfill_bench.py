@@ -27,10 +27,8 @@ import json
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -50,9 +48,9 @@ from favmigrate.rollback import holds_values_condition
 from favmigrate.sample import load_sample
 from favmigrate.sandbox import Server, disposable_postgres, find_local_bindir
 from favmigrate.spec import Target, load_spec
+from favmigrate.stall import Recording, WriteTransaction, writes_during
 
 WRITER_RATE = 50.0  # transactions per second
-LEAD_S = 1.0  # the writer runs alone this long before and after the measured operation
 THROUGHPUT_TARGET = 0.90  # of the single statement's rows/s, at the default batch size
 STALL_TARGET = 50.0  # the writer's worst stall at least this many times below the single statement's
 
@@ -70,59 +68,33 @@ MIGRATION_INDEX_STEPS = ("index-preferred-mechanic", "index-priority-analytics",
 # ---------------------------------------------------------------- the writer
 
 
-@dataclass
-class Stalls:
-    latencies_ms: list[float]
-
-    @property
-    def worst_ms(self) -> float:
-        return max(self.latencies_ms, default=0.0)
-
-    @property
-    def p99_ms(self) -> float:
-        if len(self.latencies_ms) < 2:
-            return self.worst_ms
-        return statistics.quantiles(self.latencies_ms, n=100)[98]
-
-
-@contextmanager
-def writer(dsn: str) -> Iterator[Stalls]:
-    """Small application transactions at WRITER_RATE on their own connection, each latency recorded."""
-    stalls = Stalls([])
-    stop = threading.Event()
-    with psycopg.connect(dsn, autocommit=True, application_name="bench-writer") as conn:
+def application_writes(dsn: str) -> WriteTransaction:
+    """The application's transactions: a third insert a request with legacy metadata (older application
+    code), the others change the status of a request anywhere in the table."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
         # rows anywhere in the table, in random order (a sample's pages come in physical order, and rows holding
         # values can sit together at the table's end)
         ids = [r[0] for r in conn.execute("SELECT id FROM session_requests TABLESAMPLE SYSTEM (5) ORDER BY random() "
                                           "LIMIT 20000")]
         mechanic = conn.execute("SELECT id::text FROM mechanics LIMIT 1").fetchone()[0]
 
-        def loop() -> None:
-            n = 0
-            next_at = time.monotonic()
-            while not stop.is_set():
-                n += 1
-                began = time.monotonic()
-                if n % 3 == 0:  # older application code: a new request with legacy metadata
-                    conn.execute("INSERT INTO session_requests (customer_id, metadata) VALUES (gen_random_uuid(), "
-                                 "jsonb_build_object('source', 'web', 'priority_mechanic_id', %s::text, "
-                                 "'priority_window_minutes', 15))", (mechanic,))
-                else:  # any request changes status
-                    conn.execute("UPDATE session_requests SET status = 'cancelled' WHERE id = %s",
-                                 (ids[n % len(ids)],))
-                stalls.latencies_ms.append((time.monotonic() - began) * 1000)
-                next_at += 1 / WRITER_RATE
-                stop.wait(max(0.0, next_at - time.monotonic()))
+    def write(conn: psycopg.Connection[Any], n: int) -> str:
+        if n % 3 == 0:
+            conn.execute("INSERT INTO session_requests (customer_id, metadata) VALUES (gen_random_uuid(), "
+                         "jsonb_build_object('source', 'web', 'priority_mechanic_id', %s::text, "
+                         "'priority_window_minutes', 15))", (mechanic,))
+            return "insert"
+        conn.execute("UPDATE session_requests SET status = 'cancelled' WHERE id = %s", (ids[n % len(ids)],))
+        return "update"
 
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        time.sleep(LEAD_S)
-        try:
-            yield stalls
-        finally:
-            time.sleep(LEAD_S)
-            stop.set()
-            thread.join(timeout=60)
+    return write
+
+
+@contextmanager
+def writer(dsn: str) -> Iterator[Recording]:
+    """The application's transactions at WRITER_RATE on their own connection, each latency recorded."""
+    with writes_during(dsn, application_writes(dsn), rate=WRITER_RATE, application="bench-writer") as recording:
+        yield recording
 
 
 # ---------------------------------------------------------------- the database
@@ -210,7 +182,7 @@ class Result:
     seconds: float
     rows_updated: int
     longest_txn_s: float | None
-    stalls: Stalls
+    stalls: Recording
     note: str = ""
 
     @property
@@ -371,17 +343,17 @@ def table(results: list[Result], ceiling: Result) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         ratio = r.rows_per_s / ceiling.rows_per_s if ceiling.rows_per_s else 0.0
-        stall = ceiling.stalls.worst_ms / r.stalls.worst_ms if r.stalls.worst_ms else float("inf")
+        stall = ceiling.stalls.worst / r.stalls.worst if r.stalls.worst else float("inf")
         longest = "–" if r.longest_txn_s is None else f"{r.longest_txn_s * 1000:,.0f} ms"
         lines.append(f"| {r.name} | {r.rows_per_s:,.0f} | {ratio:.2f} | {longest} | "
-                     f"{r.stalls.worst_ms:,.0f} ms | {r.stalls.p99_ms:,.0f} ms | 1/{stall:,.0f} | {r.note} |")
+                     f"{r.stalls.worst * 1000:,.0f} ms | {r.stalls.p99 * 1000:,.0f} ms | 1/{stall:,.0f} | {r.note} |")
     return "\n".join(lines)
 
 
 def verdict(what: str, measured: Result, ceiling: Result) -> tuple[str, bool]:
     """One line checking the throughput and writer-stall targets of ``measured`` against ``ceiling``."""
     ratio = measured.rows_per_s / ceiling.rows_per_s if ceiling.rows_per_s else 0.0
-    stall_ratio = ceiling.stalls.worst_ms / max(measured.stalls.worst_ms, 0.001)
+    stall_ratio = ceiling.stalls.worst / max(measured.stalls.worst, 0.000001)
     ok = ratio >= THROUGHPUT_TARGET and stall_ratio >= STALL_TARGET
     return (f"- {what}: {ratio:.2f} of the single statement's rows/s (target >= {THROUGHPUT_TARGET}) "
             f"{'PASS' if ratio >= THROUGHPUT_TARGET else 'MISS'}; writer's worst stall 1/{stall_ratio:,.0f} of the "
@@ -430,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 drop(server, dsn)
             say(f"{result.name}: {result.seconds:.1f}s, {result.rows_updated:,} rows, "
-                f"worst stall {result.stalls.worst_ms:.0f} ms")
+                f"worst stall {result.stalls.worst * 1000:.0f} ms")
             results.append(result)
             return result
 
