@@ -106,21 +106,13 @@ def execute(dsn: str, statement: sql.Composable | str, params: Any = None) -> An
 
 
 def clone(server: Server, template: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    strategy = sql.SQL(" STRATEGY = FILE_COPY") if server.version_num >= 150000 else sql.SQL("")
-    with psycopg.connect(server.dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
-            sql.Identifier(name), sql.Identifier(template), strategy))
-    dsn = server.dsn_for(name)
+    dsn = server.create_database(f"bench_{uuid.uuid4().hex[:10]}", template=template)
     execute(dsn, "CHECKPOINT")
     return dsn
 
 
 def drop(server: Server, dsn: str) -> None:
-    name = sql.Identifier(str(conninfo_to_dict(dsn)["dbname"]))
-    force = sql.SQL(" WITH (FORCE)") if server.version_num >= 130000 else sql.SQL("")
-    with psycopg.connect(server.dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(name, force))
+    server.drop_database(str(conninfo_to_dict(dsn)["dbname"]))
 
 
 @dataclass(frozen=True)
@@ -135,10 +127,7 @@ def build_templates(server: Server, base: str, name: str, extra_indexes: tuple[s
     """Template databases named ``name``_* from ``base`` (the loaded sample, see load_plain) with
     ``extra_indexes``: every table variant starts from identical data."""
     target = Target(load_spec())
-    with psycopg.connect(server.dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(f"{name}_base"),
-                                                                      sql.Identifier(base)))
-    with psycopg.connect(server.dsn_for(f"{name}_base"), autocommit=True) as conn:
+    with psycopg.connect(server.create_database(f"{name}_base", template=base), autocommit=True) as conn:
         say(f"{name}: building {len(extra_indexes)} more indexes")
         for n, columns in enumerate(extra_indexes):
             conn.execute(sql.SQL("CREATE INDEX {} ON session_requests {}").format(
@@ -149,25 +138,21 @@ def build_templates(server: Server, base: str, name: str, extra_indexes: tuple[s
                     conn.execute(statement)
         conn.execute("VACUUM ANALYZE session_requests")
     templates = Templates(f"{name}_applied", f"{name}_no_index", 0.0)
-    with psycopg.connect(server.dsn, autocommit=True) as admin:
-        for made in (templates.no_index, templates.applied):
-            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(made),
-                                                                          sql.Identifier(f"{name}_base")))
-    with psycopg.connect(server.dsn_for(templates.applied), autocommit=True) as conn:
+    server.create_database(templates.no_index, template=f"{name}_base")
+    with psycopg.connect(server.create_database(templates.applied, template=f"{name}_base"),
+                         autocommit=True) as conn:
         began = time.monotonic()
         report = apply_migration(conn, target)
         index_build_s = time.monotonic() - began
         assert report.ok, report.to_dict()
         conn.execute("VACUUM ANALYZE session_requests")
-    drop(server, server.dsn_for(f"{name}_base"))
+    server.drop_database(f"{name}_base")
     return replace(templates, index_build_s=index_build_s)
 
 
 def load_plain(server: Server, rows: int, say: Callable[[str], None]) -> str:
     """A template of the sample alone (its primary key and two indexes), the base of both tables."""
-    with psycopg.connect(server.dsn, autocommit=True) as admin:
-        admin.execute("CREATE DATABASE bench_plain")
-    with psycopg.connect(server.dsn_for("bench_plain"), autocommit=True) as conn:
+    with psycopg.connect(server.create_database("bench_plain"), autocommit=True) as conn:
         say(f"loading {rows:,} rows")
         load_sample(conn, rows=rows)
     return "bench_plain"
@@ -263,9 +248,7 @@ def build_rollback_template(server: Server, applied: str, say: Callable[[str], N
     metadata is compared over these rows only (the writer inserts rows with random keys)."""
     target = Target(load_spec())
     keys = [c.legacy_key for c in target.spec.columns]
-    with psycopg.connect(server.dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE bench_rollback TEMPLATE {}").format(sql.Identifier(applied)))
-    with psycopg.connect(server.dsn_for("bench_rollback"), autocommit=True) as conn:
+    with psycopg.connect(server.create_database("bench_rollback", template=applied), autocommit=True) as conn:
         say("rollback: backfilling, then removing the legacy keys")
         conn.execute("SET jit = off")
         with conn.transaction():

@@ -97,8 +97,7 @@ def admin_conn(pg_server: Server) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture(scope="session")
 def template_summary(pg_server: Server, admin_conn: psycopg.Connection[Any]) -> SampleSummary:
     """Create ``favmigrate_template`` with ``load_sample(rows=2000)`` once; return its summary."""
-    admin_conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
-    with psycopg.connect(pg_server.dsn_for(TEMPLATE_DB), autocommit=True) as conn:
+    with psycopg.connect(pg_server.create_database(TEMPLATE_DB), autocommit=True) as conn:
         summary = load_sample(conn, rows=TEMPLATE_ROWS)
     # Cloning needs a template nobody is connected to; refusing connections keeps it that way.
     admin_conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false")
@@ -112,47 +111,28 @@ def template_rows(template_summary: SampleSummary) -> int:
     return template_summary.session_requests
 
 
-def _drop_database(conn: psycopg.Connection[Any], name: str, version_num: int) -> None:
-    ident = sql.Identifier(name)
-    if version_num >= 130000:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        return
-    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                 "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
-
-
 @contextlib.contextmanager
-def fresh_database(pg_server: Server, admin_conn: psycopg.Connection[Any],
-                   template: str | None) -> Iterator[str]:
+def fresh_database(pg_server: Server, template: str | None) -> Iterator[str]:
     """Create a database (a copy of ``template``, else empty), yield its DSN, drop it after."""
     name = f"test_{uuid.uuid4().hex}"
-    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-    if template is not None:
-        create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
-    if pg_server.version_num >= 150000:
-        # 15 made WAL_LOG the default: it writes every block through the WAL, several times slower
-        # for a small database than a file copy, whose checkpoint costs nothing on a server without fsync.
-        create = sql.SQL("{} STRATEGY = FILE_COPY").format(create)
-    admin_conn.execute(create)
+    dsn = pg_server.create_database(name, template=template)
     try:
-        yield pg_server.dsn_for(name)
+        yield dsn
     finally:
-        _drop_database(admin_conn, name, pg_server.version_num)
+        pg_server.drop_database(name)
 
 
 @pytest.fixture
-def db_dsn(pg_server: Server, admin_conn: psycopg.Connection[Any],
-           template_summary: SampleSummary) -> Iterator[str]:
+def db_dsn(pg_server: Server, template_summary: SampleSummary) -> Iterator[str]:
     """DSN of a fresh database cloned from the sample template (dropped after the test)."""
-    with fresh_database(pg_server, admin_conn, TEMPLATE_DB) as dsn:
+    with fresh_database(pg_server, TEMPLATE_DB) as dsn:
         yield dsn
 
 
 @pytest.fixture
-def empty_db_dsn(pg_server: Server, admin_conn: psycopg.Connection[Any]) -> Iterator[str]:
+def empty_db_dsn(pg_server: Server) -> Iterator[str]:
     """DSN of a fresh empty database (dropped after the test)."""
-    with fresh_database(pg_server, admin_conn, None) as dsn:
+    with fresh_database(pg_server, None) as dsn:
         yield dsn
 
 

@@ -460,10 +460,9 @@ def test_cli_json_summary_and_rejects_file(db_dsn, template_rows, tmp_path):
 def test_resume_after_killed_connection_gives_the_uninterrupted_table(db_dsn, conn, pg_server, admin_conn):
     migrate(conn)
     reference = f"ref_{uuid.uuid4().hex}"
-    admin_conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-        sql.Identifier(reference), sql.Identifier(TEMPLATE_DB)))
+    reference_dsn = pg_server.create_database(reference, template=TEMPLATE_DB)
     try:
-        with psycopg.connect(pg_server.dsn_for(reference), autocommit=True) as ref:
+        with psycopg.connect(reference_dsn, autocommit=True) as ref:
             migrate(ref)
             uninterrupted = run(ref, batch_size=200)
             expected_state = columns_without_updated_at(ref)
@@ -493,9 +492,7 @@ def test_resume_after_killed_connection_gives_the_uninterrupted_table(db_dsn, co
             assert resumed[field] == uninterrupted[field], field
         assert_backfilled(conn)
     finally:
-        admin_conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(reference))
-                           if pg_server.version_num >= 130000 else
-                           sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(reference)))
+        pg_server.drop_database(reference)
 
 
 def db_dsn_dbname(dsn: str) -> str:

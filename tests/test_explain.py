@@ -127,25 +127,19 @@ def test_duplicate_index_needs_a_shared_prefix_and_the_same_predicate():
 
 # ---------------------------------------------------------------- on PostgreSQL
 
-def _database_from_template(pg_server: Server, admin_conn: psycopg.Connection[Any]) -> Iterator[str]:
+def _database_from_template(pg_server: Server) -> Iterator[str]:
     name = f"test_explain_{uuid.uuid4().hex}"
-    admin_conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE favmigrate_template").format(sql.Identifier(name)))
     try:
-        yield pg_server.dsn_for(name)
+        yield pg_server.create_database(name, template="favmigrate_template")
     finally:
-        if pg_server.version_num >= 130000:
-            admin_conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        else:
-            admin_conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                               (name,))
-            admin_conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        pg_server.drop_database(name)
 
 
 @pytest.fixture(scope="module")
-def big_dsn(pg_server, admin_conn, template_summary) -> Iterator[str]:
+def big_dsn(pg_server, template_summary) -> Iterator[str]:
     """The sample (2000 requests) with the migration applied, plus 60,000 requests of which the newest
     3,000 have a preferred mechanic. Shared by the tests that only read it."""
-    for dsn in _database_from_template(pg_server, admin_conn):
+    for dsn in _database_from_template(pg_server):
         with psycopg.connect(dsn, autocommit=True) as conn:
             apply(conn)
             bulk_priority_rows(conn, BULK_ROWS)
