@@ -71,9 +71,9 @@ def applied(db_dsn: str) -> str:
 
 
 @pytest.fixture
-def clone(applied: str, pg_server: Any, admin_conn: psycopg.Connection[Any]) -> Iterator[str]:
+def clone(applied: str, pg_server: Any) -> Iterator[str]:
     """A second database cloned from ``applied`` as it is now."""
-    with fresh_database(pg_server, admin_conn, conninfo_to_dict(applied)["dbname"]) as dsn:
+    with fresh_database(pg_server, conninfo_to_dict(applied)["dbname"]) as dsn:
         yield dsn
 
 
@@ -203,8 +203,8 @@ def test_a_write_back_that_cannot_run_stops_the_script_before_any_drop(applied, 
 
 
 @pytest.mark.parametrize("mode", [[], ["--prefer-columns"]], ids=["keep-metadata", "prefer-columns"])
-def test_the_script_of_another_spec_writes_back_every_type_as_rollback_does(empty_db_dsn, pg_server, admin_conn,
-                                                                            tmp_path, mode):
+def test_the_script_of_another_spec_writes_back_every_type_as_rollback_does(empty_db_dsn, pg_server, tmp_path,
+                                                                            mode):
     """The orders spec: a column of every supported type, its legacy values in every form backfill reads."""
     with psycopg.connect(empty_db_dsn, autocommit=True) as db:
         load_cases(db)
@@ -217,7 +217,7 @@ def test_the_script_of_another_spec_writes_back_every_type_as_rollback_does(empt
                    "AND quantity < 100")
         db.execute("UPDATE orders SET gift = true, channel = 'web' WHERE jsonb_typeof(data) <> 'object' "
                    "OR data = '{}' OR data = '{\"gift\": null}'")
-    with fresh_database(pg_server, admin_conn, conninfo_to_dict(empty_db_dsn)["dbname"]) as reference:
+    with fresh_database(pg_server, conninfo_to_dict(empty_db_dsn)["dbname"]) as reference:
         result = orders("rollback", "--dsn", empty_db_dsn, "--dry-run", "--format", "sql", *mode)
         assert result.exit_code == 0, result.stderr
         done = psql(empty_db_dsn, result.stdout, tmp_path)

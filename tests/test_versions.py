@@ -42,8 +42,7 @@ def version_server(request: pytest.FixtureRequest) -> Iterator[Server]:
 def lifecycle_dsn(version_server: Server, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database on ``version_server`` holding the sample data."""
     request.node.user_properties.append(("postgresql", version_server.version))
-    with psycopg.connect(version_server.dsn, autocommit=True) as admin, \
-            fresh_database(version_server, admin, None) as dsn:
+    with fresh_database(version_server, None) as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             load_sample(conn, rows=ROWS)
         yield dsn
