@@ -593,8 +593,13 @@ def _settled(target: Target, columns: Sequence[ColumnSpec], row: str = "t") -> s
 _KEY_FLAGS = ("missing", "present", "at_default")
 
 
+def _key_flag(flag: str, n: int) -> sql.Identifier:
+    """The name of one of the _KEY_FLAGS of the n-th column."""
+    return sql.Identifier(f"{flag}_{n}")
+
+
 def _key_flag_names(columns: Sequence[ColumnSpec]) -> list[sql.Identifier]:
-    return [sql.Identifier(f"{flag}_{n}") for n in range(len(columns)) for flag in _KEY_FLAGS]
+    return [_key_flag(flag, n) for n in range(len(columns)) for flag in _KEY_FLAGS]
 
 
 def _key_flags(target: Target, columns: Sequence[ColumnSpec], row: str) -> sql.Composable:
@@ -607,7 +612,7 @@ def _key_flags(target: Target, columns: Sequence[ColumnSpec], row: str) -> sql.C
             column.rules.literal(str(column.default)), _value(column, row))
         flags.append(sql.SQL("{missing} AS {m}, {kept} AND NOT {missing} AS {p}, {at_default} AS {d}").format(
             missing=missing, kept=_kept(columns, column, row), at_default=at_default,
-            m=sql.Identifier(f"missing_{n}"), p=sql.Identifier(f"present_{n}"), d=sql.Identifier(f"at_default_{n}")))
+            m=_key_flag("missing", n), p=_key_flag("present", n), d=_key_flag("at_default", n)))
     return sql.SQL(", ").join(flags)
 
 
@@ -617,13 +622,13 @@ def _key_counts(columns: Sequence[ColumnSpec], among: sql.Composable) -> sql.Com
     return sql.SQL(", ").join(
         sql.SQL("count(*) FILTER (WHERE {among} AND {m}), count(*) FILTER (WHERE {among} AND {p}), "
                 "count(*) FILTER (WHERE {among} AND {m} AND {d})").format(
-            among=among, m=sql.Identifier(f"missing_{n}"), p=sql.Identifier(f"present_{n}"),
-            d=sql.Identifier(f"at_default_{n}"))
+            among=among, m=_key_flag("missing", n), p=_key_flag("present", n), d=_key_flag("at_default", n))
         for n in range(len(columns)))
 
 
-def _any_missing(columns: Sequence[ColumnSpec]) -> sql.Composable:
-    return sql.SQL("({})").format(sql.SQL(" OR ").join(sql.Identifier(f"missing_{n}") for n in range(len(columns))))
+def _any_missing(target: Target, columns: Sequence[ColumnSpec], row: str) -> sql.Composable:
+    """Some kept value of the row is missing from its metadata: the row has something to write."""
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(_missing(target, columns, c, row) for c in columns))
 
 
 def settled_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sql.Composed:
@@ -638,14 +643,13 @@ def settled_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sq
     leaves it, the count of the rows left alone does not see it either, and the change log has it for the next
     pass."""
     meta = sql.Identifier(target.spec.metadata_column)
-    missing = [_missing(target, columns, column, "o") for column in columns]
     patch = [(sql.Literal(column.legacy_key), sql.SQL("CASE WHEN {} THEN {} END").format(
-        flag, column.rules.write_back(_value(column, "o")))) for column, flag in zip(columns, missing, strict=True)]
+        _missing(target, columns, column, "o"), column.rules.write_back(_value(column, "o")))) for column in columns]
     names = _key_flag_names(columns)
     return sql.SQL(
         "WITH written AS (UPDATE {table} AS t SET {meta} = coalesce(o.{meta}, '{{}}'::jsonb) "
         "|| jsonb_strip_nulls({patch}) FROM {table} AS o "
-        "WHERE t.ctid = o.ctid AND {in_pass} AND {holds} AND {settled} AND ({any_missing}) "
+        "WHERE t.ctid = o.ctid AND {in_pass} AND {holds} AND {settled} AND {any_missing} "
         "RETURNING {flags_o}), "
         "left_alone AS (SELECT {settled_t} AS is_settled, {flags_t} FROM {table} AS t "
         "WHERE {in_pass_t} AND {holds_t} AND NOT ({settled_t} AND {any_missing_t})) "
@@ -656,10 +660,10 @@ def settled_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sq
     ).format(
         table=target.table, meta=meta, patch=jsonb_object(patch), in_pass=_in_pass_range("o"),
         holds=holds_values_condition(columns, "o"), settled=_settled(target, columns, "o"),
-        any_missing=sql.SQL(" OR ").join(missing), flags_o=_key_flags(target, columns, "o"),
+        any_missing=_any_missing(target, columns, "o"), flags_o=_key_flags(target, columns, "o"),
         settled_t=_settled(target, columns), flags_t=_key_flags(target, columns, "t"), in_pass_t=_in_pass_range(),
         holds_t=holds_values_condition(columns),
-        any_missing_t=sql.SQL("({})").format(sql.SQL(" OR ").join(_missing(target, columns, c, "t") for c in columns)),
+        any_missing_t=_any_missing(target, columns, "t"),
         sums=sql.SQL(", ").join(sql.SQL("w.{name} + a.{name}").format(name=name) for name in names),
         written_counts=_key_counts(columns, sql.SQL("TRUE")), alone_counts=_key_counts(columns, sql.SQL("is_settled")),
         names=sql.SQL(", ").join(names),
@@ -674,9 +678,11 @@ def survey_batch_statement(target: Target, columns: Sequence[ColumnSpec]) -> sql
         "SELECT count(*) FILTER (WHERE is_settled), count(*) FILTER (WHERE is_settled AND {any_missing}), "
         "{counts}, count(*) FILTER (WHERE NOT is_settled) "
         "FROM (SELECT {settled} AS is_settled, {flags} FROM {table} AS t WHERE {in_pass} AND {holds}) AS s"
-    ).format(any_missing=_any_missing(columns), counts=_key_counts(columns, sql.SQL("is_settled")),
-             settled=_settled(target, columns), flags=_key_flags(target, columns, "t"), table=target.table,
-             in_pass=_in_pass_range(), holds=holds_values_condition(columns))
+    ).format(any_missing=sql.SQL("({})").format(sql.SQL(" OR ").join(
+                 _key_flag("missing", n) for n in range(len(columns)))),
+             counts=_key_counts(columns, sql.SQL("is_settled")), settled=_settled(target, columns),
+             flags=_key_flags(target, columns, "t"), table=target.table, in_pass=_in_pass_range(),
+             holds=holds_values_condition(columns))
 
 
 def merge_statement(target: Target) -> sql.Composed:
@@ -905,44 +911,36 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
     # the statements differ only in their page range: planning them once saves more than a custom plan gains
     set_session(conn, plan_cache_mode="force_generic_plan")
     try:
-        _walk_pages(conn, options, found, runner, step, written, settle=settle, query=query, span=span,
-                    end_page=end_page, pass_xid=pass_xid, target=target, columns=columns, write=write)
+        page = 0
+        while page < end_page:
+            hi = page + max(1, min(end_page - page, span))
+            params = {"lo": f"({page},0)", "hi": f"({hi},0)", "pass_xid": str(pass_xid)}
+
+            def batch(params: dict[str, Any] = params) -> tuple[list[int], list[_Decision], int]:
+                with conn.transaction():
+                    summary = conn.execute(settle, params).fetchone()
+                    assert summary is not None  # an aggregate: one row
+                    *counted, unsettled = summary
+                    if not unsettled:
+                        return counted, [], 0
+                    decisions, merged = _write_back(conn, target, columns, options, query, params, write)
+                    return counted, decisions, merged
+
+            (counted, decisions, merged), used = with_lock_retries(
+                conn, batch, policy=options.limits.retry_policy, watch=runner.watch if runner else None,
+                on_retry=runner.retry_reporter(step) if runner else None, what=f"step {step}")
+            found.retries += used
+            found.tally.add_settled(columns, counted, written=write)
+            if write and written and merged + counted[1]:
+                written(merged + counted[1])
+            if counted[0] or decisions:
+                found.add(decisions, merged)
+            page = hi
+            if write and options.sleep_s:
+                time.sleep(options.sleep_s)
     finally:
         if conn.info.transaction_status is TransactionStatus.IDLE:  # not after a broken connection
             conn.execute("RESET plan_cache_mode")
-
-
-def _walk_pages(conn: psycopg.Connection[Any], options: RollbackOptions, found: _PassState,
-                runner: StepRunner | None, step: str, written: Callable[[int], None] | None, *,
-                settle: bytes, query: bytes, span: int, end_page: int, pass_xid: int,
-                target: Target, columns: Sequence[ColumnSpec], write: bool) -> None:
-    page = 0
-    while page < end_page:
-        hi = page + max(1, min(end_page - page, span))
-        params = {"lo": f"({page},0)", "hi": f"({hi},0)", "pass_xid": str(pass_xid)}
-
-        def batch(params: dict[str, Any] = params) -> tuple[list[int], list[_Decision], int]:
-            with conn.transaction():
-                summary = conn.execute(settle, params).fetchone()
-                assert summary is not None  # an aggregate: one row
-                *counted, unsettled = summary
-                if not unsettled:
-                    return counted, [], 0
-                decisions, merged = _write_back(conn, target, columns, options, query, params, write)
-                return counted, decisions, merged
-
-        (counted, decisions, merged), used = with_lock_retries(
-            conn, batch, policy=options.limits.retry_policy, watch=runner.watch if runner else None,
-            on_retry=runner.retry_reporter(step) if runner else None, what=f"step {step}")
-        found.retries += used
-        found.tally.add_settled(columns, counted, written=write)
-        if write and written and merged + counted[1]:
-            written(merged + counted[1])
-        if counted[0] or decisions:
-            found.add(decisions, merged)
-        page = hi
-        if write and options.sleep_s:
-            time.sleep(options.sleep_s)
 
 
 def preserve_logged(
