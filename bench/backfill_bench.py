@@ -11,7 +11,9 @@ writer thread commits small INSERT/UPDATE transactions at ~50 txn/s on its own c
   batches, and walking by primary key instead of page ranges;
 * the other order: ``favmigrate backfill`` before the migration's three indexes exist, then
   ``favmigrate apply`` building them, against building them first (on empty columns) and
-  backfilling after.
+  backfilling after;
+* rollback: one ``UPDATE`` writing every column value back into metadata, then the drops, against
+  ``favmigrate rollback`` on one connection (the default) and with ``--jobs 2``.
 
 Throughput is rows updated per second; every figure is reported as a ratio to the single statement.
 Writes only to the disposable server, which is always stopped and deleted.
@@ -53,6 +55,7 @@ from favmigrate.stall import Recording, WriteTransaction, writes_during
 WRITER_RATE = 50.0  # transactions per second
 THROUGHPUT_TARGET = 0.90  # of the single statement's rows/s, at the default batch size
 STALL_TARGET = 50.0  # the writer's worst stall at least this many times below the single statement's
+ROLLBACK_JOBS = 2  # rollback --jobs measured beside the default (one connection)
 
 # Indexes a production session_requests carries besides its primary key, the sample's two and the
 # migration's three: every non-HOT update of a row touches each of them.
@@ -441,13 +444,18 @@ def main(argv: list[str] | None = None) -> int:
             template = build_rollback_template(server, base.applied, say)
             results = []
             ceiling = on_clone(results, template, run_single_rollback)
-            measured = on_clone(results, template, lambda dsn: run_rollback(dsn, "favmigrate rollback --yes"))
-            verdicts.append(verdict("rollback", measured, ceiling))
-            same = measured.note.split(";")[0] == ceiling.note.split(";")[0]
-            verdicts.append((f"- rollback: metadata identical to the single UPDATE's (md5 over the rows ordered by "
-                             f"key) {'PASS' if same else 'MISS'}", same))
+            one = on_clone(results, template, lambda dsn: run_rollback(dsn, "favmigrate rollback --yes"))
+            jobs = ("--jobs", str(ROLLBACK_JOBS))
+            two = on_clone(results, template,
+                           lambda dsn: run_rollback(dsn, "favmigrate rollback --yes " + " ".join(jobs), *jobs))
+            lines = [verdict("rollback, one connection (the default)", one, ceiling),
+                     verdict(f"rollback --jobs {ROLLBACK_JOBS}", two, ceiling)]
+            same = all(r.note.split(";")[0] == ceiling.note.split(";")[0] for r in (one, two))
+            lines.append((f"- rollback: metadata identical to the single UPDATE's (md5 over the rows ordered by "
+                          f"key) {'PASS' if same else 'MISS'}", same))
+            verdicts += lines
             sections.append("\n".join([table_heading("rollback", args.rows, server, template), "",
-                                       table(results, ceiling), "", verdicts[-2][0], verdicts[-1][0]]))
+                                       table(results, ceiling), "", *(line for line, _ in lines)]))
 
     for section in sections:
         print(section, end="\n\n")

@@ -10,7 +10,9 @@ removes it as its own step.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from favmigrate.db import advisory_key
@@ -22,6 +24,11 @@ CHANGE_LOG_TRIGGER = "favmigrate_rollback_changes"
 CHANGE_LOG = ObjectId(ObjectKind.TRIGGER, CHANGE_LOG_TRIGGER)
 # Set on rollback's own connection while the trigger exists: its writes into metadata are not logged.
 OWN_WRITES_SETTING = "favmigrate.rollback_writing_back"
+
+
+def mark_own_writes(conn: psycopg.Connection[Any]) -> None:
+    """From now on the change log's trigger leaves this connection's writes out."""
+    conn.execute(sql.SQL("SELECT set_config({}, 'on', false)").format(sql.Literal(OWN_WRITES_SETTING)))
 
 
 def change_log_name(target: Target) -> str:

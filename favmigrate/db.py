@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import queue
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -178,6 +179,27 @@ def connect(dsn: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT_S,
     except psycopg.Error as exc:
         message, hint = _describe_connect_error(exc, dsn)
         raise ConnectionFailed(message, hint=hint) from None
+
+
+def conninfo_of(conn: psycopg.Connection[Any]) -> str:
+    """The parameters ``conn`` connected with, its startup settings and password included (never shown)."""
+    password = conn.info.password
+    return make_conninfo(conn.info.dsn, password=password) if password else conn.info.dsn
+
+
+def connect_like(conn: psycopg.Connection[Any], count: int) -> list[psycopg.Connection[Any]]:
+    """``count`` more connections opened as ``conn`` was (same parameters, role and startup settings); the
+    caller closes them. Raises ConnectionFailed (the server's connection limit, say), having closed those
+    already open."""
+    opened: list[psycopg.Connection[Any]] = []
+    try:
+        for _ in range(count):
+            opened.append(connect(conninfo_of(conn)))
+    except ConnectionFailed:
+        for extra in opened:
+            extra.close()
+        raise
+    return opened
 
 
 @contextmanager
@@ -523,9 +545,7 @@ class BlockerWatch:
     @classmethod
     def for_connection(cls, conn: psycopg.Connection[Any]) -> BlockerWatch:
         """A watch that connects with the same parameters as ``conn`` (password included, never shown)."""
-        password = conn.info.password
-        dsn = make_conninfo(conn.info.dsn, password=password) if password else conn.info.dsn
-        return cls(dsn)
+        return cls(conninfo_of(conn))
 
     @contextmanager
     def watching(self, pid: int, *, interval_s: float = 0.05, on_blocked: OnBlocked | None = None,
@@ -632,3 +652,79 @@ def with_lock_retries(
             except KeyboardInterrupt:
                 raise Interrupted(f"interrupted while waiting to retry {what}") from None
     raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- one task per connection at a time
+
+Task = TypeVar("Task")
+_NO_MORE = object()
+
+
+def run_in_parallel(connections: Sequence[psycopg.Connection[Any]], tasks: Iterable[Task],
+                    work: Callable[[psycopg.Connection[Any], Task], T], done: Callable[[T], None],
+                    stop: threading.Event) -> None:
+    """Run ``work(connection, task)`` for every task, each connection running one task at a time in a thread of
+    its own, and hand each result to ``done`` in the calling thread as it arrives.
+
+    The first error, or Ctrl-C in the calling thread, sets ``stop``: no task starts after it, the statements
+    still running are cancelled, the results of the tasks that finished are handed to ``done`` all the same,
+    then the error (the KeyboardInterrupt) is raised. ``work`` checks ``stop`` before anything it should not
+    start once another task has failed (a retry after a lock timeout).
+    """
+    pending = iter(tasks)
+    taking = threading.Lock()
+    arrived: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()  # (finished, result or error)
+
+    def next_task() -> Any:
+        with taking:
+            return _NO_MORE if stop.is_set() else next(pending, _NO_MORE)
+
+    def worker(conn: psycopg.Connection[Any]) -> None:
+        try:
+            while (task := next_task()) is not _NO_MORE:
+                arrived.put((False, work(conn, task)))
+        except BaseException as exc:  # handed to the calling thread, which raises it
+            stop.set()
+            arrived.put((True, exc))
+        else:
+            arrived.put((True, None))
+
+    threads = [threading.Thread(target=worker, args=(conn,), name="favmigrate-worker", daemon=True)
+               for conn in connections]
+    for thread in threads:
+        thread.start()
+    running, failure = len(threads), None
+    try:
+        while running:
+            try:
+                finished, item = arrived.get(timeout=0.1)  # a bounded wait: Ctrl-C is seen between waits
+            except queue.Empty:
+                continue
+            if not finished:
+                done(item)
+                continue
+            running -= 1
+            if item is not None and failure is None:
+                failure = item
+                _cancel_running(connections)
+    except BaseException:
+        stop.set()
+        _cancel_running(connections)
+        for thread in threads:
+            thread.join()
+        while not arrived.empty():  # the work that committed before the cancel still counts
+            finished, item = arrived.get()
+            if not finished:
+                with suppress(Exception, KeyboardInterrupt):  # already stopping on the first error
+                    done(item)
+        raise
+    if failure is not None:
+        raise failure
+
+
+def _cancel_running(connections: Sequence[psycopg.Connection[Any]]) -> None:
+    """Ask the server to cancel whatever each connection runs (nothing, when it is between statements)."""
+    for conn in connections:
+        if not conn.closed:
+            with suppress(psycopg.Error):
+                conn.cancel_safe(timeout=5.0)

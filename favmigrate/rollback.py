@@ -25,8 +25,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import partial
@@ -43,20 +44,24 @@ from favmigrate.changelog import (
     CHANGE_LOG_TRIGGER,
     OWN_WRITES_SETTING,
     change_log_table,
+    mark_own_writes,
     track_statements,
     untrack_statements,
 )
 from favmigrate.checks import is_present
 from favmigrate.db import (
+    BlockerWatch,
     RetryPolicy,
     SessionLimits,
+    connect_like,
     rows,
+    run_in_parallel,
     run_lock,
     scalar,
     set_session,
     with_lock_retries,
 )
-from favmigrate.errors import FavmigrateError, PreflightFailed, StepFailed
+from favmigrate.errors import ConnectionFailed, FavmigrateError, Interrupted, PreflightFailed, StepFailed
 from favmigrate.ops import Step, down_steps, extra_constraints
 from favmigrate.planner import PlannedStep
 from favmigrate.results import CheckReport, RunReport, StepOutcome, StepResult, plural
@@ -89,6 +94,7 @@ class RollbackOptions:
     prefer_columns: bool = False
     discard_data: bool = False
     dry_run: bool = False
+    jobs: int = 1  # connections writing page ranges at once in the first pass (PostgreSQL 14+)
 
     def runner_options(self) -> RunnerOptions:
         """The StepRunner's options: the same timeouts, retries and run-lock wait."""
@@ -851,9 +857,11 @@ def preserve_pass(
     conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec], options: RollbackOptions, *,
     write: bool, progress: Progress | None = None, runner: StepRunner | None = None, step: str = PRESERVE.name,
     ledger: Ledger | None = None, written: Callable[[int], None] | None = None,
+    helpers: Sequence[psycopg.Connection[Any]] = (),
 ) -> tuple[Preservation, int]:
-    """One pass over the rows holding column values, in page ranges on PostgreSQL 14+ (see _preserve_pages),
-    else in keyset batches; returns what it found and lock retries.
+    """One pass over the rows holding column values, in page ranges on PostgreSQL 14+ (see _preserve_pages;
+    ``helpers`` share the ranges), else in keyset batches on ``conn`` alone; returns what it found and lock
+    retries.
 
     With ``write``, each batch locks its rows (FOR NO KEY UPDATE), merges the missing keys into their
     metadata in one UPDATE and commits, under lock_timeout with retries, then sleeps ``sleep_s``;
@@ -862,7 +870,7 @@ def preserve_pass(
     """
     found = _PassState(_Tally(target.spec, options.prefer_columns), ledger, progress)
     if int(scalar(conn, sql.SQL("SELECT current_setting('server_version_num')::integer"))) >= 140000:
-        _preserve_pages(conn, target, columns, options, found, runner, step, written, write=write)
+        _preserve_pages(conn, target, columns, options, found, runner, step, written, write=write, helpers=helpers)
         return found.tally.freeze(), found.retries
     after: Any = None
     first_query, next_query = (batch_query(target, columns, first=first, lock=write).as_bytes(conn)
@@ -891,11 +899,14 @@ def preserve_pass(
 
 def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec],
                     options: RollbackOptions, found: _PassState, runner: StepRunner | None, step: str,
-                    written: Callable[[int], None] | None, *, write: bool) -> None:
+                    written: Callable[[int], None] | None, *, write: bool,
+                    helpers: Sequence[psycopg.Connection[Any]] = ()) -> None:
     """The pass in page ranges (a TID Range Scan, PostgreSQL 14+): the heap is read in order, where primary-key
     batches over random keys read it at random. Each range holds about ``batch_size`` rows (so at most that many
     with values) and is one transaction: settled_batch_statement merges the rows SQL can decide (without
-    ``write``, survey_batch_statement counts them), classify decides the others.
+    ``write``, survey_batch_statement counts them), classify decides the others. With ``helpers`` (more
+    connections, set up as ``conn``), the ranges are shared out among all of them, one range per connection at a
+    time.
 
     A row the application moves behind the walk was written after the pass began, so the change log holds it
     (its trigger records every write but rollback's own); rows written since the pass began are skipped.
@@ -908,39 +919,80 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
     # at most batch_size rows of the table per range, whichever of them hold values: a density learnt from the
     # ranges already seen would put a whole cluster of rows with values (a region the application rewrote) in one
     span = math.ceil(options.batch_size / rows_per_page(conn, target))
-    # the statements differ only in their page range: planning them once saves more than a custom plan gains
-    set_session(conn, plan_cache_mode="force_generic_plan")
-    try:
+    stop = threading.Event()
+    reporting = threading.Lock()
+
+    def ranges() -> Iterator[dict[str, Any]]:
         page = 0
         while page < end_page:
             hi = page + max(1, min(end_page - page, span))
-            params = {"lo": f"({page},0)", "hi": f"({hi},0)", "pass_xid": str(pass_xid)}
-
-            def batch(params: dict[str, Any] = params) -> tuple[list[int], list[_Decision], int]:
-                with conn.transaction():
-                    summary = conn.execute(settle, params).fetchone()
-                    assert summary is not None  # an aggregate: one row
-                    *counted, unsettled = summary
-                    if not unsettled:
-                        return counted, [], 0
-                    decisions, merged = _write_back(conn, target, columns, options, query, params, write)
-                    return counted, decisions, merged
-
-            (counted, decisions, merged), used = with_lock_retries(
-                conn, batch, policy=options.limits.retry_policy, watch=runner.watch if runner else None,
-                on_retry=runner.retry_reporter(step) if runner else None, what=f"step {step}")
-            found.retries += used
-            found.tally.add_settled(columns, counted, written=write)
-            if write and written and merged + counted[1]:
-                written(merged + counted[1])
-            if counted[0] or decisions:
-                found.add(decisions, merged)
+            yield {"lo": f"({page},0)", "hi": f"({hi},0)", "pass_xid": str(pass_xid)}
             page = hi
-            if write and options.sleep_s:
-                time.sleep(options.sleep_s)
+
+    def on_retry(attempt: int, delay: float, blockers: list[dict[str, Any]]) -> None:
+        if runner:
+            with reporting:  # from any connection's thread
+                runner.retry_reporter(step)(attempt, delay, blockers)
+
+    def run_range(on: psycopg.Connection[Any], params: dict[str, Any]) -> tuple[list[int], list[_Decision], int, int]:
+        def batch() -> tuple[list[int], list[_Decision], int]:
+            if stop.is_set():  # another connection failed: no new attempt
+                raise Interrupted("stopped: another connection's batch failed")
+            with on.transaction():
+                summary = on.execute(settle, params).fetchone()
+                assert summary is not None  # an aggregate: one row
+                *counted, unsettled = summary
+                if not unsettled:
+                    return counted, [], 0
+                decisions, merged = _write_back(on, target, columns, options, query, params, write)
+                return counted, decisions, merged
+
+        (counted, decisions, merged), used = with_lock_retries(
+            on, batch, policy=options.limits.retry_policy, watch=watches.get(id(on)), on_retry=on_retry,
+            what=f"step {step}")
+        return counted, decisions, merged, used
+
+    def pause() -> None:
+        if write and options.sleep_s:
+            time.sleep(options.sleep_s)
+
+    def run_range_then_pause(on: psycopg.Connection[Any],
+                             params: dict[str, Any]) -> tuple[list[int], list[_Decision], int, int]:
+        result = run_range(on, params)
+        pause()
+        return result
+
+    def account(result: tuple[list[int], list[_Decision], int, int]) -> None:
+        counted, decisions, merged, used = result
+        found.retries += used
+        found.tally.add_settled(columns, counted, written=write)
+        if write and written and merged + counted[1]:
+            written(merged + counted[1])
+        if counted[0] or decisions:
+            found.add(decisions, merged)
+
+    connections = [conn, *helpers]
+    # each connection's blockers are watched from a connection of its own (the watch keeps the last seen)
+    watches = {id(helper): BlockerWatch.for_connection(helper) for helper in helpers} if runner else {}
+    if runner:
+        watches[id(conn)] = runner.watch
+    # the statements differ only in their page range: planning them once saves more than a custom plan gains
+    for each in connections:
+        set_session(each, plan_cache_mode="force_generic_plan")
+    try:
+        if helpers:
+            run_in_parallel(connections, ranges(), run_range_then_pause, account, stop)
+        else:
+            for params in ranges():
+                account(run_range(conn, params))
+                pause()
     finally:
-        if conn.info.transaction_status is TransactionStatus.IDLE:  # not after a broken connection
-            conn.execute("RESET plan_cache_mode")
+        for each in connections:
+            if each.info.transaction_status is TransactionStatus.IDLE:  # not after a broken connection
+                each.execute("RESET plan_cache_mode")
+        for helper in helpers:
+            if id(helper) in watches:
+                watches[id(helper)].close()
 
 
 def preserve_logged(
@@ -1266,8 +1318,9 @@ class _Executor:
     """
 
     def __init__(self, runner: StepRunner, columns: Sequence[ColumnSpec], options: RollbackOptions,
-                 total: int | None) -> None:
+                 total: int | None, helpers: Sequence[psycopg.Connection[Any]] = ()) -> None:
         self.runner = runner
+        self.helpers = helpers  # more connections sharing the first pass's page ranges
         self.conn = runner.conn
         self.target = runner.target
         self.columns = columns
@@ -1313,7 +1366,7 @@ class _Executor:
                 self.conn.execute(statement)
 
     def _track(self, planned: PlannedStep) -> tuple[str, int]:
-        self.conn.execute(sql.SQL("SELECT set_config({}, 'on', false)").format(sql.Literal(OWN_WRITES_SETTING)))
+        mark_own_writes(self.conn)
 
         def track() -> None:
             with self.conn.transaction():
@@ -1338,7 +1391,7 @@ class _Executor:
 
     def _preserve(self, planned: PlannedStep) -> tuple[str, int]:
         name = planned.step.name
-        preserve = (partial(preserve_pass, write=True) if planned.step == PRESERVE
+        preserve = (partial(preserve_pass, write=True, helpers=self.helpers) if planned.step == PRESERVE
                     else partial(preserve_logged, under_lock=False))
         found, retries = preserve(self.conn, self.target, self.columns, self.options, progress=self._progress(name),
                                   runner=self.runner, step=name, ledger=self.ledger, written=self._count_written)
@@ -1479,8 +1532,42 @@ def _run(conn: psycopg.Connection[Any], target: Target, plan: RollbackPlan, opti
          emit: OnEvent) -> RunReport:
     """Run the planned steps under the caller's run lock, then verify. Writes."""
     ensure_history(conn)
+    helpers = _open_helpers(conn, plan, options)
+    try:
+        return _run_steps(conn, target, plan, options, emit, helpers)
+    finally:
+        for helper in helpers:
+            helper.close()
+
+
+def _open_helpers(conn: psycopg.Connection[Any], plan: RollbackPlan,
+                  options: RollbackOptions) -> list[psycopg.Connection[Any]]:
+    """The connections besides ``conn`` that --jobs asks for, set up as ``conn``: opened before any step, so a
+    refused connection changes nothing. None when the first pass does not run in page ranges. Raises
+    ConnectionFailed."""
+    wanted = options.jobs - 1 if any(p.step == PRESERVE for p in plan.steps) else 0
+    if conn.info.server_version < 140000:
+        wanted = 0  # keyset batches, each starting where the one before ended: one connection
+    try:
+        helpers = connect_like(conn, wanted)
+    except ConnectionFailed as exc:
+        raise ConnectionFailed(f"--jobs {options.jobs} needs {plural(wanted, 'more connection')}: {exc.message}",
+                               hint="lower --jobs (each job is one connection), or free connections") from None
+    try:
+        for helper in helpers:
+            options.limits.set_on(helper)
+            mark_own_writes(helper)
+    except BaseException:
+        for helper in helpers:
+            helper.close()
+        raise
+    return helpers
+
+
+def _run_steps(conn: psycopg.Connection[Any], target: Target, plan: RollbackPlan, options: RollbackOptions,
+               emit: OnEvent, helpers: Sequence[psycopg.Connection[Any]]) -> RunReport:
     runner = StepRunner(conn, target, options.runner_options(), emit, "rollback")
-    executor = _Executor(runner, plan.columns, options, plan.survey.rows_examined if plan.survey else None)
+    executor = _Executor(runner, plan.columns, options, plan.survey.rows_examined if plan.survey else None, helpers)
     results: list[StepResult] = []
     left: str | None = None
     try:

@@ -26,6 +26,7 @@ from clihelp import cli
 from favmigrate.apply import apply_migration
 from favmigrate.backfill import BackfillOptions, backfill
 from favmigrate.db import SessionLimits, advisory_key
+from favmigrate.errors import ConnectionFailed
 from favmigrate.ops import step_named
 from favmigrate.rollback import (
     ColumnValue,
@@ -284,7 +285,22 @@ def unrelated(metadata: Any) -> Any:
 # ---------------------------------------------------------------- the lifecycle
 
 
-def test_apply_backfill_write_rollback_keeps_every_value_and_apply_again_restores_them(conn, db_dsn):
+def record_writing_backends(conn: psycopg.Connection[Any]) -> None:
+    """Every UPDATE statement on the table notes its backend's pid in test_writers."""
+    conn.execute("CREATE TABLE test_writers (pid integer)")
+    conn.execute("CREATE FUNCTION test_note_writer() RETURNS trigger LANGUAGE plpgsql AS "
+                 "$$BEGIN INSERT INTO test_writers VALUES (pg_backend_pid()); RETURN NULL; END$$")
+    conn.execute("CREATE TRIGGER test_note_writer AFTER UPDATE ON session_requests FOR EACH STATEMENT "
+                 "EXECUTE FUNCTION test_note_writer()")
+
+
+def writing_backends(conn: psycopg.Connection[Any]) -> int:
+    return int(conn.execute("SELECT count(DISTINCT pid) FROM test_writers").fetchone()[0])
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_apply_backfill_write_rollback_keeps_every_value_and_apply_again_restores_them(conn, db_dsn, jobs):
+    record_writing_backends(conn)
     catalog_before = table_catalog(conn)
     apply(conn)
     run_backfill(conn)
@@ -292,10 +308,13 @@ def test_apply_backfill_write_rollback_keeps_every_value_and_apply_again_restore
     before = state(conn)
     survey = cli("rollback", "--dsn", db_dsn, "--dry-run", "--batch-size", "200", "--format", "json"
                  ).json()["plan"]["survey"]
+    conn.execute("TRUNCATE test_writers")
 
-    report = rollback_migration(conn, target(), RollbackOptions(batch_size=200))
+    report = rollback_migration(conn, target(), RollbackOptions(batch_size=200, jobs=jobs))
     data = report.to_dict()
     assert report.exit_code == 0 and data["verification"]["ok"], data
+    # --jobs shares the first pass's page ranges among that many connections (one before PostgreSQL 14)
+    assert writing_backends(conn) == (jobs if conn.info.server_version >= 140000 else 1)
     assert [s["step"] for s in data["steps"]] == [
         "track-late-writes", "preserve-metadata", "index-priority-timeout", "index-priority-analytics",
         "index-preferred-mechanic", "add-fk-not-valid", "preserve-late-writes", "add-columns", "clear-backfill-state"]
@@ -400,7 +419,8 @@ def test_only_the_columns_left_and_nothing_at_all(conn, db_dsn):
     assert nothing.exit_code == 0 and "already rolled back" in nothing.stdout
 
 
-def test_interrupted_between_batches_exits_3_and_a_rerun_finishes(conn, db_dsn):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_interrupted_between_batches_exits_3_and_a_rerun_finishes(conn, db_dsn, jobs):
     apply(conn)
     app_writes(conn)
 
@@ -408,7 +428,7 @@ def test_interrupted_between_batches_exits_3_and_a_rerun_finishes(conn, db_dsn):
         if event.kind.value == "progress" and event.step == "preserve-metadata":
             raise KeyboardInterrupt
 
-    report = rollback_migration(conn, target(), RollbackOptions(batch_size=5), on_event=stop)
+    report = rollback_migration(conn, target(), RollbackOptions(batch_size=5, jobs=jobs), on_event=stop)
     assert report.exit_code == 3
     assert report.steps[-1].outcome.value == "interrupted"
     assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'session_requests' "
@@ -419,6 +439,8 @@ def test_interrupted_between_batches_exits_3_and_a_rerun_finishes(conn, db_dsn):
         "SELECT count(*), count(*) FILTER (WHERE metadata ?| array['priority_mechanic_id', 'priority_window_minutes', "
         "'priority_notified_at']) FROM session_requests WHERE {}").format(sql.SQL(holding))).fetchone()
     assert 0 < written < total, "the first batch stays written, the rest waits for the re-run"
+    # a batch another connection committed while the first one's progress stopped the run counts too
+    assert report.to_dict()["preservation"]["rows_written"] == written
     assert not change_log_present(conn, target()), "a stopped run removes its trigger and change log"
     result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
     assert result.exit_code == 0 and result.json()["verification"]["ok"]
@@ -585,7 +607,8 @@ def test_a_held_table_lock_is_retried_then_exits_3_naming_the_blocker(conn, db_d
     assert done.exit_code == 0 and done.json()["verification"]["ok"], "a re-run finishes once the lock is gone"
 
 
-def test_a_lock_timeout_after_rows_were_written_back_exits_3_saying_what_was_done(conn, db_dsn):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_lock_timeout_after_rows_were_written_back_exits_3_saying_what_was_done(conn, db_dsn, jobs):
     apply(conn)
     rows = plain_rows(conn, 400)
     conn.execute("UPDATE session_requests SET priority_window_minutes = 20 WHERE id = ANY (%s)", (rows,))
@@ -597,13 +620,16 @@ def test_a_lock_timeout_after_rows_were_written_back_exits_3_saying_what_was_don
     locker.execute("SELECT 1 FROM session_requests WHERE id = %s FOR UPDATE", (rows[350],))
     try:
         result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json", "--batch-size", "50",
-                     "--lock-timeout", "0.1", "--retries", "1")
+                     "--lock-timeout", "0.1", "--retries", "1", "--jobs", str(jobs))
     finally:
         locker.close()
     assert result.exit_code == 3, result.stderr
     data = result.json()
     first = data["preservation"]["rows_written"]  # the batches before the locked row's (batches of ~50 rows)
-    assert 250 <= first <= 350
+    # with two connections the other one writes on, past the locked row's range, until the retries run out
+    assert 250 <= first <= 350 if jobs == 1 else 250 <= first < 400
+    assert not conn.execute("SELECT metadata ? 'priority_window_minutes' FROM session_requests WHERE id = %s",
+                            (rows[350],)).fetchone()[0]
     stopped = data["notes"][-1]
     assert "stopped at step preserve-metadata" in stopped and f"{first} rows' metadata written back" in stopped
     assert "Re-run `favmigrate rollback` to continue" in stopped
@@ -709,6 +735,25 @@ def test_a_window_at_its_default_is_never_counted_as_lost(conn, db_dsn):
     assert any("not counted" in note for note in plan["notes"])
     window = next(k for k in plan["survey"]["keys"] if k["column"] == "priority_window_minutes")
     assert window["missing"] == 1 and window["at_default"]["missing"] == 1
+
+
+def test_a_connection_jobs_cannot_open_stops_rollback_before_any_change(conn, admin_conn):
+    apply(conn)
+    app_writes(conn)
+    before, catalog = state(conn), table_catalog(conn)
+    database = conn.info.dbname
+    admin_conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(database)))
+    try:
+        if conn.info.server_version < 140000:  # keyset batches: one connection, whatever --jobs asks
+            assert rollback_migration(conn, target(), RollbackOptions(jobs=3)).exit_code == 0
+            return
+        with pytest.raises(ConnectionFailed) as refused:
+            rollback_migration(conn, target(), RollbackOptions(jobs=3))
+    finally:
+        admin_conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(database)))
+    assert "--jobs 3 needs 2 more connections" in refused.value.message
+    assert "lower --jobs" in (refused.value.hint or "")
+    assert state(conn) == before and table_catalog(conn) == catalog and not change_log_present(conn, target())
 
 
 def test_a_missing_table_is_refused(empty_db_dsn):
