@@ -389,6 +389,29 @@ class RetryPolicy:
 
 # how far past deadlock_timeout a weak lock's attempt waits, so that the server's deadlock check has run
 AUTOVACUUM_CANCEL_MARGIN_S = 0.5
+# deadlock_timeout of our sessions where the role may set it (see shorten_deadlock_check), in milliseconds
+DEADLOCK_CHECK_AFTER_MS = 100
+
+
+def shorten_deadlock_check(conn: psycopg.Connection[Any]) -> bool:
+    """Lower the session's deadlock_timeout to DEADLOCK_CHECK_AFTER_MS where the role may set it (a superuser,
+    or SET granted on it, PostgreSQL 15+); never raise it. Returns whether it is that low now.
+
+    The server cancels an autovacuum that blocks a lock request (one preventing wraparound excepted) when the
+    request's deadlock check runs, after deadlock_timeout (1 s by default): the write-back or backfill's own
+    dead rows start one, and a step's lock request behind it would otherwise wait the full second, or time
+    out every retry under a shorter --lock-timeout. The check only runs for our own waits."""
+    allowed = [sql.SQL("current_setting('is_superuser')::boolean")]
+    if conn.info.server_version >= 150000:
+        allowed.append(sql.SQL("has_parameter_privilege('deadlock_timeout', 'SET')"))
+    found = conn.execute(sql.SQL(
+        "SELECT ({allowed}) AND setting::integer > {limit}, setting::integer <= {limit} FROM pg_settings "
+        "WHERE name = 'deadlock_timeout'").format(allowed=sql.SQL(" OR ").join(allowed),
+                                                  limit=sql.Literal(DEADLOCK_CHECK_AFTER_MS))).fetchone()
+    lower, low_already = found or (False, False)
+    if lower:
+        set_session(conn, deadlock_timeout=f"{DEADLOCK_CHECK_AFTER_MS}ms")
+    return bool(lower or low_already)
 
 
 def weak_lock_policy(conn: psycopg.Connection[Any], policy: RetryPolicy) -> RetryPolicy:
@@ -418,9 +441,11 @@ class SessionLimits:
 
     def set_on(self, conn: psycopg.Connection[Any], **extra: str) -> None:
         """Set the timeouts at session level before the first query, so a role's own statement_timeout
-        (Supabase sets one) never applies to us."""
+        (Supabase sets one) never applies to us; and a short deadlock check where the role may
+        (shorten_deadlock_check)."""
         set_session(conn, statement_timeout=ms(self.statement_timeout_s), lock_timeout=ms(self.lock_timeout_s),
                     **extra)
+        shorten_deadlock_check(conn)
 
 
 # ---------------------------------------------------------------- other sessions' statements

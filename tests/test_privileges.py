@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql
 
 from clihelp import cli
+from favmigrate.db import DEADLOCK_CHECK_AFTER_MS, SessionLimits
 
 
 @pytest.fixture
@@ -114,3 +115,15 @@ def test_without_row_security_a_read_only_role_counts_and_says_what_it_could_not
     (mine,) = [c for c in verified.json()["checks"] if c["id"] == pending]
     (theirs,) = [c for c in owners["checks"] if c["id"] == pending]
     assert mine["actual"] == theirs["actual"].split(" ")[0], "the rejected rows are still counted as pending"
+
+
+def test_a_role_that_may_not_set_deadlock_timeout_keeps_the_servers(db_dsn, make_role):
+    """Commands that change the database shorten the deadlock check where the role may; elsewhere they go on."""
+    with psycopg.connect(db_dsn, autocommit=True) as owner, \
+            psycopg.connect(as_role(db_dsn, make_role("app")), autocommit=True) as plain:
+        server_default = plain.execute("SHOW deadlock_timeout").fetchone()[0]
+        for conn in (owner, plain):
+            SessionLimits().set_on(conn)
+        assert owner.execute("SELECT setting::integer FROM pg_settings WHERE name = 'deadlock_timeout'"
+                             ).fetchone()[0] == DEADLOCK_CHECK_AFTER_MS
+        assert plain.execute("SHOW deadlock_timeout").fetchone()[0] == server_default == "1s"

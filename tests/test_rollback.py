@@ -897,10 +897,12 @@ def test_refuses_to_drop_an_object_that_uses_the_columns(conn, db_dsn):
     assert cli("verify", "--dsn", db_dsn, "--no-data").exit_code == 0, "the migration is still in place"
 
 
-def test_an_autovacuum_blocking_a_concurrent_drop_is_cancelled_by_the_server_not_waited_out(conn, db_dsn):
-    """The write-back starts an autovacuum of the table; the concurrent index drops after it wait past
-    deadlock_timeout, when the server cancels an autovacuum that blocks a lock request. A lock_timeout below
-    deadlock_timeout would time out every retry while a slow autovacuum runs."""
+def test_an_autovacuum_blocking_a_step_is_cancelled_by_the_server_not_waited_out(conn, db_dsn):
+    """The write-back starts an autovacuum of the table; a step's lock request behind it waits past the deadlock
+    check, when the server cancels an autovacuum that blocks a lock request. Concurrent index drops wait past
+    deadlock_timeout; a strong-lock step (the foreign key's drop) makes it within --lock-timeout because the session
+    lowered deadlock_timeout (the tests' role may). Without either, every retry would time out while a slow
+    autovacuum runs."""
     apply(conn)
     run_backfill(conn)
     # an autovacuum that would run for minutes: every page costs more than the limit, then sleeps
@@ -909,38 +911,30 @@ def test_an_autovacuum_blocking_a_concurrent_drop_is_cancelled_by_the_server_not
                  "autovacuum_vacuum_cost_limit = 1)")
     conn.execute("ALTER SYSTEM SET autovacuum_naptime = 1")
     conn.execute("SELECT pg_reload_conf()")
-    seen: list[int] = []
+    seen: dict[str, int] = {}
 
     def autovacuum_starts(event: Any) -> None:
-        if event.kind is EventKind.STEP_START and event.step == "add-fk-not-valid":
-            # the drops are done; a strong lock is bounded by --lock-timeout alone, so the autovacuum that the
-            # naptime of 1 s restarts is stopped here (that step is not what this test is about)
-            with psycopg.connect(db_dsn, autocommit=True) as app:
-                app.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
-                            "WHERE backend_type = 'autovacuum worker' AND datname = current_database()")
-                app.execute("ALTER TABLE session_requests SET (autovacuum_enabled = false)")
-                app.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
-                            "WHERE backend_type = 'autovacuum worker' AND datname = current_database()")
-        if event.kind is EventKind.STEP_START and event.step == "index-priority-timeout" and not seen:
-            with psycopg.connect(db_dsn, autocommit=True) as app:
-                app.execute("ALTER TABLE session_requests SET (autovacuum_enabled = true)")
-                for _ in range(600):
-                    found = app.execute(
-                        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
-                        "AND datname = current_database() AND query LIKE '%session_requests%'").fetchone()
-                    if found:
-                        seen.append(found[0])
-                        return
-                    time.sleep(0.05)
+        if event.kind is not EventKind.STEP_START or event.step not in ("index-priority-timeout", "add-fk-not-valid"):
+            return
+        with psycopg.connect(db_dsn, autocommit=True) as app:
+            app.execute("ALTER TABLE session_requests SET (autovacuum_enabled = true)")
+            for _ in range(600):
+                found = app.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
+                    "AND datname = current_database() AND query LIKE '%session_requests%'").fetchone()
+                if found:
+                    seen[event.step] = found[0]
+                    return
+                time.sleep(0.05)
 
     try:
         report = rollback_migration(conn, target(), RollbackOptions(
-            limits=SessionLimits(lock_timeout_s=0.2, retries=2)), on_event=autovacuum_starts)
+            limits=SessionLimits(lock_timeout_s=0.3, retries=2)), on_event=autovacuum_starts)
     finally:
         conn.execute("ALTER SYSTEM RESET autovacuum_naptime")
         conn.execute("SELECT pg_reload_conf()")
         conn.execute("ALTER TABLE session_requests SET (autovacuum_enabled = false)")
-    assert seen, "no autovacuum of the table started"
+    assert seen.keys() == {"index-priority-timeout", "add-fk-not-valid"}, "no autovacuum of the table started"
     assert report.exit_code == 0, report.to_dict()
     assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'session_requests_priority_timeout_idx'"
                         ).fetchone()[0] == 0
