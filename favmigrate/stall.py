@@ -223,25 +223,28 @@ class LockSampler(_Worker):
 
 @contextlib.contextmanager
 def writes_during(dsn: str, write: WriteTransaction, *, rate: float, lead_s: float = LEAD_S,
-                  origin: float | None = None, application: str = WRITER_APP) -> Iterator[Recording]:
-    """Run the writer and the lock sampler on ``dsn`` around the block; the yielded `Recording` is complete
-    once the block is left. Writes (through ``write``).
+                  origin: float | None = None, application: str = WRITER_APP,
+                  sample_locks: bool = True) -> Iterator[Recording]:
+    """Run the writer and (``sample_locks``) the lock sampler on ``dsn`` around the block; the yielded
+    `Recording` is complete once the block is left. Writes (through ``write``).
 
     The writer runs alone ``lead_s`` seconds before the block and after it, so a stall at either edge is
     seen whole. ``application`` names the writer's connection (the sampler's adds "-sampler"); ``origin``
-    (a ``time.perf_counter()`` value, default now) is the zero of the recording's clock. Raises
-    psycopg.Error when the writer or the sampler cannot connect.
+    (a ``time.perf_counter()`` value, default now) is the zero of the recording's clock. Without
+    ``sample_locks`` the recording names no blockers, and nothing asks the server 100 times a second (a
+    measurable load on a small machine). Raises psycopg.Error when the writer or the sampler cannot connect.
     """
     recording = Recording(rate=rate)
     writer = Writer(dsn, write, rate=rate, application=application)
     try:
-        sampler = LockSampler(dsn, writer.pid, application=application + "-sampler")
+        sampler = LockSampler(dsn, writer.pid, application=application + "-sampler") if sample_locks else None
     except BaseException:
         writer.conn.close()
         raise
     zero = time.perf_counter() if origin is None else origin
     writer.start(zero)
-    sampler.start(zero)
+    if sampler:
+        sampler.start(zero)
     try:
         time.sleep(lead_s)
         recording.started = time.perf_counter() - zero
@@ -250,4 +253,4 @@ def writes_during(dsn: str, write: WriteTransaction, *, rate: float, lead_s: flo
         time.sleep(lead_s)
     finally:
         recording.txns = writer.stop()
-        recording.blockers = sampler.stop()
+        recording.blockers = sampler.stop() if sampler else []
