@@ -640,13 +640,17 @@ def with_lock_retries(
     watch: BlockerWatch | None = None,
     on_retry: Callable[[int, float, list[dict[str, Any]]], None] | None = None,
     what: str = "statement",
+    lock_timeout_set: bool = False,
 ) -> tuple[T, int]:
     """Run ``action`` under the policy's lock_timeout, retrying on lock timeout (SQLSTATE 55P03).
 
     Returns (result, retries used). Raises LockHeld naming the blockers when the retries run out,
     Interrupted on Ctrl-C. The action must run its own transaction so a failed attempt rolls back.
+    ``lock_timeout_set``: the caller has set the policy's lock_timeout on ``conn`` (a loop of short batches
+    saves a round trip each).
     """
-    set_session(conn, lock_timeout=ms(policy.lock_timeout_s))
+    if not lock_timeout_set:
+        set_session(conn, lock_timeout=ms(policy.lock_timeout_s))
     pid = conn.info.backend_pid
     # the watch polls from another thread: a short attempt on a loaded machine can end before its first
     # poll, so the blockers seen by an earlier attempt are kept until a later one sees any

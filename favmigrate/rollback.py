@@ -54,6 +54,7 @@ from favmigrate.db import (
     RetryPolicy,
     SessionLimits,
     connect_like,
+    ms,
     rows,
     run_in_parallel,
     run_lock,
@@ -897,6 +898,18 @@ def preserve_pass(
             time.sleep(options.sleep_s)
 
 
+@dataclass
+class _Range:
+    """What one page range of the pass did: settled_batch_statement's counts, the decisions on the other rows,
+    the rows those merged, lock retries, and the error that stopped it after its settled rows committed."""
+
+    counted: list[int]
+    decisions: list[_Decision]
+    merged: int
+    retries: int
+    error: BaseException | None = None
+
+
 def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec],
                     options: RollbackOptions, found: _PassState, runner: StepRunner | None, step: str,
                     written: Callable[[int], None] | None, *, write: bool,
@@ -921,6 +934,7 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
     span = math.ceil(options.batch_size / rows_per_page(conn, target))
     stop = threading.Event()
     reporting = threading.Lock()
+    policy = options.limits.retry_policy
 
     def ranges() -> Iterator[dict[str, Any]]:
         page = 0
@@ -934,42 +948,51 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
             with reporting:  # from any connection's thread
                 runner.retry_reporter(step)(attempt, delay, blockers)
 
-    def run_range(on: psycopg.Connection[Any], params: dict[str, Any]) -> tuple[list[int], list[_Decision], int, int]:
-        def batch() -> tuple[list[int], list[_Decision], int]:
+    def attempt(action: Callable[[], T], on: psycopg.Connection[Any]) -> tuple[T, int]:
+        def unless_stopped() -> T:
             if stop.is_set():  # another connection failed: no new attempt
                 raise Interrupted("stopped: another connection's batch failed")
-            with on.transaction():
-                summary = on.execute(settle, params).fetchone()
-                assert summary is not None  # an aggregate: one row
-                *counted, unsettled = summary
-                if not unsettled:
-                    return counted, [], 0
-                decisions, merged = _write_back(on, target, columns, options, query, params, write)
-                return counted, decisions, merged
+            return action()
 
-        (counted, decisions, merged), used = with_lock_retries(
-            on, batch, policy=options.limits.retry_policy, watch=watches.get(id(on)), on_retry=on_retry,
-            what=f"step {step}")
-        return counted, decisions, merged, used
+        return with_lock_retries(on, unless_stopped, policy=policy, watch=watches.get(id(on)), on_retry=on_retry,
+                                 what=f"step {step}", lock_timeout_set=True)
+
+    def run_range(on: psycopg.Connection[Any], params: dict[str, Any]) -> _Range:
+        # one statement, its own transaction (no BEGIN and COMMIT round trips)
+        summary, retries = attempt(lambda: on.execute(settle, params).fetchone(), on)
+        assert summary is not None  # an aggregate: one row
+        *counted, unsettled = summary
+        if not unsettled:
+            return _Range(counted, [], 0, retries)
+
+        def judge() -> tuple[list[_Decision], int]:
+            with on.transaction():
+                return _write_back(on, target, columns, options, query, params, write)
+
+        try:
+            (decisions, merged), more = attempt(judge, on)
+        except BaseException as exc:  # the settled rows are committed: counted, then the error is raised
+            return _Range(counted, [], 0, retries, None if stop.is_set() else exc)
+        return _Range(counted, decisions, merged, retries + more)
 
     def pause() -> None:
         if write and options.sleep_s:
             time.sleep(options.sleep_s)
 
-    def run_range_then_pause(on: psycopg.Connection[Any],
-                             params: dict[str, Any]) -> tuple[list[int], list[_Decision], int, int]:
+    def run_range_then_pause(on: psycopg.Connection[Any], params: dict[str, Any]) -> _Range:
         result = run_range(on, params)
         pause()
         return result
 
-    def account(result: tuple[list[int], list[_Decision], int, int]) -> None:
-        counted, decisions, merged, used = result
-        found.retries += used
-        found.tally.add_settled(columns, counted, written=write)
-        if write and written and merged + counted[1]:
-            written(merged + counted[1])
-        if counted[0] or decisions:
-            found.add(decisions, merged)
+    def account(result: _Range) -> None:
+        found.retries += result.retries
+        found.tally.add_settled(columns, result.counted, written=write)
+        if write and written and result.merged + result.counted[1]:
+            written(result.merged + result.counted[1])
+        if result.counted[0] or result.decisions:
+            found.add(result.decisions, result.merged)
+        if result.error is not None:
+            raise result.error
 
     connections = [conn, *helpers]
     # each connection's blockers are watched from a connection of its own (the watch keeps the last seen)
@@ -978,7 +1001,7 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
         watches[id(conn)] = runner.watch
     # the statements differ only in their page range: planning them once saves more than a custom plan gains
     for each in connections:
-        set_session(each, plan_cache_mode="force_generic_plan")
+        set_session(each, plan_cache_mode="force_generic_plan", lock_timeout=ms(policy.lock_timeout_s))
     try:
         if helpers:
             run_in_parallel(connections, ranges(), run_range_then_pause, account, stop)

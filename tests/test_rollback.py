@@ -647,6 +647,40 @@ def test_a_lock_timeout_after_rows_were_written_back_exits_3_saying_what_was_don
     assert windows == 400
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_conflict_row_locked_after_its_range_wrote_the_other_rows_counts_them(conn, db_dsn, jobs):
+    """A page range writes its settled rows in one statement, then judges a conflict row on its own: when that
+    row's lock is not granted, the rows the statement wrote are in the report all the same."""
+    apply(conn)
+    rows = plain_rows(conn, 400)
+    conn.execute("UPDATE session_requests SET priority_window_minutes = 20 WHERE id = ANY (%s)", (rows,))
+    # on the page holding most of them, so that its range writes rows beside the conflict
+    conflict = conn.execute("SELECT id FROM session_requests WHERE id = ANY (%(rows)s) AND (ctid::text::point)[0] = "
+                            "(SELECT (ctid::text::point)[0] FROM session_requests WHERE id = ANY (%(rows)s) "
+                            "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1) LIMIT 1", {"rows": rows}).fetchone()[0]
+    conn.execute("UPDATE session_requests SET metadata = metadata || '{\"priority_window_minutes\": 99}' "
+                 "WHERE id = %s", (conflict,))
+    locker = psycopg.connect(db_dsn)  # not autocommit: the row stays locked until it closes
+    locker.execute("SELECT 1 FROM session_requests WHERE id = %s FOR UPDATE", (conflict,))
+    try:
+        result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json", "--batch-size", "50",
+                     "--lock-timeout", "0.1", "--retries", "1", "--jobs", str(jobs))
+    finally:
+        locker.close()
+    assert result.exit_code == 3, result.stderr
+    written = conn.execute("SELECT count(*) FROM session_requests WHERE metadata -> 'priority_window_minutes' = '20' "
+                           "AND id = ANY (%s)", (rows,)).fetchone()[0]
+    assert written > 0 and result.json()["preservation"]["rows_written"] == written
+    page = conn.execute("SELECT (ctid::text::point)[0] FROM session_requests WHERE id = %s", (conflict,)).fetchone()[0]
+    beside = conn.execute("SELECT count(*) FROM session_requests WHERE (ctid::text::point)[0] = %s AND id <> %s "
+                          "AND id = ANY (%s) AND metadata ? 'priority_window_minutes'", (page, conflict, rows)
+                          ).fetchone()[0]
+    if conn.info.server_version >= 140000:  # page ranges: the conflict's own page was written beside it
+        assert beside > 0
+    assert conn.execute("SELECT metadata -> 'priority_window_minutes' FROM session_requests WHERE id = %s",
+                        (conflict,)).fetchone()[0] == 99
+
+
 def test_a_running_backfill_or_apply_blocks_rollback_cleanly(conn, db_dsn):
     apply(conn)
     app_writes(conn)
