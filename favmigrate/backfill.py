@@ -698,9 +698,11 @@ class _Run:
                 # the application wrote a unique key between our check and our write: once more, the
                 # classification sees its row and rejects ours as duplicate_value
                 duplicates += 1
-                if duplicates > 1:
+                if duplicates > self.options.limits.retries:
                     raise
-                self.event(BackfillEventKind.RETRY, "a unique key was written concurrently; retrying the batch")
+                self.event(BackfillEventKind.RETRY, "a unique key was written concurrently; retrying the batch "
+                           f"({duplicates}/{self.options.limits.retries})")
+                time.sleep(self.options.limits.retry_policy.delay(duplicates))
                 continue
             self.longest_batch_s = max(self.longest_batch_s, time.monotonic() - began)
             self.lock_retries += retries
@@ -972,8 +974,9 @@ def backfill(conn: psycopg.Connection[Any], target: Target, options: BackfillOpt
         raise StepFailed(exc.message, hint=f"end or wait for the blocking transactions{saved}",
                          details=exc.details) from None
     except pg_errors.UniqueViolation as exc:
-        raise StepFailed(f"a backfill batch hit a unique key written concurrently, twice: {_first_line(exc)}",
-                         hint=f"the batch was not written{saved}") from None
+        raise StepFailed(f"a backfill batch hit a unique key written concurrently on every retry: {_first_line(exc)}",
+                         hint=f"the batch was not written; re-run when the application's writes of that key "
+                         f"settle (or raise --retries){saved}") from None
     except psycopg.Error as exc:
         raise StepFailed(f"a backfill batch failed: {_first_line(exc)}", hint=f"fix the cause{saved}") from None
 

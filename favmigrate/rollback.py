@@ -916,10 +916,10 @@ def _preserve_pages(conn: psycopg.Connection[Any], target: Target, columns: Sequ
                     helpers: Sequence[psycopg.Connection[Any]] = ()) -> None:
     """The pass in page ranges (a TID Range Scan, PostgreSQL 14+): the heap is read in order, where primary-key
     batches over random keys read it at random. Each range holds about ``batch_size`` rows (so at most that many
-    with values) and is one transaction: settled_batch_statement merges the rows SQL can decide (without
-    ``write``, survey_batch_statement counts them), classify decides the others. With ``helpers`` (more
-    connections, set up as ``conn``), the ranges are shared out among all of them, one range per connection at a
-    time.
+    with values): settled_batch_statement, its own transaction, merges the rows SQL can decide (without
+    ``write``, survey_batch_statement counts them); then, in a second transaction, classify decides the others
+    (when there are any). With ``helpers`` (more connections, set up as ``conn``), the ranges are shared out
+    among all of them, one range per connection at a time.
 
     A row the application moves behind the walk was written after the pass began, so the change log holds it
     (its trigger records every write but rollback's own); rows written since the pass began are skipped.
@@ -1554,9 +1554,9 @@ def _surveyed(conn: psycopg.Connection[Any], target: Target, plan: RollbackPlan,
 def _run(conn: psycopg.Connection[Any], target: Target, plan: RollbackPlan, options: RollbackOptions,
          emit: OnEvent) -> RunReport:
     """Run the planned steps under the caller's run lock, then verify. Writes."""
-    ensure_history(conn)
     helpers = _open_helpers(conn, plan, options)
     try:
+        ensure_history(conn)
         return _run_steps(conn, target, plan, options, emit, helpers)
     finally:
         for helper in helpers:

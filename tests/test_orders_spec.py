@@ -463,23 +463,24 @@ CREATE TRIGGER take_the_ref BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTIO
 """
 
 
-@pytest.mark.parametrize("races", [1, 1_000_000])
-def test_a_unique_key_written_concurrently_retries_the_batch_once(orders_dsn, races):
+@pytest.mark.parametrize("races", [1, 3, 1_000_000])
+def test_a_unique_key_written_concurrently_retries_the_batch_up_to_retries(orders_dsn, races):
     dsn = ("--dsn", orders_dsn)
     assert orders("apply", *dsn, "-q").exit_code == 0
     with psycopg.connect(orders_dsn, autocommit=True) as conn:
         conn.execute(RACE.replace("%s", str(races)))
-    result = orders("backfill", *dsn, "--format", "json")
-    assert "a unique key was written concurrently; retrying the batch" in result.stderr
+    result = orders("backfill", *dsn, "--format", "json", "--retries", "3")
+    assert "a unique key was written concurrently; retrying the batch (1/3)" in result.stderr
     with psycopg.connect(orders_dsn) as conn:
         filled = conn.execute("SELECT count(external_ref), count(*) FROM orders").fetchone()
-    if races == 1:
+    if races <= 3:
         assert result.exit_code == 0, result.stderr
+        assert f"retrying the batch ({races}/3)" in result.stderr and f"({races + 1}/3)" not in result.stderr
         assert result.json()["updated"]["external_ref"] == ROWS
-        assert filled == (ROWS, ROWS), "the retry wrote the batch, and the racing insert was rolled back"
+        assert filled == (ROWS, ROWS), "the retry wrote the batch, and the racing inserts were rolled back"
     else:
         assert result.exit_code == 3, result.stderr
-        assert "a backfill batch hit a unique key written concurrently, twice" in result.stderr
+        assert "a backfill batch hit a unique key written concurrently on every retry" in result.stderr
         assert filled == (0, ROWS), "the failed batch wrote nothing"
 
 

@@ -788,6 +788,7 @@ def test_a_connection_jobs_cannot_open_stops_rollback_before_any_change(conn, ad
     assert "--jobs 3 needs 2 more connections" in refused.value.message
     assert "lower --jobs" in (refused.value.hint or "")
     assert state(conn) == before and table_catalog(conn) == catalog and not change_log_present(conn, target())
+    assert conn.execute("SELECT count(*) FROM favmigrate.history WHERE command = 'rollback'").fetchone()[0] == 0
 
 
 def test_a_missing_table_is_refused(empty_db_dsn):
