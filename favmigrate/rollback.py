@@ -858,7 +858,7 @@ def preserve_pass(
     conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec], options: RollbackOptions, *,
     write: bool, progress: Progress | None = None, runner: StepRunner | None = None, step: str = PRESERVE.name,
     ledger: Ledger | None = None, written: Callable[[int], None] | None = None,
-    helpers: Sequence[psycopg.Connection[Any]] = (),
+    helpers: Sequence[psycopg.Connection[Any]] = (), stopped: Callable[[Preservation], None] | None = None,
 ) -> tuple[Preservation, int]:
     """One pass over the rows holding column values, in page ranges on PostgreSQL 14+ (see _preserve_pages;
     ``helpers`` share the ranges), else in keyset batches on ``conn`` alone; returns what it found and lock
@@ -867,12 +867,33 @@ def preserve_pass(
     With ``write``, each batch locks its rows (FOR NO KEY UPDATE), merges the missing keys into their
     metadata in one UPDATE and commits, under lock_timeout with retries, then sleeps ``sleep_s``;
     ``written`` hears the rows merged by each committed batch. Without, it only reads (a survey).
-    Raises LockHeld, Interrupted, StepFailed.
+    Raises LockHeld, Interrupted, StepFailed; ``stopped`` first hears what the committed batches did.
     """
     found = _PassState(_Tally(target.spec, options.prefer_columns), ledger, progress)
-    if int(scalar(conn, sql.SQL("SELECT current_setting('server_version_num')::integer"))) >= 140000:
-        _preserve_pages(conn, target, columns, options, found, runner, step, written, write=write, helpers=helpers)
-        return found.tally.freeze(), found.retries
+    with _telling_when_stopped(found, stopped):
+        if int(scalar(conn, sql.SQL("SELECT current_setting('server_version_num')::integer"))) >= 140000:
+            _preserve_pages(conn, target, columns, options, found, runner, step, written, write=write,
+                            helpers=helpers)
+        else:
+            _preserve_keyset(conn, target, columns, options, found, runner, step, written, write=write)
+    return found.tally.freeze(), found.retries
+
+
+@contextlib.contextmanager
+def _telling_when_stopped(found: _PassState, stopped: Callable[[Preservation], None] | None) -> Iterator[None]:
+    """Hand ``stopped`` what a pass that raises had done (its committed batches), then let the error through."""
+    try:
+        yield
+    except BaseException:
+        if stopped:
+            stopped(found.tally.freeze())
+        raise
+
+
+def _preserve_keyset(conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec],
+                     options: RollbackOptions, found: _PassState, runner: StepRunner | None, step: str,
+                     written: Callable[[int], None] | None, *, write: bool) -> None:
+    """The pass in primary-key keyset batches (before PostgreSQL 14), each one transaction."""
     after: Any = None
     first_query, next_query = (batch_query(target, columns, first=first, lock=write).as_bytes(conn)
                                for first in (True, False))
@@ -892,7 +913,7 @@ def preserve_pass(
             written(merged)
         found.add(decisions, merged)
         if len(decisions) < options.batch_size:
-            return found.tally.freeze(), found.retries
+            return
         after = decisions[-1].row_key
         if write and options.sleep_s:
             time.sleep(options.sleep_s)
@@ -1022,15 +1043,25 @@ def preserve_logged(
     conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec], options: RollbackOptions, *,
     under_lock: bool, progress: Progress | None = None, runner: StepRunner | None = None,
     step: str = PRESERVE_LATE.name, ledger: Ledger | None = None, written: Callable[[int], None] | None = None,
+    stopped: Callable[[Preservation], None] | None = None,
 ) -> tuple[Preservation, int]:
     """Preserve the rows the change log recorded; each batch consumes its log entries in its own transaction.
 
     Outside the table lock (``under_lock`` False) it takes only the entries present when it starts, each
     batch under lock_timeout with retries, so writers that never stop cannot keep it going; under the
     caller's ACCESS EXCLUSIVE lock nobody else writes, and it empties the log. Writes. Raises LockHeld,
-    Interrupted, StepFailed.
+    Interrupted, StepFailed; ``stopped`` first hears what the committed batches did.
     """
     found = _PassState(_Tally(target.spec, options.prefer_columns), ledger, progress)
+    with _telling_when_stopped(found, stopped):
+        _preserve_logged(conn, target, columns, options, found, under_lock=under_lock, runner=runner, step=step,
+                         written=written)
+    return found.tally.freeze(), found.retries
+
+
+def _preserve_logged(conn: psycopg.Connection[Any], target: Target, columns: Sequence[ColumnSpec],
+                     options: RollbackOptions, found: _PassState, *, under_lock: bool, runner: StepRunner | None,
+                     step: str, written: Callable[[int], None] | None) -> None:
     query = batch_query(target, columns, first=True, lock=True, logged=True).as_bytes(conn)
     take = take_logged_statement(target, columns).as_bytes(conn)
     budget = None if under_lock else _logged_entries(conn, target)
@@ -1064,7 +1095,6 @@ def preserve_logged(
         if written and merged:
             written(merged)
         found.add(decisions, merged)
-    return found.tally.freeze(), found.retries
 
 
 # ---------------------------------------------------------------- planning
@@ -1417,9 +1447,15 @@ class _Executor:
         preserve = (partial(preserve_pass, write=True, helpers=self.helpers) if planned.step == PRESERVE
                     else partial(preserve_logged, under_lock=False))
         found, retries = preserve(self.conn, self.target, self.columns, self.options, progress=self._progress(name),
-                                  runner=self.runner, step=name, ledger=self.ledger, written=self._count_written)
+                                  runner=self.runner, step=name, ledger=self.ledger, written=self._count_written,
+                                  stopped=self._keep_stopped)
         self.passes.append(found)
         return found.summary(written=True), retries
+
+    def _keep_stopped(self, found: Preservation) -> None:
+        """A pass that stopped part-way: what its committed batches wrote is in the report too."""
+        if found.rows_examined:
+            self.passes.append(found)
 
     def _drop_with_last_pass(self, planned: PlannedStep) -> tuple[str, int]:
         """The last pass over the logged rows and the column drop, one transaction under the table's lock."""

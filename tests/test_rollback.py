@@ -440,7 +440,9 @@ def test_interrupted_between_batches_exits_3_and_a_rerun_finishes(conn, db_dsn, 
         "'priority_notified_at']) FROM session_requests WHERE {}").format(sql.SQL(holding))).fetchone()
     assert 0 < written < total, "the first batch stays written, the rest waits for the re-run"
     # a batch another connection committed while the first one's progress stopped the run counts too
-    assert report.to_dict()["preservation"]["rows_written"] == written
+    preservation = report.to_dict()["preservation"]
+    assert preservation["rows_written"] == written
+    assert preservation["values_written"] >= written, "the values of the stopped pass's batches are reported"
     assert not change_log_present(conn, target()), "a stopped run removes its trigger and change log"
     result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json")
     assert result.exit_code == 0 and result.json()["verification"]["ok"]
@@ -630,6 +632,8 @@ def test_a_lock_timeout_after_rows_were_written_back_exits_3_saying_what_was_don
     assert 250 <= first <= 350 if jobs == 1 else 250 <= first < 400
     assert not conn.execute("SELECT metadata ? 'priority_window_minutes' FROM session_requests WHERE id = %s",
                             (rows[350],)).fetchone()[0]
+    assert data["preservation"]["values_written"] == first, "one value (the window) in each row written"
+    assert data["notes"][0].startswith(f"{first} values written back into metadata ({first} rows)")
     stopped = data["notes"][-1]
     assert "stopped at step preserve-metadata" in stopped and f"{first} rows' metadata written back" in stopped
     assert "Re-run `favmigrate rollback` to continue" in stopped
