@@ -35,6 +35,7 @@ from typing import IO, Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from favmigrate.backfill_sql import (
@@ -44,8 +45,11 @@ from favmigrate.backfill_sql import (
     backfill_columns,
     batch_template,
     candidate,
+    claimable,
+    claimed_table,
     classify,
     reject_reasons,
+    unique_indexes,
 )
 from favmigrate.catalog import read_snapshot, relation_pages, require_tables, rows_per_page
 from favmigrate.db import (
@@ -314,7 +318,7 @@ _STATE_CHECKPOINT = sql.Identifier(HISTORY_SCHEMA, "backfill_checkpoint")
 
 
 def _compose_batch(target: Target, *, scan: Scan, phase: Phase, dry_run: bool, first: bool,
-                   lock_references: bool = False, by_ids: bool = False) -> sql.Composed:
+                   lock_references: bool = False, by_ids: bool = False, claimed: bool = False) -> sql.Composed:
     spec = target.spec
     columns = backfill_columns(target)
     pk = sql.Identifier(spec.primary_key)
@@ -348,22 +352,56 @@ def _compose_batch(target: Target, *, scan: Scan, phase: Phase, dry_run: bool, f
         row_lock=not dry_run,
         # with triggers on, the foreign key's own check locks each referenced row (one deleted after our
         # look-up makes it fail, and the batch is retried); with them off, only this lock guards it
-        lock_references=lock_references,
+        lock_references=lock_references, claimed=claimed,
     )
     # by ctid: a direct heap fetch instead of a walk down the primary key for every updated row
     row_match = sql.SQL("t.ctid = d.row_ctid") if scan is Scan.CTID else sql.SQL("t.{pk} = d.row_id").format(pk=pk)
     return batch_template(target, columns, classified=classified, in_batch=in_batch, last_key=last_key,
-                          row_match=row_match, dry_run=dry_run)
+                          row_match=row_match, dry_run=dry_run, claimed=claimed)
 
 
 def batch_statement(target: Target, *, scan: Scan = Scan.CTID, phase: Phase = Phase.MAIN, dry_run: bool = False,
-                    first: bool = False, disable_triggers: bool = False, by_ids: bool = False) -> sql.Composed:
+                    first: bool = False, disable_triggers: bool = False, by_ids: bool = False,
+                    claimed: bool = False) -> sql.Composed:
     """The SQL of one batch (for display and tests). Read-only: builds text, runs nothing.
 
     ``by_ids``: the batch of the rows given as %(ids)s that are still pending (the retry of locked rows).
+    ``claimed`` (a dry run): the batch records the unique keys it would write, and sees those of the batches
+    before it (backfill_sql.claims; the tables start_claims creates).
     """
     return _compose_batch(target, scan=scan, phase=phase, dry_run=dry_run, first=first,
-                          lock_references=disable_triggers and not dry_run, by_ids=by_ids)
+                          lock_references=disable_triggers and not dry_run, by_ids=by_ids, claimed=claimed and dry_run)
+
+
+def start_claims(conn: psycopg.Connection[Any], target: Target) -> bool:
+    """For a dry run: the session's empty temporary tables of the unique keys its batches would write (see
+    backfill_sql.claims), so that a duplicate between two batches is counted as the real run counts it. False
+    when the spec has no (non-partial) unique index on its columns, or the session may not create temporary
+    tables (a hot standby, no TEMP privilege): each batch is then judged against the table alone. Writes only
+    temporary tables."""
+    uniques = [(k, index) for k, index in enumerate(unique_indexes(target)) if claimable(index)]
+    if not uniques:
+        return False
+    try:
+        with conn.transaction():
+            for k, index in uniques:
+                names = sql.SQL(", ").join(sql.Identifier(name) for name in index.columns)
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(claimed_table(k)))
+                conn.execute(sql.SQL("CREATE TEMPORARY TABLE {claims} AS SELECT {names} FROM {table} WITH NO DATA")
+                             .format(claims=claimed_table(k), names=names, table=target.table))
+                conn.execute(sql.SQL("CREATE INDEX ON {} ({})").format(claimed_table(k), names))
+    except (pg_errors.ReadOnlySqlTransaction, pg_errors.InsufficientPrivilege):
+        return False
+    return True
+
+
+def end_claims(conn: psycopg.Connection[Any], target: Target) -> None:
+    """Drop start_claims' temporary tables (they would go with the session anyway)."""
+    if conn.closed or conn.broken or conn.info.transaction_status is not TransactionStatus.IDLE:
+        return
+    for k, index in enumerate(unique_indexes(target)):
+        if claimable(index):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(claimed_table(k)))
 
 
 # ---------------------------------------------------------------- preflight
@@ -595,6 +633,7 @@ class _Run:
         self.lock_retries = 0
         self.watch = None if options.dry_run else BlockerWatch.for_connection(conn)
         self._statements: dict[tuple[Phase, bool, bool], bytes] = {}
+        self.claimed = False  # a dry run records the unique keys its batches would write (start_claims)
         self.skipped: dict[str, None] = {}  # rows a batch skipped because they were locked (insertion-ordered)
         self.still_locked: tuple[str, ...] = ()
         self._lag_warned = False
@@ -610,7 +649,8 @@ class _Run:
         if key not in self._statements:
             self._statements[key] = batch_statement(
                 self.target, scan=self.scan, phase=self.phase, dry_run=self.options.dry_run, first=key[1],
-                disable_triggers=self.options.disable_triggers, by_ids=by_ids).as_bytes(self.conn)
+                disable_triggers=self.options.disable_triggers, by_ids=by_ids, claimed=self.claimed
+            ).as_bytes(self.conn)
         return self._statements[key]
 
     def event(self, kind: BackfillEventKind, message: str = "") -> None:
@@ -665,7 +705,8 @@ class _Run:
 
         def action() -> BatchCounts:
             rejects.clear()
-            with self.conn.transaction(force_rollback=self.options.dry_run):
+            # a dry run's READ ONLY transaction writes nothing but the claims, which later batches must see
+            with self.conn.transaction(force_rollback=self.options.dry_run and not self.claimed):
                 if self.options.dry_run:
                     self.conn.execute(sql.SQL("SET TRANSACTION READ ONLY"))
                 elif self.options.disable_triggers:
@@ -1020,6 +1061,12 @@ def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions
     try:
         with _rejects_file(options.rejects_path) as out:
             run.rejects_out = out if options.dry_run else None
+            run.claimed = options.dry_run and start_claims(conn, target)
+            uniques = unique_indexes(target)
+            if options.dry_run and uniques and not (run.claimed and all(claimable(i) for i in uniques)):
+                run.event(BackfillEventKind.WARNING, "this dry run judges each batch against the table alone (no "
+                          "temporary tables here, or a partial unique index): a duplicate between two of its "
+                          "batches is counted by the real run only")
             _walk_passes(run, checkpoint if resumed else None, plan, out)
     except RejectsNotWritten as exc:
         if options.dry_run:
@@ -1032,6 +1079,8 @@ def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions
     finally:
         if run.watch is not None:
             run.watch.close()
+        if run.claimed:
+            end_claims(conn, target)
     if options.dry_run:
         notes.append("dry run: nothing was changed")
     if run.analyzed:

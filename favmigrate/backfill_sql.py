@@ -159,8 +159,11 @@ def candidate(target: Target, columns: tuple[BackfillColumn, ...], alias: str, *
 
 
 def classify(target: Target, columns: tuple[BackfillColumn, ...], *, in_batch: sql.Composable,
-             candidate: sql.Composable, row_lock: bool, lock_references: bool) -> sql.Composed:
-    """The shared head of a batch (sql/backfill_classify.sql): the CTEs batch .. decided and rejects."""
+             candidate: sql.Composable, row_lock: bool, lock_references: bool, claimed: bool = False) -> sql.Composed:
+    """The shared head of a batch (sql/backfill_classify.sql): the CTEs batch .. decided and rejects.
+
+    ``claimed``: a key in a dry run's claimed_table (an earlier batch of the same dry run would have written it)
+    is a duplicate too."""
     spec = target.spec
     metadata = sql.SQL("t.{}").format(sql.Identifier(spec.metadata_column))
 
@@ -231,7 +234,7 @@ def classify(target: Target, columns: tuple[BackfillColumn, ...], *, in_batch: s
     unique_checks: sql.Composable = sql.SQL("")
     if uniques:
         unique_checks = _unique_checks(target, uniques, {name: (i, decision(i, columns[i]))
-                                                         for name, i in position.items()})
+                                                         for name, i in position.items()}, claimed=claimed)
 
     return sql.SQL(read_sql("backfill_classify.sql").strip()).format(
         pk=sql.Identifier(spec.primary_key), metadata=sql.Identifier(spec.metadata_column), table=target.table,
@@ -251,11 +254,24 @@ def _unique_name(k: int, part: str) -> sql.Identifier:
     return sql.Identifier(f"u{k}_{part}")
 
 
+def claimed_table(k: int) -> sql.Identifier:
+    """The keys of unique index k that the earlier batches of a dry run would have written: a temporary table
+    (the dry run writes nothing else, so its batches can see what those would have written)."""
+    return sql.Identifier("pg_temp", f"favmigrate_claimed_{k}")
+
+
+def claimable(index: IndexSpec) -> bool:
+    """A dry run records the keys of this unique index: not a partial one, whose predicate would have to be
+    judged on the row as the batch would leave it."""
+    return index.predicate is None
+
+
 def _unique_checks(target: Target, uniques: tuple[IndexSpec, ...],
-                   decisions: dict[str, tuple[int, sql.Composable]]) -> sql.Composed:
+                   decisions: dict[str, tuple[int, sql.Composable]], *, claimed: bool = False) -> sql.Composed:
     """The CTEs proposed and unique_checked: per unique index k, the key each row would hold after the batch
     (u<k>_<m>), whether the row writes part of it (u<k>_writes), and u<k>_duplicate: it writes a key with no
-    NULL that another row of the table holds, or that a row of the batch with a lower primary key writes."""
+    NULL that another row of the table holds, or that a row of the batch with a lower primary key writes
+    (``claimed``: or that claimed_table(k) holds)."""
     keys: list[sql.Composable] = []
     flags: list[sql.Composable] = []
     needs_row = False
@@ -276,11 +292,15 @@ def _unique_checks(target: Target, uniques: tuple[IndexSpec, ...],
         held = sql.SQL(" AND ").join(sql.SQL("o.{} = p.{}").format(sql.Identifier(name), part)
                                     for part, name in zip(parts, index.columns, strict=True))
         predicate = sql.SQL("") if index.predicate is None else sql.SQL(" AND ({})").format(sql.SQL(index.predicate))
+        in_claims: sql.Composable = sql.SQL("")
+        if claimed and claimable(index):
+            in_claims = sql.SQL("\n               OR EXISTS (SELECT FROM {claims} AS o WHERE {held})").format(
+                claims=claimed_table(k), held=held)
         flags.append(sql.SQL(
             "p.{writes} AND {not_null} AND (row_number() OVER (PARTITION BY p.{writes}, {parts} ORDER BY p.row_id) > 1"
-            "\n               OR EXISTS (SELECT FROM {table} AS o WHERE {held} AND o.ctid <> p.row_ctid{predicate}))"
-            " AS {duplicate}").format(
-            writes=_unique_name(k, "writes"), table=target.table, held=held, predicate=predicate,
+            "\n               OR EXISTS (SELECT FROM {table} AS o WHERE {held} AND o.ctid <> p.row_ctid{predicate})"
+            "{in_claims}) AS {duplicate}").format(
+            writes=_unique_name(k, "writes"), table=target.table, held=held, predicate=predicate, in_claims=in_claims,
             not_null=sql.SQL(" AND ").join(sql.SQL("p.{} IS NOT NULL").format(part) for part in parts),
             parts=sql.SQL(", ").join(sql.SQL("p.{}").format(part) for part in parts),
             duplicate=_unique_name(k, "duplicate")))
@@ -290,6 +310,29 @@ def _unique_checks(target: Target, uniques: tuple[IndexSpec, ...],
         "    SELECT j.*,\n           {keys}\n    FROM judged AS j{row}\n),\n"
         "unique_checked AS (\n    SELECT p.*,\n           {flags}\n    FROM proposed AS p\n),\n"
     ).format(keys=sql.SQL(",\n           ").join(keys), row=row, flags=sql.SQL(",\n           ").join(flags))
+
+
+def claims(target: Target, columns: tuple[BackfillColumn, ...]) -> sql.Composed:
+    """The data-modifying CTEs of a dry run's batch that add to each claimed_table the keys the batch would write
+    (a key of the batch's decided rows with no NULL, one of whose columns the row would update); ahead of each,
+    the comma that continues the batch's WITH list."""
+    position = {c.name: i for i, c in enumerate(columns)}
+    added: list[sql.Composable] = []
+    for k, index in enumerate(unique_indexes(target)):
+        if not claimable(index):
+            continue
+        parts = [_unique_name(k, str(m)) for m in range(len(index.columns))]
+        updates = [sql.SQL("d.{} = 'update'").format(_name(position[name], "action"))
+                   for name in index.columns if name in position]
+        added.append(sql.SQL(
+            ",\nclaimed_{k} AS (\n    INSERT INTO {claims} ({names})\n    SELECT {parts} FROM decided AS d\n"
+            "    WHERE ({updates}) AND {not_null}\n)").format(
+            k=sql.SQL(str(k)), claims=claimed_table(k),
+            names=sql.SQL(", ").join(sql.Identifier(name) for name in index.columns),
+            parts=sql.SQL(", ").join(sql.SQL("d.{}").format(part) for part in parts),
+            updates=sql.SQL(" OR ").join(updates),
+            not_null=sql.SQL(" AND ").join(sql.SQL("d.{} IS NOT NULL").format(part) for part in parts)))
+    return sql.Composed(added)
 
 
 def actions(columns: tuple[BackfillColumn, ...], alias: str = "d") -> sql.Composed:
@@ -307,8 +350,9 @@ def assignments(columns: tuple[BackfillColumn, ...]) -> sql.Composed:
 
 def batch_template(target: Target, columns: tuple[BackfillColumn, ...], *, classified: sql.Composable,
                    in_batch: sql.Composable, last_key: sql.Composable, row_match: sql.Composable,
-                   dry_run: bool) -> sql.Composed:
-    """The whole statement of one batch (sql/backfill_batch.sql, or sql/backfill_dry_run.sql)."""
+                   dry_run: bool, claimed: bool = False) -> sql.Composed:
+    """The whole statement of one batch (sql/backfill_batch.sql, or sql/backfill_dry_run.sql; ``claimed``: it
+    records the unique keys it would write, see claims)."""
     if dry_run:
         counts = jsonb_object([(sql.Literal(c.name), sql.SQL("(SELECT count(*) FROM decided WHERE {} = 'update')")
                                 .format(_name(i, "action"))) for i, c in enumerate(columns)])
@@ -321,5 +365,5 @@ def batch_template(target: Target, columns: tuple[BackfillColumn, ...], *, class
     return sql.SQL(template.strip().rstrip(";")).format(
         classify=classified, table=target.table, in_batch=in_batch, last_key=last_key, rejects_table=REJECTS_TABLE,
         row_match=row_match, assignments=assignments(columns), actions=actions(columns), updated_flags=flags,
-        updated_counts=counts,
+        updated_counts=counts, claims=claims(target, columns) if claimed else sql.SQL(""),
     )

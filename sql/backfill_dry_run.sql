@@ -1,7 +1,8 @@
 -- One batch of the backfill, dry run: the same classification (backfill_classify.sql) without row
--- locks, run in a READ ONLY transaction that is rolled back. Returns the counts the real batch would
--- report, then one row per reject and conflict.
-{classify}
+-- locks, run in a READ ONLY transaction. Returns the counts the real batch would report, then one row
+-- per reject and conflict. With unique indexes (claims), the batch also records in temporary tables
+-- the keys it would write, so that a later batch of the same dry run sees them as the real run would.
+{classify}{claims}
 SELECT 'summary' AS kind, NULL::text AS row_id, NULL::text AS key, NULL::text AS reason, NULL::text AS value,
        NULL::text AS current_value,
        jsonb_build_object(

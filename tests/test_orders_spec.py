@@ -7,6 +7,7 @@ with two foreign keys, a unique and a partial index and a NOT NULL column enforc
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -15,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from clihelp import cli
@@ -435,6 +437,50 @@ def test_a_duplicate_of_a_unique_column_is_rejected_with_its_row_not_the_batch(o
         refs = dict(conn.execute("SELECT id, external_ref FROM orders WHERE id = ANY (%s)",
                                  ([ids[0], ids[5], ids[6], ids[10], ids[11]],)).fetchall())
     assert refs == {ids[0]: 1000, ids[5]: None, ids[6]: None, ids[10]: 777, ids[11]: None}
+
+
+@pytest.mark.parametrize("scan", ["ctid", "pk"])
+def test_a_duplicate_between_two_batches_is_counted_by_the_dry_run_as_by_the_real_run(orders_dsn, tmp_path, scan):
+    dsn = ("--dsn", orders_dsn)
+    assert orders("apply", *dsn, "-q").exit_code == 0
+    with psycopg.connect(orders_dsn, autocommit=True) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM orders ORDER BY id")]
+        # rows far apart in the walk (batches of 10 rows) repeat the ref of a row walked before them
+        conn.execute("UPDATE orders SET data = data || '{\"ref\": 5000}' WHERE id = ANY (%s)", ([ids[3], ids[57],
+                                                                                               ids[101]],))
+    walk = ("--batch-size", "10", "--scan", scan, "--format", "json")
+    dry = orders("backfill", *dsn, *walk, "--dry-run", "--rejects", str(tmp_path / "dry.jsonl"))
+    assert dry.exit_code == 0, dry.stderr
+    assert "judges each batch against the table alone" not in dry.stderr
+    real = orders("backfill", *dsn, *walk, "--rejects", str(tmp_path / "real.jsonl"))
+    assert real.exit_code == 0, real.stderr
+    assert real.json()["rejected"]["duplicate_value"] == 2
+    assert (dry.json()["rejected"], dry.json()["updated"]) == (real.json()["rejected"], real.json()["updated"])
+    rejected = [json.loads(line) for line in (tmp_path / "dry.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rejected if r["reason"] == "duplicate_value") == sorted(
+        [str(ids[57]), str(ids[101])]), "the row walked first keeps the key, in the dry run as in the real run"
+    with psycopg.connect(orders_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'favmigrate_claimed%'"
+                            ).fetchone()[0] == 0, "the dry run's temporary tables went with its session"
+
+
+def test_a_dry_run_that_may_not_create_temporary_tables_says_what_it_cannot_count(orders_dsn):
+    dsn = ("--dsn", orders_dsn)
+    assert orders("apply", *dsn, "-q").exit_code == 0
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(orders_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(conn.info.dbname)))
+    try:
+        dry = orders("backfill", "--dsn", f"{orders_dsn} user={role}", "--dry-run", "--format", "json")
+    finally:
+        with psycopg.connect(orders_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    assert dry.exit_code == 0, dry.stderr
+    assert "judges each batch against the table alone" in dry.stderr
+    assert dry.json()["updated"]["external_ref"] == ROWS
 
 
 def test_without_a_unique_index_no_duplicate_check_is_composed():
