@@ -89,6 +89,9 @@ class Scan(StrEnum):
 class Phase(StrEnum):
     MAIN = "main"
     CATCH_UP = "catch-up"
+    # the passes are done but for rows other transactions held locked through every retry: the checkpoint's
+    # position holds their keys (a JSON array), and the next run retries only those
+    LOCKED = "locked"
     DONE = "done"
 
 
@@ -666,12 +669,12 @@ class _Run:
         self.conn.execute(_SAVE, {**self.key, "phase": self.phase.value, "position": position,
                                   "end_position": self.end_position, "counters": Jsonb(counters.to_json())})
 
-    def enter(self, phase: Phase, end_position: str | None) -> None:
-        """Start ``phase`` at its beginning (saved, unless this is a dry run)."""
+    def enter(self, phase: Phase, end_position: str | None, position: str | None = None) -> None:
+        """Start ``phase`` at ``position`` (None: its beginning); saved, unless this is a dry run."""
         self.phase, self.end_position = phase, end_position
         if not self.options.dry_run:
             with self.conn.transaction():
-                self.save(None, self.counters)
+                self.save(position, self.counters)
 
     def analyze(self) -> None:
         """ANALYZE the table: apply analysed the columns while they were empty, so until this (or autovacuum)
@@ -753,10 +756,10 @@ class _Run:
                 self.rejects_out.write(_reject_line(row[1], row[2], row[3], row[4], row[5], self.columns))
         return counts
 
-    def retry_skipped(self) -> None:
-        """Retry the rows that batches skipped as locked, with backoff, until every one is done or the retries
-        run out (those are left in ``still_locked``). Runs in the DONE phase: its batches save no position."""
-        pending = list(self.skipped)
+    def retry_skipped(self, pending: list[str]) -> None:
+        """Retry the rows that batches skipped as locked (``pending``), with backoff, until every one is done or the
+        retries run out (those are left in ``still_locked``). Runs in the DONE phase: its batches save no
+        position."""
         attempt = 0
         while pending:
             counts = self.run_batch({"ids": pending, "overwrite": self.options.overwrite, **self.key}, False, None,
@@ -1089,7 +1092,7 @@ def _run(conn: psycopg.Connection[Any], target: Target, options: BackfillOptions
         shown = ", ".join(run.still_locked[:_SHOWN_IDS]) + (", ..." if len(run.still_locked) > _SHOWN_IDS else "")
         notes.append(f"{_rows(len(run.still_locked))} stayed locked by other transactions through every retry and "
                      f"{'was' if len(run.still_locked) == 1 else 'were'} not copied ({shown}): run `favmigrate "
-                     "backfill` again once those transactions end (the new pass changes nothing already copied)")
+                     "backfill` again once those transactions end (it retries only those rows)")
     elif run.skipped:
         notes.append(f"{_rows(len(run.skipped))} locked by other transactions when first reached "
                      f"{'was' if len(run.skipped) == 1 else 'were'} skipped and retried at the end")
@@ -1111,12 +1114,18 @@ def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: _Rej
     conn, target, options, scan = run.conn, run.target, run.options, run.scan
     run.event(BackfillEventKind.PLAN, plan)
     position: str | None = None
+    carried: list[str] = []  # rows an earlier run left locked
     if checkpoint is not None:
         run.counters = checkpoint.counters
         run.phase, run.end_position, position = checkpoint.phase, checkpoint.end_position, checkpoint.position
         run.pass_xid = checkpoint.pass_xid
-        run.event(BackfillEventKind.START, f"resuming the {run.phase.value} pass after {checkpoint.counters.batches} "
-                  f"batches ({checkpoint.counters.scanned:,} rows scanned)")
+        if run.phase is Phase.LOCKED:
+            carried = list(json.loads(position or "[]"))
+            run.event(BackfillEventKind.START, f"the passes are done but for the {_rows(len(carried))} an "
+                      "earlier run found locked: retrying only those")
+        else:
+            run.event(BackfillEventKind.START, f"resuming the {run.phase.value} pass after "
+                      f"{checkpoint.counters.batches} batches ({checkpoint.counters.scanned:,} rows scanned)")
     else:
         pages = str(relation_pages(conn, target)) if scan is Scan.CTID else None
         run.pass_xid = _next_xid(conn) if options.dry_run else _start_pass(conn, target, scan, pages, options)
@@ -1140,10 +1149,16 @@ def _walk_passes(run: _Run, checkpoint: _Checkpoint | None, plan: str, out: _Rej
                 run.event(BackfillEventKind.PHASE, catch_up_note)
             run.walk(position)
         run.enter(Phase.DONE, None)
-        if run.skipped:
-            run.event(BackfillEventKind.PHASE, f"retrying the {_rows(len(run.skipped))} that other transactions "
+    elif run.phase is Phase.LOCKED:
+        run.enter(Phase.DONE, None)  # while the retry runs: a run stopped during it walks the whole table again
+    if run.phase is Phase.DONE and not options.dry_run:
+        pending = list(dict.fromkeys([*carried, *run.skipped]))
+        if pending:
+            run.event(BackfillEventKind.PHASE, f"retrying the {_rows(len(pending))} that other transactions "
                       "held locked")
-            run.retry_skipped()
+            run.retry_skipped(pending)
+        if run.still_locked:  # all a next run has to retry
+            run.enter(Phase.LOCKED, None, json.dumps(list(run.still_locked)))
         run.event(BackfillEventKind.PHASE, f"ANALYZE {target.table_name}: planner statistics of the filled columns")
         run.analyze()
         if out is not None:

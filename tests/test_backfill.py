@@ -794,8 +794,16 @@ def test_a_row_locked_through_the_run_is_skipped_reported_and_copied_by_the_next
     others = {k: v for k, v in table_state(conn).items() if k != locked}
     assert sum(1 for v in others.values() if v[1] is not None) == data["updated"]["preferred_mechanic_id"]
 
-    again = run(conn)
-    assert again["ok"] and again["rows_updated"] == 1 and again["locked_rows"]["skipped"] == 0
+    assert conn.execute("SELECT phase, position FROM favmigrate.backfill_checkpoint").fetchone() == (
+        "locked", json.dumps([locked]))
+
+    rerun = backfill(conn, target(), BackfillOptions())
+    again = rerun.to_dict()
+    # a resumed run reports the whole pass: the first run's rows and the one copied now
+    assert again["ok"] and again["rows_updated"] == data["rows_updated"] + 1 and again["locked_rows"]["skipped"] == 0
+    # the next run retries that row alone instead of walking the table again
+    assert again["resumed"] and rerun.scanned_this_run == 0, again
+    assert conn.execute("SELECT phase FROM favmigrate.backfill_checkpoint").fetchone()[0] == "done"
     assert_backfilled(conn)
 
 
