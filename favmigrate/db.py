@@ -393,9 +393,9 @@ AUTOVACUUM_CANCEL_MARGIN_S = 0.5
 DEADLOCK_CHECK_AFTER_MS = 100
 
 
-def shorten_deadlock_check(conn: psycopg.Connection[Any]) -> bool:
+def shorten_deadlock_check(conn: psycopg.Connection[Any]) -> None:
     """Lower the session's deadlock_timeout to DEADLOCK_CHECK_AFTER_MS where the role may set it (a superuser,
-    or SET granted on it, PostgreSQL 15+); never raise it. Returns whether it is that low now.
+    or SET granted on it, PostgreSQL 15+); never raise it.
 
     The server cancels an autovacuum that blocks a lock request (one preventing wraparound excepted) when the
     request's deadlock check runs, after deadlock_timeout (1 s by default): the write-back or backfill's own
@@ -404,14 +404,10 @@ def shorten_deadlock_check(conn: psycopg.Connection[Any]) -> bool:
     allowed = [sql.SQL("current_setting('is_superuser')::boolean")]
     if conn.info.server_version >= 150000:
         allowed.append(sql.SQL("has_parameter_privilege('deadlock_timeout', 'SET')"))
-    found = conn.execute(sql.SQL(
-        "SELECT ({allowed}) AND setting::integer > {limit}, setting::integer <= {limit} FROM pg_settings "
-        "WHERE name = 'deadlock_timeout'").format(allowed=sql.SQL(" OR ").join(allowed),
-                                                  limit=sql.Literal(DEADLOCK_CHECK_AFTER_MS))).fetchone()
-    lower, low_already = found or (False, False)
-    if lower:
+    if scalar(conn, sql.SQL("SELECT ({allowed}) AND setting::integer > {limit} FROM pg_settings "
+                            "WHERE name = 'deadlock_timeout'").format(allowed=sql.SQL(" OR ").join(allowed),
+                                                                      limit=sql.Literal(DEADLOCK_CHECK_AFTER_MS))):
         set_session(conn, deadlock_timeout=f"{DEADLOCK_CHECK_AFTER_MS}ms")
-    return bool(lower or low_already)
 
 
 def weak_lock_policy(conn: psycopg.Connection[Any], policy: RetryPolicy) -> RetryPolicy:
