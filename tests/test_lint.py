@@ -193,6 +193,18 @@ def test_execute_of_a_computed_string_is_not_guessed() -> None:
     assert found(text) == []
 
 
+def test_a_finding_after_a_doubled_quote_in_an_execute_string_points_at_its_place_in_the_file() -> None:
+    line = "  EXECUTE 'ALTER TABLE t ADD COLUMN c text DEFAULT ''x'' NOT NULL, ADD CONSTRAINT f CHECK (c <> '''')';"
+    text = TIMEOUTS + "DO $$\nBEGIN\n" + line + "\nEND $$;\n"
+    column = line.index("ADD CONSTRAINT") + 1
+    assert found(text, "constraint-missing-not-valid") == [("constraint-missing-not-valid", 5, column)]
+    # the same in a DO body quoted with single quotes
+    body = "  ALTER TABLE t ADD COLUMN c text DEFAULT ''x'', ADD CONSTRAINT f CHECK (c <> '''');"
+    quoted = TIMEOUTS + "DO '\nBEGIN\n" + body + "\nEND';\n"
+    assert found(quoted, "constraint-missing-not-valid") == [
+        ("constraint-missing-not-valid", 5, body.index("ADD CONSTRAINT") + 1)]
+
+
 def test_concurrent_build_in_a_do_block_is_in_a_transaction() -> None:
     text = "DO $$ BEGIN CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a); END $$;"
     assert rules_of(text) == ["ban-concurrent-index-creation-in-transaction"]

@@ -172,14 +172,31 @@ class Lexed:
     comments: list[IgnoreComment]
 
 
-def lex(text: str, base: int = 0) -> Lexed:
-    """Significant tokens of ``text`` (positions shifted by ``base``) and the ignore comments in it."""
+def content_positions(literal: Token) -> list[int] | None:
+    """The file offset of each character of a string literal's ``value``, then of its end: a doubled quote is
+    one character of the value, so past it the value's own offsets fall behind the file's. None where they
+    do not (a dollar-quoted string, or one without a doubled quote)."""
+    if literal.kind is not TokenKind.STRING or "''" not in literal.text[literal.content_offset - literal.offset:-1]:
+        return None
+    raw = literal.text[literal.content_offset - literal.offset:-1]
+    positions: list[int] = []
+    index = 0
+    while index < len(raw):
+        positions.append(literal.content_offset + index)
+        index += 2 if raw.startswith("''", index) else 1
+    return [*positions, literal.content_offset + len(raw)]
+
+
+def lex(text: str, base: int = 0, positions: Sequence[int] | None = None) -> Lexed:
+    """Significant tokens of ``text`` (positions shifted by ``base``, or each character's taken from
+    ``positions``, see content_positions) and the ignore comments in it."""
     tokens: list[Token] = []
     comments: list[IgnoreComment] = []
-    position = base
+    index = 0
     brace: list[tuple[str, int]] = []  # an open {placeholder}: its text so far and start
     for ttype, value in lexer.tokenize(text):  # type: ignore[no-untyped-call]
-        start, position = position, position + len(value)
+        at, index = index, index + len(value)
+        start = positions[at] if positions is not None else base + at
         if ttype in T.Comment:
             directive = parse_ignore(value, start)
             if directive:
@@ -275,13 +292,14 @@ def _execute_literal(tokens: tuple[Token, ...]) -> Token | None:
     return None
 
 
-def split_statements(text: str, base: int = 0, origin: Origin = Origin.FILE,
-                     parent: Statement | None = None) -> tuple[list[Statement], list[IgnoreComment]]:
+def split_statements(text: str, base: int = 0, origin: Origin = Origin.FILE, parent: Statement | None = None,
+                     positions: Sequence[int] | None = None) -> tuple[list[Statement], list[IgnoreComment]]:
     """Statements of ``text`` in order, DO-block bodies and constant EXECUTE strings opened after their DO.
+    ``base`` or ``positions`` place ``text`` in the file (see lex).
 
     Returns the statements and every ignore comment found (at any depth).
     """
-    lexed = lex(text, base)
+    lexed = lex(text, base, positions)
     comments = list(lexed.comments)
     pieces = split_top_level(lexed.tokens, ";")
     if origin is not Origin.FILE:
@@ -293,7 +311,8 @@ def split_statements(text: str, base: int = 0, origin: Origin = Origin.FILE,
         literal = _execute_literal(piece) if origin is not Origin.FILE else None
         if literal is not None:
             inner, inner_comments = split_statements(literal.value, literal.content_offset, Origin.EXECUTE,
-                                                     Statement(piece, origin, rules | inherited, parent))
+                                                     Statement(piece, origin, rules | inherited, parent),
+                                                     content_positions(literal))
             statements += inner
             comments += inner_comments
             continue
@@ -303,7 +322,7 @@ def split_statements(text: str, base: int = 0, origin: Origin = Origin.FILE,
             body = _do_body(statement)
             if body is not None:
                 inner, inner_comments = split_statements(body.value, body.content_offset, Origin.DO_BLOCK,
-                                                         statement)
+                                                         statement, content_positions(body))
                 statements += inner
                 comments += inner_comments
     return statements, comments
