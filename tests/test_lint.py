@@ -205,6 +205,14 @@ def test_a_finding_after_a_doubled_quote_in_an_execute_string_points_at_its_plac
         ("constraint-missing-not-valid", 5, body.index("ADD CONSTRAINT") + 1)]
 
 
+def test_a_sql_standard_function_body_is_one_statement_and_its_end_closes_no_transaction() -> None:
+    text = ("BEGIN;\nCREATE FUNCTION f(a int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n"
+            "  SELECT CASE WHEN a > 0 THEN 1 END;\n  SELECT a + 1;\nEND;\n"
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);\nCOMMIT;\n")
+    assert found(text, "ban-concurrent-index-creation-in-transaction") == [
+        ("ban-concurrent-index-creation-in-transaction", 7, 1)]
+
+
 def test_concurrent_build_in_a_do_block_is_in_a_transaction() -> None:
     text = "DO $$ BEGIN CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a); END $$;"
     assert rules_of(text) == ["ban-concurrent-index-creation-in-transaction"]

@@ -224,15 +224,25 @@ def lex(text: str, base: int = 0, positions: Sequence[int] | None = None) -> Lex
 
 
 def split_top_level(tokens: Sequence[Token], separator: str) -> list[tuple[Token, ...]]:
-    """Tokens cut at ``separator`` punctuation outside parentheses (empty parts dropped)."""
+    """Tokens cut at ``separator`` punctuation outside parentheses and outside a SQL-standard function body
+    (`BEGIN ATOMIC ... END`, whose statements end with semicolons too; a CASE inside it ends with END as well)
+    (empty parts dropped)."""
     parts: list[list[Token]] = [[]]
     depth = 0
-    for token in tokens:
+    atomic = False
+    cases = 0
+    for index, token in enumerate(tokens):
         if token.is_punct("("):
             depth += 1
         elif token.is_punct(")"):
             depth = max(0, depth - 1)
-        if depth == 0 and token.is_punct(separator):
+        elif token.is_word("ATOMIC") and index > 0 and tokens[index - 1].is_word("BEGIN"):
+            atomic, cases = True, 0
+        elif atomic and token.is_word("CASE"):
+            cases += 1
+        elif atomic and token.is_word("END"):
+            atomic, cases = cases > 0, max(0, cases - 1)
+        if depth == 0 and not atomic and token.is_punct(separator):
             parts.append([])
         else:
             parts[-1].append(token)
