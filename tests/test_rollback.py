@@ -609,22 +609,33 @@ def test_a_held_table_lock_is_retried_then_exits_3_naming_the_blocker(conn, db_d
     assert done.exit_code == 0 and done.json()["verification"]["ok"], "a re-run finishes once the lock is gone"
 
 
+def windows_to_write_back(conn: psycopg.Connection[Any], n: int = 400) -> list[uuid.UUID]:
+    """``n`` rows without legacy keys given a window of 20: each has one value to write back."""
+    rows = plain_rows(conn, n)
+    conn.execute("UPDATE session_requests SET priority_window_minutes = 20 WHERE id = ANY (%s)", (rows,))
+    return rows
+
+
+def rollback_with_a_row_locked(db_dsn: str, row: uuid.UUID, jobs: int) -> Any:
+    """`favmigrate rollback` in batches of 50 while another transaction holds ``row`` locked (one retry)."""
+    locker = psycopg.connect(db_dsn)  # not autocommit: the row stays locked until it closes
+    locker.execute("SELECT 1 FROM session_requests WHERE id = %s FOR UPDATE", (row,))
+    try:
+        return cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json", "--batch-size", "50",
+                   "--lock-timeout", "0.1", "--retries", "1", "--jobs", str(jobs))
+    finally:
+        locker.close()
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_lock_timeout_after_rows_were_written_back_exits_3_saying_what_was_done(conn, db_dsn, jobs):
     apply(conn)
-    rows = plain_rows(conn, 400)
-    conn.execute("UPDATE session_requests SET priority_window_minutes = 20 WHERE id = ANY (%s)", (rows,))
+    rows = windows_to_write_back(conn)
     # in the order the write-back walks them: pages (ctid) from PostgreSQL 14, else the primary key
     order = "ctid" if conn.info.server_version >= 140000 else "id"
     rows = [r[0] for r in conn.execute(sql.SQL("SELECT id FROM session_requests WHERE id = ANY (%s) ORDER BY {}")
                                        .format(sql.Identifier(order)), (rows,))]
-    locker = psycopg.connect(db_dsn)  # not autocommit: the row stays locked until it commits
-    locker.execute("SELECT 1 FROM session_requests WHERE id = %s FOR UPDATE", (rows[350],))
-    try:
-        result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json", "--batch-size", "50",
-                     "--lock-timeout", "0.1", "--retries", "1", "--jobs", str(jobs))
-    finally:
-        locker.close()
+    result = rollback_with_a_row_locked(db_dsn, rows[350], jobs)
     assert result.exit_code == 3, result.stderr
     data = result.json()
     first = data["preservation"]["rows_written"]  # the batches before the locked row's (batches of ~50 rows)
@@ -656,21 +667,14 @@ def test_a_conflict_row_locked_after_its_range_wrote_the_other_rows_counts_them(
     """A page range writes its settled rows in one statement, then judges a conflict row on its own: when that
     row's lock is not granted, the rows the statement wrote are in the report all the same."""
     apply(conn)
-    rows = plain_rows(conn, 400)
-    conn.execute("UPDATE session_requests SET priority_window_minutes = 20 WHERE id = ANY (%s)", (rows,))
+    rows = windows_to_write_back(conn)
     # on the page holding most of them, so that its range writes rows beside the conflict
     conflict = conn.execute("SELECT id FROM session_requests WHERE id = ANY (%(rows)s) AND (ctid::text::point)[0] = "
                             "(SELECT (ctid::text::point)[0] FROM session_requests WHERE id = ANY (%(rows)s) "
                             "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1) LIMIT 1", {"rows": rows}).fetchone()[0]
     conn.execute("UPDATE session_requests SET metadata = metadata || '{\"priority_window_minutes\": 99}' "
                  "WHERE id = %s", (conflict,))
-    locker = psycopg.connect(db_dsn)  # not autocommit: the row stays locked until it closes
-    locker.execute("SELECT 1 FROM session_requests WHERE id = %s FOR UPDATE", (conflict,))
-    try:
-        result = cli("rollback", "--dsn", db_dsn, "--yes", "--format", "json", "--batch-size", "50",
-                     "--lock-timeout", "0.1", "--retries", "1", "--jobs", str(jobs))
-    finally:
-        locker.close()
+    result = rollback_with_a_row_locked(db_dsn, conflict, jobs)
     assert result.exit_code == 3, result.stderr
     written = conn.execute("SELECT count(*) FROM session_requests WHERE metadata -> 'priority_window_minutes' = '20' "
                            "AND id = ANY (%s)", (rows,)).fetchone()[0]
